@@ -1,0 +1,30 @@
+# Two entry points for a fresh clone (each creates .venv when it is missing):
+#   make demo DATASET=path/to/YOLO_format-or-zip   the whole pipeline (EPOCHS=1 MAX_IMAGES=200 for a quick run)
+#   make test                                      the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATASET ?=
+EPOCHS ?=
+MAX_IMAGES ?=
+
+.PHONY: setup demo test bench clean-outputs
+
+setup: $(VENV)/.installed
+
+# Re-installs when requirements.txt changes. The pins are what makes tensorflowjs's converter run.
+$(VENV)/.installed: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements.txt"; exit 1; }
+	touch $@
+
+demo: setup
+	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES))
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

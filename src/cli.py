@@ -1,0 +1,58 @@
+"""What every script shares on the command line: --config/--set, and one-line errors.
+
+Usage (in a script):
+    def main(argv=None):
+        parser = cli.parser(__doc__)
+        args = parser.parse_args(argv)
+        cfg = cli.load_config(args)           # exits 2 with one line on a bad config
+        ...
+
+    if __name__ == "__main__":
+        cli.run(main)
+
+Nothing here imports TensorFlow, so `--help` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+import config
+from config import UserError
+
+
+def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser with --config and repeatable --set; defaults shown in --help."""
+    p = argparse.ArgumentParser(
+        description=(doc or "").strip().splitlines()[0] if doc else None,
+        epilog="\n".join((doc or "").strip().splitlines()[1:]).strip() or None,
+        formatter_class=_HelpFormatter,
+        **kwargs,
+    )
+    p.add_argument("--config", default=str(config.DEFAULT_CONFIG_PATH), metavar="PATH",
+                   help="configuration file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for this run (repeatable; VALUE is YAML, e.g. --set weights=null)")
+    return p
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    return config.load_config(args.config, args.overrides)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Call main(argv) and exit: a UserError becomes one 'error: ...' line and its exit code."""
+    try:
+        code = main(argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = 130
+    sys.exit(code or 0)
