@@ -34,3 +34,41 @@ def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float 
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+CLASS_NAMES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+SPLITS = {"train": "train", "valid": "val", "test": "test"}
+
+
+def link_organized(dest: Path, per_class: int | None = None, splits=("train", "val", "test")) -> Path:
+    """Hard-link the real sample into dest/<split>/<class>/ (the layout organize_data.py makes),
+    at most `per_class` images per class; independent of organize_data.py, so tests of other stages
+    do not depend on it. Returns dest."""
+    root = require(YOLO_SAMPLE)
+    for src_split, split in SPLITS.items():
+        if split not in splits:
+            continue
+        taken = {c: 0 for c in CLASS_NAMES}
+        for image in sorted((root / src_split / "images").iterdir()):
+            label = root / src_split / "labels" / f"{image.stem}.txt"
+            cls = CLASS_NAMES[int(label.read_text().split()[0])]
+            if per_class is not None and taken[cls] >= per_class:
+                continue
+            target = dest / split / cls / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(image, target)
+            taken[cls] += 1
+    return dest
+
+
+def tiny_config(tmp_path: Path, *overrides: str) -> list[str]:
+    """--set overrides for a fast run entirely inside tmp_path (random init, 32x32 inputs, small batches)."""
+    return [f"data_path={tmp_path / 'data'}", f"model_save_path={tmp_path / 'models' / 'model.h5'}",
+            f"checkpoint_dir={tmp_path / 'models' / 'checkpoints'}", f"performance_dir={tmp_path / 'performance'}",
+            f"results_dir={tmp_path / 'results'}", "weights=null", "input_shape=[32, 32, 3]",
+            "train_batch_size=8", "val_batch_size=16", "test_batch_size=16", "dense_units=16",
+            *overrides]
+
+
+def as_set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
