@@ -1,0 +1,783 @@
+"""Sort the Kaggle "AffectNet in YOLO format" download into class folders: DATA/{train,val,test}/<class>/.
+
+Usage:
+    python src/organize_data.py --source ~/Downloads/archive.zip     # the Kaggle zip: extracted into DATA, then moved
+    python src/organize_data.py --source PATH/TO/YOLO_format          # a folder (or one holding it) outside DATA: hard-linked
+    python src/organize_data.py                                       # a YOLO_format folder inside DATA, else a kagglehub download
+    python src/organize_data.py --source PATH --dry-run               # show what would happen; change nothing
+
+DATA is the config key data_path. Label id i goes to class_names[i]; the split valid/ becomes val/.
+Images whose label is missing, empty, malformed or out of range go to DATA/<split>/unclassified/, and the
+reasons (and labels without an image) are appended to DATA/organize_log.csv. Nothing is overwritten: a
+different file already holding a name gets the new one as NAME__1.jpg. Re-running is a no-op, and a run
+that was killed resumes where it stopped. Folders outside DATA are hard-linked (copied where linking
+fails) so they stay intact; --move or --link picks the mode yourself.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import re
+import shutil
+import sys
+import tempfile
+import zipfile
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import cli
+import config
+from config import UserError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+# Source split folder -> output split folder, in the order the table shows them.
+SPLITS = (("train", "train"), ("valid", "val"), ("val", "val"), ("test", "test"))
+OUTPUT_SPLITS = ("train", "val", "test")
+UNCLASSIFIED = "unclassified"
+LOG_NAME = "organize_log.csv"
+LOCK_NAME = ".organize.lock"
+TMP_PREFIX = ".organize-tmp-"          # partial copies; a killed run leaves at most one per folder
+EXTRACT_PREFIX = ".organize-extract-"  # zip extraction in progress
+ZIP_MARKER = ".organize-source"        # written into an extracted folder: which zip it came from
+SEARCH_DEPTH = 4
+KAGGLE_URL = "https://www.kaggle.com/datasets/{handle}"
+# Test-only hook: SIGKILL this process after N files have been placed, to test resuming a killed run.
+DIE_AFTER_ENV = "ORGANIZE_DATA_TEST_DIE_AFTER"
+_CLASH_SUFFIX = re.compile(r"__\d+$")
+_LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP,
+                         errno.EMLINK, errno.ENOSYS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Result
+
+
+@dataclass
+class Summary:
+    """What a run did (or, with dry_run, would do).
+
+    counts[split][class]: files in DATA/<split>/<class>/ after the run ('unclassified' included),
+    placed[split][class]: of those, files moved/linked there by this run,
+    moved: files placed by this run; already: source files found already in place (re-runs),
+    renamed: files placed under a new name because a different file held theirs,
+    orphan_labels: labels without an image, reasons: unclassified images of this run by reason.
+    """
+
+    source: Path
+    data_path: Path
+    class_names: list[str]
+    mode: str
+    dry_run: bool
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    placed: dict[str, dict[str, int]] = field(default_factory=dict)
+    moved: int = 0
+    already: int = 0
+    renamed: int = 0
+    orphan_labels: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    examples: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    log_path: Path | None = None
+
+    @property
+    def unclassified(self) -> int:
+        """Images in the unclassified folders of all splits after the run."""
+        return sum(c.get(UNCLASSIFIED, 0) for c in self.counts.values())
+
+    def table(self) -> str:
+        """Files per class (rows) and split (columns), with totals."""
+        splits = [s for s in OUTPUT_SPLITS if s in self.counts]
+        rows = [*self.class_names, UNCLASSIFIED]
+        width = max(len(r) for r in [*rows, "total"])
+        lines = [f"{'class':<{width}}" + "".join(f"{s:>9}" for s in splits)]
+        for row in rows:
+            lines.append(f"{row:<{width}}" + "".join(f"{self.counts[s].get(row, 0):>9}" for s in splits))
+        lines.append(f"{'total':<{width}}" + "".join(f"{sum(self.counts[s].values()):>9}" for s in splits))
+        return "\n".join(lines)
+
+    def report(self) -> str:
+        """The table plus what happened: files placed, reasons, orphans, warnings."""
+        verb = {"move": "moved", "link": "linked"}[self.mode]
+        head = (f"dry run, nothing changed: {self.source} -> {self.data_path} ({self.mode} mode) would give"
+                if self.dry_run else f"organized {self.source} -> {self.data_path} ({self.mode} mode)")
+        lines = [head, self.table()]
+        would = "would be " if self.dry_run else ""
+        lines.append(f"{self.moved} files {would}{verb}, {self.already} already in place, "
+                     f"{self.renamed} {would}renamed because the name was taken")
+        if self.reasons:
+            detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.reasons.items()))
+            lines.append(f"{sum(self.reasons.values())} images {would}unclassified ({detail})")
+        if self.orphan_labels:
+            lines.append(f"{self.orphan_labels} labels have no image")
+        if (self.reasons or self.orphan_labels or self.renamed) and self.log_path and not self.dry_run:
+            lines.append(f"details: {self.log_path}")
+        if self.examples:
+            lines.append("for example:")
+            lines.extend(f"  {e}" for e in self.examples)
+        lines.extend(f"warning: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Finding the download
+
+
+def _is_yolo_root(path: Path) -> bool:
+    """True when path holds train/ and valid/ (or val/), each with images/ and labels/."""
+    def split_ok(name: str) -> bool:
+        return (path / name / "images").is_dir() and (path / name / "labels").is_dir()
+    return split_ok("train") and (split_ok("valid") or split_ok("val"))
+
+
+def _search_yolo_roots(path: Path, skip_top: frozenset[str] = frozenset()) -> list[Path]:
+    """YOLO_format folders at path or up to SEARCH_DEPTH levels below, shallowest level only."""
+    level = [path]
+    for depth in range(SEARCH_DEPTH + 1):
+        found = [d for d in level if _is_yolo_root(d)]
+        if found:
+            return found
+        below = []
+        for folder in level:
+            try:
+                entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            except OSError:
+                continue
+            for entry in entries:
+                # images/ and labels/ can hold 100,000 files and never hold a download.
+                if (entry.name.startswith(".") or entry.name in ("images", "labels")
+                        or (depth == 0 and entry.name in skip_top)):
+                    continue
+                if entry.is_dir():
+                    below.append(Path(entry.path))
+        level = below
+    return []
+
+
+def find_yolo_root(path: Path) -> Path:
+    """The YOLO_format folder at `path` or a few levels below it; UserError if there is none (or several)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"source not found: {path}")
+    if not path.is_dir():
+        raise UserError(f"source {path} is not a folder or a .zip archive")
+    found = _search_yolo_roots(path)
+    if not found:
+        raise UserError(f"no YOLO_format download in {path}: expected train/ and valid/ folders, each with "
+                        f"images/ and labels/, there or up to {SEARCH_DEPTH} levels below")
+    if len(found) > 1:
+        raise UserError(f"several YOLO_format folders in {path} ({', '.join(str(f) for f in found)}): "
+                        "pass one of them with --source")
+    return found[0]
+
+
+def _zip_yolo_prefix(names: list[str]) -> str | None:
+    """The folder inside a zip that holds train/ and valid|val/ with images/ and labels/ ('' for the top)."""
+    seen: dict[str, set[str]] = {}
+    for name in names:
+        parts = name.split("/")
+        for i in range(len(parts) - 2):
+            if parts[i] in ("train", "valid", "val") and parts[i + 1] in ("images", "labels"):
+                prefix = "/".join(parts[:i])
+                seen.setdefault(prefix, set()).add(f"{parts[i]}/{parts[i + 1]}")
+                break
+    roots = [p for p, subs in seen.items()
+             if {"train/images", "train/labels"} <= subs
+             and ({"valid/images", "valid/labels"} <= subs or {"val/images", "val/labels"} <= subs)]
+    return min(roots, key=lambda p: (p.count("/"), p)) if roots else None
+
+
+def _zip_identity(zip_path: Path) -> str:
+    stat = zip_path.stat()
+    return f"{zip_path.resolve()}\t{stat.st_size}\t{int(stat.st_mtime)}\n"
+
+
+def extract_zip(zip_path: Path, into: Path) -> Path:
+    """Extract the YOLO_format folder of a Kaggle zip to `into`/<its name>; returns that folder.
+
+    Extraction goes to a temporary folder beside it that is renamed when complete, so a killed
+    extraction leaves nothing half-done. A folder extracted from the same zip before is reused,
+    which lets a killed organize run resume without extracting again.
+    """
+    zip_path = Path(zip_path)
+    try:
+        with zipfile.ZipFile(zip_path) as archive:
+            names = archive.namelist()
+            prefix = _zip_yolo_prefix(names)
+            if prefix is None:
+                raise UserError(f"{zip_path} does not hold a YOLO_format download (train/ and valid/ "
+                                "folders, each with images/ and labels/)")
+            base = prefix.rsplit("/", 1)[-1] or "YOLO_format"
+            target = into / base
+            identity = _zip_identity(zip_path)
+            n = 0
+            while target.exists():
+                marker = target / ZIP_MARKER
+                if marker.is_file() and marker.read_text(encoding="utf-8") == identity and _is_yolo_root(target):
+                    return target  # extracted by an earlier run, maybe organized half-way: resume
+                n += 1
+                target = into / f"{base}__{n}"
+            into.mkdir(parents=True, exist_ok=True)
+            _remove_stale_extractions(into)
+            tmp = Path(tempfile.mkdtemp(prefix=EXTRACT_PREFIX, dir=into))
+            try:
+                root_prefix = f"{prefix}/" if prefix else ""
+                archive.extractall(tmp, members=[m for m in names if m.startswith(root_prefix)])
+                extracted = tmp / prefix if prefix else tmp
+                (extracted / ZIP_MARKER).write_text(identity, encoding="utf-8")
+                os.rename(extracted, target)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, RuntimeError,
+            NotImplementedError) as exc:  # corrupt, truncated, encrypted or exotic archives
+        raise UserError(f"{zip_path} is not a readable zip archive ({exc}); download it again") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise UserError(f"no space left on the disk of {into} to extract {zip_path}") from None
+        raise UserError(f"could not extract {zip_path}: {exc.strerror or exc}") from None
+    return target
+
+
+def _remove_stale_extractions(folder: Path) -> None:
+    """Remove temporary extraction folders left by a killed run."""
+    for entry in os.scandir(folder):
+        if entry.name.startswith(EXTRACT_PREFIX) and entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(entry.path, ignore_errors=True)
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        Path(path).resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def prepare_source(source: Path, data_path: Path) -> tuple[Path, str]:
+    """(YOLO_format folder, mode) for --source: a zip is extracted into data_path and moved from;
+    a folder inside data_path is moved from; a folder outside it is linked, so it stays intact."""
+    source = Path(source).expanduser()
+    if not source.exists():
+        raise UserError(f"source not found: {source}")
+    if source.is_file():
+        if not zipfile.is_zipfile(source):
+            raise UserError(f"{source} is not a zip archive (corrupt or incomplete download?) nor a folder")
+        return extract_zip(source, Path(data_path)), "move"
+    root = find_yolo_root(source)
+    return root, ("move" if _is_within(root, data_path) else "link")
+
+
+def _short_reason(exc: BaseException) -> str:
+    name = type(exc).__name__
+    if "Connection" in name or "Timeout" in name or isinstance(exc, (ConnectionError, TimeoutError)):
+        return "cannot reach Kaggle: offline?"
+    text = " ".join(str(exc).split())
+    return f"{name}: {text[:150]}" if text else name
+
+
+def download_kaggle(handle: str) -> Path:
+    """Download (or reuse from kagglehub's cache) a Kaggle dataset; UserError with what to do on failure."""
+    how = (f"download it from {KAGGLE_URL.format(handle=handle)} and run: "
+           "python src/organize_data.py --source PATH/TO/archive.zip")
+    try:
+        import kagglehub  # slow to import (0.5 s), and only needed here
+    except ImportError:
+        raise UserError(f"could not download the Kaggle dataset {handle} (kagglehub is not installed): {how}") from None
+    try:
+        return Path(kagglehub.dataset_download(handle))
+    except Exception as exc:  # any failure (network, credentials, quota, API change) has the same remedy
+        raise UserError(f"could not download the Kaggle dataset {handle} ({_short_reason(exc)}): {how}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+
+
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+def parse_label(data: bytes, n_classes: int) -> tuple[int | None, str, str]:
+    """(class id, '', '') for a valid YOLO label, else (None, reason, detail)."""
+    text = data.decode("utf-8-sig", "replace")
+    ids = set()
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            if len(fields) < 5:
+                raise ValueError
+            ids.add(int(fields[0]))
+            for value in fields[1:]:
+                float(value)
+        except ValueError:
+            return None, "malformed label", f"expected 'class cx cy w h', got {line.strip()[:40]!r}"
+    if not ids:
+        return None, "empty label", "the label file is empty"
+    if len(ids) > 1:
+        return None, "conflicting class ids", f"boxes of classes {sorted(ids)}"
+    class_id = ids.pop()
+    if not 0 <= class_id < n_classes:
+        return None, "class id out of range", f"class {class_id}, expected 0 to {n_classes - 1}"
+    return class_id, "", ""
+
+
+def _read_labels(labels_dir: str, n_classes: int) -> dict[str, tuple[int | None, str, str]]:
+    """stem -> parse_label(...) for every .txt in labels_dir (one pass)."""
+    labels = {}
+    for entry in os.scandir(labels_dir):
+        stem, ext = os.path.splitext(entry.name)
+        if ext.lower() != ".txt" or entry.name.startswith("."):
+            continue
+        try:
+            labels[stem] = parse_label(_read_small(entry.path), n_classes)
+        except OSError as exc:
+            raise UserError(f"cannot read label {entry.path}: {exc.strerror or exc}") from None
+    return labels
+
+
+def _check_data_yaml(root: Path, class_names: list[str]) -> list[str]:
+    """Warnings when data.yaml's class names differ from class_names (its paths are ignored)."""
+    path = root / "data.yaml"
+    if not path.is_file():
+        return []
+    try:
+        data = config.parse_yaml(path.read_text(encoding="utf-8", errors="replace"))
+        names = data.get("names") if isinstance(data, dict) else None
+        if isinstance(names, dict):
+            names = [names[k] for k in sorted(names)]
+    except Exception:  # a broken data.yaml only costs the comparison
+        return [f"could not read {path}; class ids are mapped to class_names by position"]
+    if not isinstance(names, list):
+        return []
+    if [str(n).lower() for n in names] != [c.lower() for c in class_names]:
+        return [f"{path} names classes {names}, config class_names is {class_names}; "
+                "id i goes to class_names[i]"]
+    return []
+
+
+def _check_class_names(class_names: list[str]) -> None:
+    """Class folder names must be distinct even on case-insensitive disks, and not 'unclassified'."""
+    seen: dict[str, str] = {}
+    for name in class_names:
+        key = name.lower()
+        if key == UNCLASSIFIED or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise UserError(f"class name '{name}' cannot be a class folder name (reserved or not a valid name)")
+        if key in seen:
+            raise UserError(f"class names '{seen[key]}' and '{name}' would share one folder on "
+                            "case-insensitive disks; rename one in class_names")
+        seen[key] = name
+
+
+# ---------------------------------------------------------------------------------------------
+# Destination folders
+
+
+class _Folder:
+    """One destination folder, listed once; names placed during the run are added as they go."""
+
+    def __init__(self, path: str, dry_run: bool):
+        self.path = path
+        self.names: set[str] = set()
+        self._stems: set[str] | None = None
+        self.exists = os.path.isdir(path)
+        if os.path.lexists(path) and not self.exists:
+            raise UserError(f"{path} exists but is not a folder; move it away")
+        if self.exists:
+            for entry in os.scandir(path):
+                if entry.name.startswith(TMP_PREFIX) and not dry_run:
+                    os.unlink(entry.path)  # a partial copy from a killed run; its source is intact
+                elif not entry.name.startswith("."):
+                    self.names.add(entry.name)
+
+    def ensure(self) -> None:
+        if not self.exists:
+            os.makedirs(self.path, exist_ok=True)
+            self.exists = True
+
+    def add(self, name: str) -> None:
+        self.names.add(name)
+        if self._stems is not None:
+            self._stems.add(_base_stem(name))
+
+    def has_stem(self, stem: str) -> bool:
+        """Whether an image of this stem (or stem__N) is here: labels whose image was moved before."""
+        if self._stems is None:
+            self._stems = {_base_stem(n) for n in self.names}
+        return stem in self._stems
+
+
+def _base_stem(name: str) -> str:
+    return _CLASH_SUFFIX.sub("", os.path.splitext(name)[0])
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Same inode, or same size and bytes."""
+    sa, sb = os.stat(a), os.stat(b)
+    if os.path.samestat(sa, sb):
+        return True
+    if sa.st_size != sb.st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def _choose_name(folder: _Folder, name: str, src: str) -> tuple[str, bool]:
+    """(name to place src under, already there?). A taken name never gets overwritten: NAME__1.ext..."""
+    if name not in folder.names:
+        return name, False
+    if _same_file(src, os.path.join(folder.path, name)):
+        return name, True
+    stem, ext = os.path.splitext(name)
+    n = 1
+    while True:
+        candidate = f"{stem}__{n}{ext}"
+        if candidate not in folder.names:
+            return candidate, False
+        if _same_file(src, os.path.join(folder.path, candidate)):
+            return candidate, True
+        n += 1
+
+
+class _Transfer:
+    """Places one file: rename (move) or hard link (link), with a copy when that cannot work."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.can_link = True
+
+    def __call__(self, src: str, dst: str) -> None:
+        if self.mode == "move":
+            try:
+                os.rename(src, dst)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                _copy_then_rename(src, dst)  # another disk: copy, then drop the source
+                os.unlink(src)
+            return
+        if self.can_link:
+            try:
+                os.link(src, dst)
+                return
+            except OSError as exc:
+                if exc.errno not in _LINK_FALLBACK_ERRNOS:
+                    raise
+                if exc.errno != errno.EMLINK:  # EMLINK is per file; the others hold for every file
+                    self.can_link = False
+        _copy_then_rename(src, dst)
+
+
+def _copy_then_rename(src: str, dst: str) -> None:
+    """Copy under a temporary name, then rename: dst is never seen half-written."""
+    tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
+    shutil.copy2(src, tmp)
+    os.rename(tmp, dst)
+
+
+class _Log:
+    """organize_log.csv rows (time, split, file, destination, reason), written before each move."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._file = None
+        self._writer = None
+        self.time = datetime.now().isoformat(timespec="seconds")
+
+    def write(self, split: str, file: str, destination: str, reason: str) -> None:
+        if self.path is None:
+            return
+        if self._file is None:
+            new = not self.path.exists()
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.writer(self._file)
+            if new:
+                self._writer.writerow(["time", "split", "file", "destination", "reason"])
+        self._writer.writerow([self.time, split, file, destination, reason])
+        self._file.flush()  # the row must be on disk before the file moves, in case of a kill
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
+class _Lock:
+    """An exclusive lock on data_path, so two runs never organize into it at once (freed on kill)."""
+
+    def __init__(self, data_path: Path):
+        self.fd = os.open(data_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks, no check
+            return
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self.fd)
+            raise UserError(f"another organize_data.py run is organizing into {data_path}; wait for it") from None
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _progress(total: int, verb: str):
+    from tqdm import tqdm  # imported here so --help stays fast
+    return tqdm(total=total, unit="file", desc=verb, file=sys.stderr, disable=None, leave=False,
+                mininterval=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Organizing
+
+
+def _source_splits(root: Path) -> list[tuple[str, str]]:
+    return [(src, out) for src, out in SPLITS
+            if (root / src / "images").is_dir() and (root / src / "labels").is_dir()]
+
+
+def _list_images(images_dir: str) -> tuple[list[str], int]:
+    """(sorted image names, number of other entries left in place)."""
+    images, other = [], 0
+    for entry in os.scandir(images_dir):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+            images.append(entry.name)
+        else:
+            other += 1
+    images.sort()
+    return images, other
+
+
+def organize(source: Path, data_path: Path, class_names: list[str], mode: str = "move",
+             dry_run: bool = False) -> Summary:
+    """Sort a YOLO_format download (or a folder holding one) into data_path/<split>/<class>/.
+
+    mode "move" renames the images (the source's images/ folders end empty); "link" hard-links
+    them (copies where linking fails) and leaves the source intact. Labels are only read.
+    Idempotent and resumable: files already in place (same name and same inode or same bytes)
+    are skipped. dry_run plans everything and changes nothing.
+    """
+    if mode not in ("move", "link"):
+        raise ValueError(f"mode must be 'move' or 'link', got {mode!r}")
+    _check_class_names(class_names)
+    root = find_yolo_root(Path(source))
+    data_path = Path(data_path)
+    splits = _source_splits(root)
+    if mode == "move" and not dry_run:
+        for src_split, _ in splits:
+            images_dir = root / src_split / "images"
+            if not images_dir.stat().st_mode & 0o222:
+                raise UserError(f"{images_dir} is read-only; organize it with --link, which leaves it intact")
+    out_splits = {out for _, out in splits}
+    for name in OUTPUT_SPLITS:
+        if (data_path / name).is_dir():
+            out_splits.add(name)
+    if any((data_path / out).resolve() == (root / src).resolve() for src, out in splits) and \
+            {c.lower() for c in class_names} & {"images", "labels"}:
+        raise UserError("class names 'images' and 'labels' would collide with the download's own folders")
+
+    summary = Summary(source=root, data_path=data_path, class_names=list(class_names), mode=mode,
+                      dry_run=dry_run, warnings=_check_data_yaml(root, class_names))
+    folder_names = [*class_names, UNCLASSIFIED]
+    folders = {(s, c): _Folder(os.path.join(data_path, s, c), dry_run)
+               for s in [o for o in OUTPUT_SPLITS if o in out_splits] for c in folder_names}
+
+    lock = None
+    if not dry_run:
+        data_path.mkdir(parents=True, exist_ok=True)
+        lock = _Lock(data_path)
+        summary.log_path = data_path / LOG_NAME
+    log = _Log(summary.log_path)
+    try:
+        _organize_splits(root, splits, folders, summary, log, _Transfer(mode), dry_run)
+    finally:
+        log.close()
+        if lock is not None:
+            lock.close()
+
+    for (split, cls), folder in folders.items():
+        summary.counts.setdefault(split, {})[cls] = len(folder.names)
+    return summary
+
+
+def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, summary: Summary,
+                     log: _Log, transfer: _Transfer, dry_run: bool) -> None:
+    """The work of organize(): one pass over each split's labels, then one over its images."""
+    class_names = summary.class_names
+    verb = {"move": "moving", "link": "linking"}[transfer.mode]
+    die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
+    plan = []
+    for src_split, out_split in splits:
+        labels = _read_labels(str(root / src_split / "labels"), len(class_names))
+        images, other = _list_images(str(root / src_split / "images"))
+        if other:
+            summary.warnings.append(f"{other} entries of {root / src_split / 'images'} are not images; left there")
+        plan.append((src_split, out_split, labels, images))
+
+    bar = _progress(sum(len(p[3]) for p in plan), verb)
+    src = dst = ""
+    try:
+        for src_split, out_split, labels, images in plan:
+            placed = summary.placed.setdefault(out_split, {})
+            images_dir = os.path.join(root, src_split, "images")
+            image_stems = set()
+            for name in images:
+                stem = os.path.splitext(name)[0]
+                image_stems.add(stem)
+                class_id, reason, detail = labels.get(stem) or (None, "no label", f"no labels/{stem}.txt")
+                cls = class_names[class_id] if class_id is not None else UNCLASSIFIED
+                folder = folders[out_split, cls]
+                src = os.path.join(images_dir, name)
+                target, already = _choose_name(folder, name, src)
+                dst = os.path.join(folder.path, target)
+                if already:
+                    summary.already += 1
+                    if transfer.mode == "move" and not dry_run:
+                        os.unlink(src)  # the same bytes are in place already: a duplicate
+                    bar.update()
+                    continue
+                rel = f"{src_split}/images/{name}"
+                dest_rel = f"{out_split}/{cls}/{target}"
+                if reason:
+                    summary.reasons[reason] += 1
+                    log.write(out_split, rel, dest_rel, f"{reason}: {detail}")
+                if target != name:
+                    summary.renamed += 1
+                    log.write(out_split, rel, dest_rel, f"renamed: {out_split}/{cls}/{name} is a different file")
+                if dry_run:
+                    if len(summary.examples) < 5 or (reason and len(summary.examples) < 8):
+                        summary.examples.append(f"{rel} -> {dest_rel}" + (f"  ({reason})" if reason else ""))
+                else:
+                    folder.ensure()
+                    transfer(src, dst)
+                    if die_after and summary.moved + 1 >= die_after:
+                        os.kill(os.getpid(), 9)
+                folder.add(target)
+                placed[cls] = placed.get(cls, 0) + 1
+                summary.moved += 1
+                bar.update()
+            _report_orphans(labels, image_stems, src_split, out_split, folders, summary, log)
+    except OSError as exc:
+        what = f"{verb} {src} to {dst}" if src else verb
+        raise UserError(f"failed {what}: {exc.strerror or exc} ({summary.moved} files done; "
+                        "fix this and run again to continue)") from None
+    except KeyboardInterrupt:
+        print(f"\ninterrupted while {verb} {src}; {summary.moved} files done, run again to continue",
+              file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+
+def _report_orphans(labels: dict, image_stems: set[str], src_split: str, out_split: str,
+                    folders: dict, summary: Summary, log: _Log) -> None:
+    """Count and log labels without an image, unless their image was moved to its folder before."""
+    for stem, (class_id, _, _) in labels.items():
+        if stem in image_stems:
+            continue
+        cls = summary.class_names[class_id] if class_id is not None else UNCLASSIFIED
+        if folders[out_split, cls].has_stem(stem):
+            summary.already += 1
+            continue
+        summary.orphan_labels += 1
+        log.write(out_split, f"{src_split}/labels/{stem}.txt", "", "label without an image")
+
+
+def existing_summary(data_path: Path, class_names: list[str]) -> Summary:
+    """A Summary of what data_path's class folders hold now (nothing is changed)."""
+    summary = Summary(source=Path(data_path), data_path=Path(data_path), class_names=list(class_names),
+                      mode="move", dry_run=True)
+    for split in OUTPUT_SPLITS:
+        if (Path(data_path) / split).is_dir():
+            summary.counts[split] = {c: len(_Folder(os.path.join(data_path, split, c), True).names)
+                                     for c in [*class_names, UNCLASSIFIED]}
+    return summary
+
+
+def _has_organized_splits(data_path: Path, class_names: list[str]) -> bool:
+    return any((data_path / s / c).is_dir() for s in OUTPUT_SPLITS for c in [*class_names, UNCLASSIFIED])
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def _default_source(data_path: Path, class_names: list[str], handle: str, dry_run: bool) -> tuple[Path | None, str]:
+    """(YOLO_format folder, mode) when --source is omitted; (None, '') when there is nothing to do."""
+    if data_path.is_dir():
+        found = _search_yolo_roots(data_path, skip_top=frozenset(OUTPUT_SPLITS))
+        if len(found) > 1:
+            raise UserError(f"several YOLO_format folders in {data_path} ({', '.join(map(str, found))}): "
+                            "pass one of them with --source")
+        if found:
+            return found[0], "move"
+        if _has_organized_splits(data_path, class_names):
+            return None, ""
+    if dry_run:
+        print(f"dry run: no download found in {data_path}; would download {handle} with kagglehub "
+              "and link it into class folders")
+        return None, "dry"
+    print(f"no download found in {data_path}: downloading {handle} with kagglehub", file=sys.stderr)
+    return find_yolo_root(download_kaggle(handle)), "link"
+
+
+def main(argv=None):
+    parser = cli.parser(__doc__)
+    parser.add_argument("--source", metavar="PATH",
+                        help="the Kaggle zip, a YOLO_format folder, or a folder holding one "
+                             "(default: one inside data_path, else a kagglehub download)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--move", dest="mode", action="store_const", const="move",
+                      help="move the images (default for a zip or a folder inside data_path)")
+    mode.add_argument("--link", dest="mode", action="store_const", const="link",
+                      help="hard-link the images, copying where linking fails; the source stays intact "
+                           "(default for a folder outside data_path)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would happen; change nothing")
+    args = parser.parse_args(argv)
+    cfg = cli.load_config(args)
+    data_path = Path(cfg.data_path)
+    _check_class_names(cfg.class_names)
+
+    with tempfile.TemporaryDirectory(prefix="organize-dry-run-") as scratch:
+        if args.source is None:
+            root, default_mode = _default_source(data_path, cfg.class_names, cfg.kaggle_dataset, args.dry_run)
+            if root is None:
+                if default_mode != "dry":
+                    print(f"nothing to organize: {data_path} already holds class folders and no download "
+                          "(pass --source PATH to add one)")
+                    print(existing_summary(data_path, cfg.class_names).table())
+                return 0
+        elif args.dry_run and Path(args.source).expanduser().is_file():
+            # A dry run must not extract into data_path: look inside the zip in a scratch folder.
+            root, default_mode = prepare_source(Path(args.source), Path(scratch))
+        else:
+            root, default_mode = prepare_source(Path(args.source), data_path)
+        summary = organize(root, data_path, cfg.class_names, mode=args.mode or default_mode,
+                           dry_run=args.dry_run)
+        if args.dry_run and args.source is not None and Path(args.source).expanduser().is_file():
+            summary.source = Path(args.source)  # not the scratch folder, which is gone after this
+    print(summary.report())
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,407 @@
+"""organize_data.py: nothing lost, nothing duplicated, re-runs are no-ops, killed runs resume, errors are one line."""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import time
+import zipfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import cli
+import organize_data
+from config import UserError
+from conftest import run_script
+
+CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+SPLIT_OUT = {"train": "train", "valid": "val", "test": "test"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def link_tree(src: Path, dst: Path) -> Path:
+    """A copy of src made of hard links (falls back to copies across disks): cheap and writable."""
+    for folder, _, files in os.walk(src):
+        out = dst / Path(folder).relative_to(src)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            try:
+                os.link(Path(folder) / name, out / name)
+            except OSError:
+                (out / name).write_bytes((Path(folder) / name).read_bytes())
+    return dst
+
+
+def listing(path: Path) -> list[tuple[str, int, int]]:
+    """Every file under path as (relative path, inode, size)."""
+    rows = []
+    for folder, _, files in os.walk(path):
+        for name in files:
+            st = os.stat(Path(folder) / name)
+            rows.append((str((Path(folder) / name).relative_to(path)), st.st_ino, st.st_size))
+    return sorted(rows)
+
+
+def label_classes(yolo: Path) -> dict[str, dict[str, str]]:
+    """Read independently of the module: split -> image name -> class name, from the label files."""
+    result = {}
+    for split in ("train", "valid", "test"):
+        labels = {p.stem: CLASSES[int(p.read_text().split()[0])] for p in (yolo / split / "labels").iterdir()}
+        result[SPLIT_OUT[split]] = {img.name: labels[img.stem] for img in (yolo / split / "images").iterdir()}
+    return result
+
+
+def organized(data: Path) -> dict[str, dict[str, str]]:
+    """split -> file name -> class folder, asserting no name appears twice within a split."""
+    result = {}
+    for split in ("train", "val", "test"):
+        result[split] = {}
+        for folder in sorted((data / split).iterdir()):
+            for f in folder.iterdir():
+                assert f.name not in result[split], f"{f.name} is in two folders of {split}"
+                result[split][f.name] = folder.name
+    return result
+
+
+def main_out(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run the script's main as the command line does: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.run(organize_data.main, argv)
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def make_yolo(root: Path, items: list[tuple[str, str, bytes | None, str | None]]) -> Path:
+    """A small YOLO_format tree: items are (split, file name, image bytes or None, label text or None)."""
+    for split in ("train", "valid"):
+        (root / split / "images").mkdir(parents=True, exist_ok=True)
+        (root / split / "labels").mkdir(parents=True, exist_ok=True)
+    for split, name, image, label in items:
+        if image is not None:
+            (root / split / "images" / name).write_bytes(image)
+        if label is not None:
+            (root / split / "labels" / (Path(name).stem + ".txt")).write_text(label)
+    return root
+
+
+def read_log(data: Path) -> list[dict[str, str]]:
+    with open(data / organize_data.LOG_NAME, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# The real sample
+
+
+def test_link_mode_from_read_only_sample_accounts_for_every_image(yolo_sample, tmp_path):
+    before = listing(yolo_sample)
+    data = tmp_path / "data"
+    summary = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+
+    expected = label_classes(yolo_sample)
+    assert organized(data) == expected  # every image, in its label's class, once
+    for split, images in expected.items():
+        want = Counter(images.values())
+        assert {c: summary.counts[split][c] for c in CLASSES} == {c: want[c] for c in CLASSES}
+        assert summary.counts[split]["unclassified"] == 0
+    assert {s: sum(c.values()) for s, c in summary.counts.items()} == {"train": 4800, "val": 1200, "test": 320}
+    assert summary.moved == 6320 and summary.orphan_labels == 0 and summary.unclassified == 0
+    assert listing(yolo_sample) == before  # the source is untouched
+
+    after_first = listing(data)
+    again = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    assert listing(data) == after_first
+    assert again.moved == 0 and again.already == 6320 and again.counts == summary.counts
+
+
+def test_move_mode_empties_the_source_and_a_rerun_changes_nothing(yolo_sample, tmp_path, capsys):
+    source = link_tree(yolo_sample, tmp_path / "download")
+    inodes = {(SPLIT_OUT[p.parts[-3]], p.name): p.stat().st_ino for p in source.glob("*/images/*")}
+    data = tmp_path / "data"
+    code, out, _ = main_out(["--source", str(source), "--move", "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "6320 files moved" in out and "anger" in out
+    assert not any(source.glob("*/images/*"))
+    assert len(list(source.glob("*/labels/*"))) == 6320  # labels are only read
+    placed = {(split, name): (data / split / cls / name).stat().st_ino
+              for split, names in organized(data).items() for name, cls in names.items()}
+    assert placed == inodes
+
+    snapshot = listing(tmp_path)
+    code, out, _ = main_out(["--source", str(source), "--move", "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "0 files moved, 6320 already in place" in out
+    assert "labels have no image" not in out
+    assert listing(tmp_path) == snapshot
+
+
+def test_link_mode_copies_when_linking_fails_and_reruns_without_duplicates(yolo_sample, tmp_path, monkeypatch):
+    def no_link(src, dst, **kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(os, "link", no_link)
+    data = tmp_path / "data"
+    first = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    assert first.moved == 6320
+    f = next((data / "train" / "anger").iterdir())
+    assert f.stat().st_ino != (yolo_sample / "train" / "images" / f.name).stat().st_ino  # a copy
+    snapshot = listing(data)
+    again = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    assert again.moved == 0 and again.already == 6320 and listing(data) == snapshot
+
+
+@pytest.mark.parametrize("mode", ["move", "link"])
+def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(yolo_sample, tmp_path, mode):
+    source = link_tree(yolo_sample, tmp_path / "download")
+    inodes = sorted(p.stat().st_ino for p in source.glob("*/images/*"))
+    data = tmp_path / "data"
+    args = ["--source", str(source), f"--{mode}", "--set", f"data_path={data}"]
+    killed = run_script("organize_data.py", *args, env={organize_data.DIE_AFTER_ENV: "2500"}, timeout=60)
+    assert killed.returncode == -9, killed.stderr
+    done = sum(1 for _ in data.glob("*/*/*"))
+    assert done == 2500
+
+    resumed = run_script("organize_data.py", *args, timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    verb = "moved" if mode == "move" else "linked"
+    assert f"3820 files {verb}, 2500 already in place" in resumed.stdout
+    assert sorted(p.stat().st_ino for p in data.glob("*/*/*")) == inodes  # every image once
+    assert organized(data) == label_classes(yolo_sample)
+    left = list(source.glob("*/images/*"))
+    assert len(left) == (0 if mode == "move" else 6320)
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic trees: bad labels, orphans, clashes
+
+
+def test_bad_labels_go_to_unclassified_with_reasons_and_orphans_are_reported(tmp_path):
+    src = make_yolo(tmp_path / "YOLO_format", [
+        ("train", "good.jpg", b"good", "4 0.5 0.5 1 1"),
+        ("train", "empty.jpg", b"empty", ""),
+        ("train", "malformed.png", b"malformed", "happy 0.5 0.5"),
+        ("train", "nine.jpg", b"nine", "9 0.5 0.5 1 1"),
+        ("train", "conflict.jpg", b"conflict", "1 0.5 0.5 1 1\n2 0.5 0.5 1 1"),
+        ("train", "nolabel.jpg", b"nolabel", None),
+        ("train", "orphan.jpg", None, "3 0.5 0.5 1 1"),
+        ("valid", "v.jpg", b"v", "7 0.5 0.5 1 1\n"),
+    ])
+    data = tmp_path / "data"
+    summary = organize_data.organize(src, data, CLASSES)
+    assert (data / "train" / "happy" / "good.jpg").read_bytes() == b"good"
+    assert (data / "val" / "surprise" / "v.jpg").exists()
+    unclassified = sorted(p.name for p in (data / "train" / "unclassified").iterdir())
+    assert unclassified == ["conflict.jpg", "empty.jpg", "malformed.png", "nine.jpg", "nolabel.jpg"]
+    assert summary.unclassified == 5 and summary.orphan_labels == 1
+    assert summary.reasons == Counter({"empty label": 1, "malformed label": 1, "class id out of range": 1,
+                                       "conflicting class ids": 1, "no label": 1})
+    reasons = {Path(r["file"]).name: r["reason"] for r in read_log(data)}
+    assert reasons["empty.jpg"].startswith("empty label")
+    assert reasons["malformed.png"].startswith("malformed label")
+    assert reasons["nine.jpg"].startswith("class id out of range")
+    assert reasons["nolabel.jpg"].startswith("no label")
+    assert reasons["orphan.txt"] == "label without an image"
+    report = summary.report()
+    assert "5 images unclassified" in report and "1 labels have no image" in report
+
+    again = organize_data.organize(src, data, CLASSES)  # move mode: the images are gone, labels remain
+    assert again.moved == 0 and again.orphan_labels == 1 and again.counts == summary.counts
+
+
+def test_a_name_clash_never_overwrites_and_reruns_add_no_duplicates(tmp_path):
+    data = tmp_path / "data"
+    (data / "train" / "anger").mkdir(parents=True)
+    (data / "train" / "anger" / "a.jpg").write_bytes(b"someone else's a.jpg")
+    (data / "train" / "anger" / "a__1.jpg").write_bytes(b"another one")
+    (data / "train" / "anger" / "same.jpg").write_bytes(b"same bytes")
+    items = [("train", "a.jpg", b"our a.jpg", "0 0.5 0.5 1 1"),
+             ("train", "same.jpg", b"same bytes", "0 0.5 0.5 1 1")]
+    src = make_yolo(tmp_path / "one", items)
+    summary = organize_data.organize(src, data, CLASSES, mode="link")
+    folder = data / "train" / "anger"
+    assert (folder / "a.jpg").read_bytes() == b"someone else's a.jpg"
+    assert (folder / "a__1.jpg").read_bytes() == b"another one"
+    assert (folder / "a__2.jpg").read_bytes() == b"our a.jpg"
+    assert summary.renamed == 1 and summary.moved == 1 and summary.already == 1
+    assert any(r["reason"].startswith("renamed") for r in read_log(data))
+
+    snapshot = listing(data)
+    organize_data.organize(src, data, CLASSES, mode="link")  # same inodes
+    organize_data.organize(make_yolo(tmp_path / "two", items), data, CLASSES, mode="move")  # same bytes
+    assert listing(data) == snapshot
+    assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a__1.jpg", "a__2.jpg", "same.jpg"]
+    assert not any((tmp_path / "two").glob("*/images/*"))  # the duplicates were moved onto themselves
+
+
+def test_dry_run_touches_nothing(yolo_sample, tmp_path, capsys):
+    source = link_tree(yolo_sample, tmp_path / "download")
+    data = tmp_path / "data"
+    (data / "train" / "anger").mkdir(parents=True)
+    (data / "train" / "anger" / "old.jpg").write_bytes(b"old")
+    snapshot = listing(tmp_path)
+    code, out, _ = main_out(["--source", str(source), "--move", "--dry-run", "--set", f"data_path={data}"], capsys)
+    assert code == 0 and listing(tmp_path) == snapshot
+    assert "dry run, nothing changed" in out and "6320 files would be moved" in out
+    assert "train/images/" in out and " -> train/" in out  # example moves
+    anger = next(line for line in out.splitlines() if line.startswith("anger"))
+    assert anger.split() == ["anger", "601", "150", "40"]
+
+
+def test_zip_source_is_extracted_into_data_path_and_organized(yolo_sample, tmp_path, capsys):
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(yolo_sample.rglob("*")):
+            zf.write(path, "YOLO_format/" + str(path.relative_to(yolo_sample)))
+    data = tmp_path / "data"
+
+    code, out, _ = main_out(["--source", str(archive), "--dry-run", "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "6320 files would be moved" in out and not data.exists()
+
+    code, out, _ = main_out(["--source", str(archive), "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "6320 files moved" in out
+    assert organized(data) == label_classes(yolo_sample)
+    assert not any((data / "YOLO_format").glob("*/images/*"))
+    assert not any(p.name.startswith(organize_data.EXTRACT_PREFIX) for p in data.iterdir())
+
+    snapshot = listing(data)
+    code, out, _ = main_out(["--source", str(archive), "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "0 files moved, 6320 already in place" in out
+    code, out, _ = main_out(["--set", f"data_path={data}"], capsys)  # finds data/YOLO_format itself
+    assert code == 0 and "0 files moved, 6320 already in place" in out
+    assert listing(data) == snapshot
+
+
+def test_without_source_downloads_with_kagglehub_and_links(yolo_sample, tmp_path, monkeypatch, capsys):
+    kagglehub = pytest.importorskip("kagglehub")
+    cache = link_tree(yolo_sample, tmp_path / "cache" / "versions" / "1" / "YOLO_format").parent
+    calls = []
+    monkeypatch.setattr(kagglehub, "dataset_download", lambda handle, *a, **k: calls.append(handle) or str(cache))
+    before = listing(cache)
+    data = tmp_path / "data"
+    code, out, _ = main_out(["--set", f"data_path={data}"], capsys)
+    assert code == 0 and calls == ["fatihkgg/affectnet-yolo-format"]
+    assert "(link mode)" in out and "6320 files linked" in out
+    assert organized(data) == label_classes(yolo_sample)
+    assert listing(cache) == before
+
+    code, out, _ = main_out(["--set", f"data_path={data}"], capsys)
+    assert code == 0 and "nothing to organize" in out and calls == ["fatihkgg/affectnet-yolo-format"]
+
+
+@pytest.mark.parametrize("failure", [ConnectionError("Failed to resolve 'api.kaggle.com'"),
+                                     RuntimeError("401 Client Error: Unauthorized\nfor url ...")])
+def test_a_failed_download_says_what_to_do_in_one_line(tmp_path, monkeypatch, capsys, failure):
+    kagglehub = pytest.importorskip("kagglehub")
+
+    def fail(handle, *args, **kwargs):
+        raise failure
+    monkeypatch.setattr(kagglehub, "dataset_download", fail)
+    code, out, err = main_out(["--set", f"data_path={tmp_path / 'data'}"], capsys)
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code != 0 and len(error_lines) == 1 and "Traceback" not in err
+    line = error_lines[0]
+    assert line.startswith("error: could not download the Kaggle dataset fatihkgg/affectnet-yolo-format (")
+    assert "https://www.kaggle.com/datasets/fatihkgg/affectnet-yolo-format" in line
+    assert "python src/organize_data.py --source PATH/TO/archive.zip" in line
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors, finding the download, speed of --help
+
+
+def test_user_mistakes_are_one_error_line(tmp_path, capsys):
+    good = make_yolo(tmp_path / "good", [("train", "a.jpg", b"a", "0 0 0 1 1"), ("valid", "b.jpg", b"b", "1 0 0 1 1")])
+    (tmp_path / "corrupt.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "no images here")
+    with zipfile.ZipFile(tmp_path / "damaged.zip", "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(good.rglob("*")):
+            zf.write(path, str(path.relative_to(good)))
+    damaged = (tmp_path / "damaged.zip").read_bytes().replace(b"0 0 0 1 1", b"0 0 0 1 7")  # CRC fails
+    (tmp_path / "damaged.zip").write_bytes(damaged)
+    (tmp_path / "notyolo" / "train").mkdir(parents=True)
+    clash = tmp_path / "clash"
+    (clash / "train").mkdir(parents=True)
+    (clash / "train" / "anger").write_text("a file where a class folder goes")
+    readonly = link_tree(good, tmp_path / "readonly")
+    for images in readonly.glob("*/images"):
+        images.chmod(0o555)
+    data = f"data_path={tmp_path / 'data'}"
+    cases = [
+        (["--source", str(tmp_path / "missing"), "--set", data], "source not found"),
+        (["--source", str(tmp_path / "notyolo"), "--set", data], "no YOLO_format download"),
+        (["--source", str(tmp_path / "corrupt.zip"), "--set", data], "not a zip archive"),
+        (["--source", str(tmp_path / "other.zip"), "--set", data], "does not hold a YOLO_format download"),
+        (["--source", str(tmp_path / "damaged.zip"), "--set", data], "not a readable zip archive"),
+        (["--source", str(good), "--set", data, "--set", "class_names=[Happy, happy]"], "case-insensitive"),
+        (["--source", str(good), "--set", data, "--set", "class_names=[a, Unclassified]"], "cannot be a class folder"),
+        (["--source", str(good), "--set", f"data_path={clash}"], "is not a folder"),
+        (["--source", str(readonly), "--move", "--set", data], "read-only"),
+    ]
+    for argv, message in cases:
+        code, _, err = main_out(argv, capsys)
+        assert code != 0 and err.count("\n") == 1 and err.startswith("error: ") and message in err, (argv, err)
+    assert len(list(readonly.glob("*/images/*"))) == 2
+    assert not list(tmp_path.glob("data/.organize-extract-*"))  # the damaged zip's extraction was cleaned up
+    assert (tmp_path / "data").exists()
+
+
+def test_a_failing_file_is_named_and_the_run_resumes(tmp_path, monkeypatch):
+    src = make_yolo(tmp_path / "src", [("train", f"{i}.jpg", b"x%d" % i, "0 0 0 1 1") for i in range(20)])
+    real_rename, calls = os.rename, []
+
+    def flaky_rename(a, b):
+        calls.append(a)
+        if len(calls) == 10:
+            raise OSError(errno.EIO, "Input/output error")
+        real_rename(a, b)
+    monkeypatch.setattr(os, "rename", flaky_rename)
+    with pytest.raises(UserError, match=r"failed moving .*images/17\.jpg to .*train/anger/17\.jpg: "
+                                        r"Input/output error \(9 files done"):
+        organize_data.organize(src, tmp_path / "data", CLASSES)
+    monkeypatch.setattr(os, "rename", real_rename)
+    summary = organize_data.organize(src, tmp_path / "data", CLASSES)
+    assert summary.moved == 11 and summary.counts["train"]["anger"] == 20
+
+
+def test_find_yolo_root_searches_a_few_levels(tmp_path):
+    root = make_yolo(tmp_path / "a" / "b" / "YOLO_format", [("train", "x.jpg", b"x", "0 0 0 1 1")])
+    assert organize_data.find_yolo_root(tmp_path) == root
+    assert organize_data.prepare_source(tmp_path / "a", tmp_path / "data") == (root, "link")
+    assert organize_data.prepare_source(tmp_path / "a", tmp_path) == (root, "move")
+    make_yolo(tmp_path / "a" / "c" / "YOLO_format", [])
+    with pytest.raises(UserError, match="several YOLO_format folders"):
+        organize_data.find_yolo_root(tmp_path)
+    with pytest.raises(UserError, match="no YOLO_format download"):
+        organize_data.find_yolo_root(tmp_path / "a" / "b" / "YOLO_format" / "train")
+
+
+def test_data_yaml_class_names_are_compared_case_insensitively(yolo_sample, tmp_path):
+    same = organize_data.organize(yolo_sample, tmp_path / "d1", CLASSES, mode="link", dry_run=True)
+    assert same.warnings == []
+    other = ["angry", *CLASSES[1:]]
+    different = organize_data.organize(yolo_sample, tmp_path / "d2", other, mode="link", dry_run=True)
+    assert len(different.warnings) == 1 and "data.yaml" in different.warnings[0]
+    assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
+
+
+def test_parse_label():
+    assert organize_data.parse_label(b"3 0.5 0.5 1 1", 8) == (3, "", "")
+    assert organize_data.parse_label(b"\xef\xbb\xbf7 0.5 0.5 1 1\r\n", 8)[0] == 7
+    assert organize_data.parse_label(b"2 0.1 0.1 0.2 0.2\n2 0.5 0.5 0.2 0.2", 8)[0] == 2
+    assert organize_data.parse_label(b"  \n", 8)[1] == "empty label"
+    assert organize_data.parse_label(b"3", 8)[1] == "malformed label"
+    assert organize_data.parse_label(b"3 a b c d", 8)[1] == "malformed label"
+    assert organize_data.parse_label(b"-1 0 0 1 1", 8)[1] == "class id out of range"
+
+
+def test_help_is_fast_and_imports_no_tensorflow():
+    start = time.perf_counter()
+    result = run_script("organize_data.py", "--help", timeout=30)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0 and "--source" in result.stdout and "--dry-run" in result.stdout
+    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
+    probe = run_script("organize_data.py", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"}, timeout=30)
+    assert "tensorflow" not in probe.stderr and "kagglehub" not in probe.stderr
