@@ -1,0 +1,437 @@
+"""One tf.data input pipeline for training and evaluation, read from class folders.
+
+The data layout (made by organize_data.py):
+
+    <data_path>/{train,val,test}/<class>/*.jpg|*.png     class names = config class_names, label id = index
+    <data_path>/<split>/unclassified/                    ignored
+
+Usage:
+    import data_preprocessing as dp
+    cfg = config.load_config()
+    train_ds, info = dp.make_dataset(Path(cfg.data_path) / "train", cfg, training=True, one_hot=True)
+    val_ds, val_info = dp.make_dataset(Path(cfg.data_path) / "val", cfg, training=False)
+    weights = dp.compute_class_weights(dp.class_counts(Path(cfg.data_path) / "train", cfg.class_names),
+                                       cfg.class_names)                          # {label id: weight}
+    model.fit(train_ds, validation_data=val_ds, class_weight=weights)
+
+    image = dp.decode_image(open("face.png", "rb").read(), cfg.input_shape)   # float32 [H, W, 3], RGB 0..255
+
+What the datasets yield: (images float32 [B, H, W, 3] RGB in 0..255, labels int32 [B] or one-hot float32
+[B, n_classes]). There is no /255 scaling and no BGR here: the model applies ResNet50's preprocess_input
+itself, so training, evaluation and inference all feed raw RGB.
+
+How it reads:
+  * a fast pre-scan (check_images) drops files that are not JPEG/PNG/GIF/BMP or are visibly truncated,
+    each named in one warning line on stderr; `ignore_errors` after decoding is the safety net for the rest,
+  * decoding runs in parallel; decoded uint8 images are cached in memory when the split fits under
+    cache_max_mb MiB. The cache is kept per process (all caches together stay under cache_max_mb, least
+    recently used dropped first) and shared by every dataset made from the same files, so a training loop
+    that calls make_dataset once per epoch (seed + epoch) decodes each file once; clear_cache() frees it,
+  * training, cached: each epoch a fresh seeded permutation of the whole cache (the shuffle holds references
+    to cached images, not copies; the first epoch decodes everything before its first batch). Not cached:
+    the file list is permuted each epoch before decoding, then a window of shuffle_buffer decoded images
+    mixes further. Then batching, augmentation (build_augmenter) on whole batches, prefetch.
+    Evaluation: the order of `info.paths`, no augmentation.
+  * the order is deterministic for a given seed (augmentation runs sequentially on batches, so its random
+    draws happen in a fixed order): a resumed run sees the same data as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from config import UserError
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+IGNORED_FOLDERS = ("unclassified",)
+MAX_WARNINGS = 20  # per check_images call; the rest are counted in one summary line
+_WARNED: set = set()  # what make_dataset has warned about in this process (one warning, not one per epoch)
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_GIF_MAGIC = (b"GIF87a", b"GIF89a")
+_BMP_MAGIC = b"BM"
+_TAIL_BYTES = 1024  # where the JPEG EOI / PNG IEND marker must appear (trailing padding is tolerated)
+
+
+# ------------------------------------------------------------------------------------------------
+# Listing the class folders
+
+
+def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dict[str, list[str]]:
+    """{class name: sorted image paths} for each class of class_names; [] for a missing class folder.
+
+    Raises UserError when split_dir is missing or holds folders that are not classes.
+    """
+    split_dir = Path(split_dir)
+    if not split_dir.is_dir():
+        raise UserError(f"data folder {split_dir} not found: run python src/organize_data.py first "
+                        f"(or point config key data_path at the organized data)")
+    with os.scandir(split_dir) as it:
+        folders = sorted(e.name for e in it if e.is_dir() and not e.name.startswith("."))
+    extra = [f for f in folders if f not in class_names and f not in IGNORED_FOLDERS]
+    if extra:
+        missing = [c for c in class_names if c not in folders]
+        hint = f" (and it lacks {', '.join(missing)})" if missing else ""
+        raise UserError(f"{split_dir} holds folder(s) {', '.join(extra)} that are not in config key class_names "
+                        f"{list(class_names)}{hint}: rename or remove them, or fix class_names")
+    found: dict[str, list[str]] = {}
+    other_files: list[str] = []
+    for name in class_names:
+        folder = split_dir / name
+        if not folder.is_dir():
+            found[name] = []
+            continue
+        files = []
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.startswith(".") or not e.is_file():
+                    continue
+                if e.name.lower().endswith(IMAGE_EXTENSIONS):
+                    files.append(e.path)
+                else:
+                    other_files.append(e.path)
+        found[name] = sorted(files)
+    key = ("ignored", str(split_dir), len(other_files))
+    if other_files and key not in _WARNED:
+        _WARNED.add(key)
+        log.warning("warning: ignoring %d file(s) in %s that are not %s by name, e.g. %s", len(other_files),
+                    split_dir, "/".join(x[1:] for x in IMAGE_EXTENSIONS), sorted(other_files)[0])
+    return found
+
+
+def list_split(split_dir: str | os.PathLike, class_names: Sequence[str],
+               limit_per_class: int | None = None) -> tuple[list[str], np.ndarray]:
+    """All image paths of one split and their int labels (index in class_names), paths in sorted order.
+
+        paths, labels = list_split("data/train", cfg.class_names)        # labels: int32 array
+
+    limit_per_class keeps the first N files (by name) of each class, for quick runs.
+    Raises UserError (one line, naming the folder) when split_dir is missing, a class folder is missing or
+    holds no images, or there are folders that are not in class_names (`unclassified/` is ignored).
+    """
+    split_dir = Path(split_dir)
+    found = _scan_split(split_dir, class_names)
+    missing = [c for c in class_names if not (split_dir / c).is_dir()]
+    if missing:
+        raise UserError(f"{split_dir} lacks class folder(s) {', '.join(missing)} listed in config key class_names: "
+                        f"run python src/organize_data.py first, or fix class_names")
+    empty = [c for c in class_names if not found[c]]
+    if empty:
+        raise UserError(f"class folder(s) {', '.join(str(split_dir / c) for c in empty)} hold no images "
+                        f"({'/'.join(x[1:] for x in IMAGE_EXTENSIONS)}); every class in config key "
+                        f"class_names needs some")
+    pairs = []
+    for label, name in enumerate(class_names):
+        files = found[name][:limit_per_class] if limit_per_class else found[name]
+        pairs.extend((p, label) for p in files)
+    pairs.sort()
+    paths = [p for p, _ in pairs]
+    labels = np.array([lab for _, lab in pairs], dtype=np.int32)
+    return paths, labels
+
+
+def class_counts(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dict[str, int]:
+    """{class name: number of image files} in class_names order (0 for an empty or missing class folder).
+
+    Counts files by name, without opening them. Raises UserError when split_dir is missing or holds folders
+    that are not classes.
+    """
+    found = _scan_split(split_dir, class_names)
+    return {name: len(found[name]) for name in class_names}
+
+
+def compute_class_weights(counts: Mapping[str, int], class_names: Sequence[str]) -> dict[int, float]:
+    """Inverse-frequency class weights {label id: n_total / (n_classes * n_c)} for model.fit(class_weight=...).
+
+    The mean weight over the training samples is 1, so the loss keeps its scale:
+        compute_class_weights({"a": 30, "b": 10}, ["a", "b"])  ->  {0: 0.667, 1: 2.0}
+    Raises UserError when a class has no images.
+    """
+    n = [int(counts.get(name, 0)) for name in class_names]
+    empty = [name for name, c in zip(class_names, n) if c <= 0]
+    if empty:
+        raise UserError(f"class(es) {', '.join(empty)} have no training images, so class weights are undefined: "
+                        f"add images, or set config key class_weighting: none")
+    total = sum(n)
+    return {i: total / (len(class_names) * c) for i, c in enumerate(n)}
+
+
+# ------------------------------------------------------------------------------------------------
+# Checking and decoding images
+
+
+def image_problem(path: str | os.PathLike) -> str | None:
+    """Why the file at path is not a readable image (one short phrase), or None if it looks fine.
+
+    Checks only magic bytes and, for JPEG and PNG, the end marker (EOI / IEND), so it reads two small
+    pieces of each file. A file that passes can still fail to decode; the pipeline drops those too.
+    """
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(16)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if size == 0:
+        return "empty file"
+    if head.startswith(_JPEG_MAGIC):
+        return None if b"\xff\xd9" in tail else "truncated JPEG (no end-of-image marker)"
+    if head.startswith(_PNG_MAGIC):
+        return None if b"IEND" in tail else "truncated PNG (no IEND chunk)"
+    if head.startswith(_GIF_MAGIC) or (head.startswith(_BMP_MAGIC) and size > 26):
+        return None
+    return "not a JPEG, PNG, GIF or BMP image"
+
+
+def check_images(paths: Sequence[str], max_warnings: int = MAX_WARNINGS,
+                 warn_once: bool = False) -> tuple[list[int], list[str]]:
+    """Pre-scan files: (indices of the good ones, the bad paths). Logs one warning line per bad file.
+
+        keep, bad = check_images(paths)         # "warning: skipping data/train/sad/x.jpg: truncated JPEG ..."
+        paths = [paths[i] for i in keep]
+
+    At most max_warnings lines are logged, then one line with the count of the rest. warn_once: stay quiet
+    about files already reported by an earlier warn_once call in this process (make_dataset runs per epoch).
+    """
+    keep, bad, to_report = [], [], []
+    for i, p in enumerate(paths):
+        problem = image_problem(p)
+        if problem is None:
+            keep.append(i)
+            continue
+        bad.append(p)
+        if not warn_once or ("bad", p) not in _WARNED:
+            to_report.append((p, problem))
+            if warn_once:
+                _WARNED.add(("bad", p))
+    for p, problem in to_report[:max_warnings]:
+        log.warning("warning: skipping %s: %s", p, problem)
+    if len(to_report) > max_warnings:
+        log.warning("warning: skipped %d more unreadable image(s) (%d in all)",
+                    len(to_report) - max_warnings, len(bad))
+    return keep, bad
+
+
+def _hw(input_shape: Sequence[int]) -> tuple[int, int]:
+    return int(input_shape[0]), int(input_shape[1])
+
+
+def decode_uint8(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
+    """decode_image as uint8 (what the cache holds): decode to RGB, resize to input_shape[:2] if needed."""
+    h, w = _hw(input_shape)
+    image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
+    # JPEG with the accurate integer IDCT (what PIL and OpenCV use; TF's default fast IDCT is off by up to
+    # ~10 levels in dark areas, a train/inference skew); everything else by content, gray/RGBA -> RGB.
+    image = tf.cond(
+        tf.equal(tf.strings.substr(image_bytes, 0, 3), _JPEG_MAGIC),
+        lambda: tf.io.decode_jpeg(image_bytes, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(image_bytes, channels=3, expand_animations=False))
+
+    def resize():
+        resized = tf.image.resize(image, (h, w), method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[0], h), tf.equal(shape[1], w))
+    image = tf.cond(same, lambda: image, resize)
+    image.set_shape((h, w, 3))
+    return image
+
+
+def decode_image(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP bytes -> float32 [H, W, 3] RGB in 0..255, H, W = input_shape[:2].
+
+    Grayscale and RGBA images become RGB (alpha dropped); other sizes are resized (bilinear, antialiased,
+    rounded to whole values so that this equals what the cached pipeline feeds); images of the right size
+    are not resampled. Works eagerly and inside tf.data / tf.function:
+        decode_image(Path("face.jpg").read_bytes(), [96, 96, 3])
+        ds.map(lambda b: decode_image(b, cfg.input_shape))
+    """
+    return tf.cast(decode_uint8(image_bytes, input_shape), tf.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# Augmentation
+
+
+def build_augmenter(cfg: Mapping[str, Any]) -> keras.Sequential | None:
+    """Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
+
+    Applied to whole float batches [B, H, W, 3] in 0..255 (per-image random draws) with training=True:
+        aug = build_augmenter(cfg);  images = aug(images, training=True)
+    Each layer gets its own seed (seed, seed+1, ...) so their draws are independent. The output stays in
+    0..255: geometric layers fill by reflection, contrast is clipped. The layers compute in float32 even
+    under a mixed-precision global policy (the model casts its inputs itself).
+    """
+    seed = int(cfg["seed"])
+    layers: list[keras.layers.Layer] = []
+    if cfg["augment_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + len(layers), dtype="float32", name="flip"))
+    if cfg["augment_rotation"] > 0:
+        layers.append(keras.layers.RandomRotation(cfg["augment_rotation"], fill_mode="reflect",
+                                                  seed=seed + len(layers), dtype="float32", name="rotation"))
+    if cfg["augment_shift"] > 0:
+        layers.append(keras.layers.RandomTranslation(cfg["augment_shift"], cfg["augment_shift"], fill_mode="reflect",
+                                                     seed=seed + len(layers), dtype="float32", name="shift"))
+    if cfg["augment_zoom"] > 0:
+        layers.append(keras.layers.RandomZoom(cfg["augment_zoom"], fill_mode="reflect",
+                                              seed=seed + len(layers), dtype="float32", name="zoom"))
+    if cfg["augment_contrast"] > 0:
+        layers.append(keras.layers.RandomContrast(cfg["augment_contrast"], value_range=(0, 255),
+                                                  seed=seed + len(layers), dtype="float32", name="contrast"))
+    if not layers:
+        return None
+    return keras.Sequential(layers, name="augmenter")
+
+
+# ------------------------------------------------------------------------------------------------
+# Datasets
+
+
+@dataclass
+class DatasetInfo:
+    """What make_dataset read. paths/labels are the images it feeds (unreadable files removed), in the
+    evaluation order; class_counts counts them per class name."""
+
+    paths: list[str]
+    labels: np.ndarray
+    num_images: int
+    num_skipped: int
+    skipped: list[str]
+    steps_per_epoch: int
+    class_counts: dict[str, int]
+    batch_size: int
+    training: bool
+    cached: bool
+    split_dir: str = ""
+    class_names: list[str] = field(default_factory=list)
+
+
+# Decoded-image caches, shared by all datasets made from the same files in this process:
+# key -> (cached tf.data.Dataset of (uint8 image, int32 label) in `paths` order, size in bytes).
+_CACHES: OrderedDict[tuple, tuple[tf.data.Dataset, int]] = OrderedDict()
+
+
+def clear_cache() -> None:
+    """Forget the decoded images cached by earlier make_dataset calls (frees their memory)."""
+    _CACHES.clear()
+
+
+def _file_key(paths: Sequence[str]) -> tuple:
+    stats = []
+    for p in paths:
+        try:
+            st = os.stat(p)
+            stats.append((p, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stats.append((p, -1, -1))
+    return tuple(stats)
+
+
+def _decoded(paths: list[str], labels: np.ndarray, input_shape: Sequence[int]) -> tf.data.Dataset:
+    """(uint8 image, int32 label) in paths order, decoded in parallel; undecodable files dropped."""
+    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(labels, tf.int32)))
+    ds = ds.map(lambda p, y: (decode_uint8(tf.io.read_file(p), input_shape), y),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.ignore_errors()  # safety net for files that passed check_images but do not decode
+
+
+def _base_dataset(paths: list[str], labels: np.ndarray, input_shape: Sequence[int],
+                  cache_bytes: int) -> tuple[tf.data.Dataset, bool]:
+    """The decoded dataset, cached in memory (and remembered for later calls) when it fits cache_bytes."""
+    h, w = _hw(input_shape)
+    size = len(paths) * h * w * 3
+    if cache_bytes <= 0 or size > cache_bytes:
+        return _decoded(paths, labels, input_shape), False
+    key = (h, w, _file_key(paths), labels.tobytes())
+    if key in _CACHES:
+        _CACHES.move_to_end(key)
+        return _CACHES[key][0], True
+    while _CACHES and sum(s for _, s in _CACHES.values()) + size > cache_bytes:
+        _CACHES.popitem(last=False)  # least recently used
+    ds = _decoded(paths, labels, input_shape).cache()
+    _CACHES[key] = (ds, size)
+    return ds, True
+
+
+def make_dataset(split_dir: str | os.PathLike, cfg: Mapping[str, Any], training: bool,
+                 batch_size: int | None = None, limit_per_class: int | None = None,
+                 one_hot: bool = False, *, cache: bool | None = None) -> tuple[tf.data.Dataset, DatasetInfo]:
+    """The input pipeline for one split folder: (dataset, DatasetInfo).
+
+        ds, info = make_dataset("data/train", cfg, training=True)      # shuffled + augmented, seeded by cfg.seed
+        ds, info = make_dataset("data/val", cfg, training=False)       # order of info.paths, no augmentation
+        for images, labels in ds: ...     # float32 [B, H, W, 3] RGB 0..255; int32 [B] (one_hot: float32 [B, C])
+
+    batch_size: default cfg.train_batch_size when training, else cfg.val_batch_size; the last batch may be
+    smaller. limit_per_class: the first N files of each class (quick runs). cache: None = cache decoded
+    images when the split fits under cfg.cache_max_mb MiB, False = never.
+    The dataset is one epoch long; iterate it again (or call make_dataset again with seed + epoch) for the
+    next. Its cardinality is unknown to tf.data (ignore_errors); info.steps_per_epoch is the batch count.
+    """
+    class_names = list(cfg["class_names"])
+    input_shape = list(cfg["input_shape"])
+    h, w = _hw(input_shape)
+    batch_size = int(batch_size or (cfg["train_batch_size"] if training else cfg["val_batch_size"]))
+    seed = int(cfg["seed"])
+
+    all_paths, all_labels = list_split(split_dir, class_names, limit_per_class)
+    keep, skipped = check_images(all_paths, warn_once=True)
+    paths = [all_paths[i] for i in keep]
+    labels = all_labels[keep] if keep else np.zeros((0,), np.int32)
+    if not paths:
+        raise UserError(f"no readable images in {split_dir} ({len(skipped)} unreadable files skipped)")
+    counts = {name: int(np.sum(labels == i)) for i, name in enumerate(class_names)}
+
+    cache_bytes = 0 if cache is False else int(cfg["cache_max_mb"]) * 2 ** 20
+    ds, cached = _base_dataset(paths, labels, input_shape, cache_bytes)
+    n = len(paths)
+    if training:
+        if cached:
+            # a full shuffle over the cache holds only references to the cached images, no copies
+            ds = ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        else:
+            # shuffle the file list each epoch, decode in parallel, then mix a window of decoded images
+            order = tf.data.Dataset.from_tensor_slices((tf.constant(paths), tf.constant(labels, tf.int32)))
+            order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+            ds = order.map(lambda p, y: (decode_uint8(tf.io.read_file(p), input_shape), y),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+            ds = ds.shuffle(min(int(cfg["shuffle_buffer"]), n), seed=seed + 1, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=False)
+    augmenter = build_augmenter(cfg) if training else None
+    n_classes = len(class_names)
+
+    def finish(images, labels):
+        images = tf.cast(images, tf.float32)
+        if augmenter is not None:
+            for layer in augmenter.layers:
+                images = layer(images, training=True)
+            images = tf.clip_by_value(images, 0.0, 255.0)
+        images = tf.ensure_shape(images, (None, h, w, 3))
+        return images, (tf.one_hot(labels, n_classes, dtype=tf.float32) if one_hot else labels)
+
+    # Sequential on purpose: the augmenter's random state then advances in a fixed order (repeatable runs);
+    # the batches are ready long before a training step needs them (benchmarks/bench_pipeline.py).
+    ds = ds.map(finish).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    ds = ds.with_options(options)
+
+    info = DatasetInfo(paths=paths, labels=labels, num_images=n, num_skipped=len(skipped), skipped=skipped,
+                       steps_per_epoch=math.ceil(n / batch_size), class_counts=counts, batch_size=batch_size,
+                       training=training, cached=cached, split_dir=str(split_dir), class_names=class_names)
+    return ds, info

@@ -1,0 +1,328 @@
+"""data_preprocessing: decoding, the class-folder listing, the tf.data pipeline, bad files, class weights.
+
+Real images come from ../shared (hard-linked into tmp_path as organize_data.py would lay them out); the tests
+that need them skip with the reason when ../shared is absent.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+tf = pytest.importorskip("tensorflow")
+
+import data_preprocessing as dp  # noqa: E402
+from config import Config, UserError, load_config  # noqa: E402
+from conftest import YOLO_SAMPLE, require  # noqa: E402
+
+CFG = load_config()
+CLASSES = list(CFG.class_names)
+SHAPE = list(CFG.input_shape)
+PER_CLASS = 6
+
+
+def organize(yolo_split: Path, out_split: Path, per_class: int | None = None) -> dict[str, list[Path]]:
+    """Hard-link YOLO_format/<split>/images into out_split/<class>/ (class = first number of the label file).
+
+    With per_class, each class gets about half .png and half .jpg files (the first ones by name).
+    """
+    by_class: dict[str, list[Path]] = {c: [] for c in CLASSES}
+    for image in sorted((yolo_split / "images").iterdir()):
+        label = yolo_split / "labels" / (image.stem + ".txt")
+        by_class[CLASSES[int(label.read_text().split()[0])]].append(image)
+    for name, images in by_class.items():
+        if per_class is not None:
+            png = [p for p in images if p.suffix == ".png"][: per_class // 2]
+            images = png + [p for p in images if p.suffix != ".png"][: per_class - len(png)]
+            by_class[name] = images
+        folder = out_split / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for image in images:
+            try:
+                os.link(image, folder / image.name)
+            except OSError:  # another file system
+                shutil.copyfile(image, folder / image.name)
+    return by_class
+
+
+@pytest.fixture(scope="module")
+def train_dir(tmp_path_factory) -> Path:
+    """<tmp>/train/<class>/ with PER_CLASS real images per class (jpg and png), plus an unclassified/ folder."""
+    yolo = require(YOLO_SAMPLE) / "train"
+    out = tmp_path_factory.mktemp("organized") / "train"
+    organize(yolo, out, PER_CLASS)
+    (out / "unclassified").mkdir()
+    shutil.copyfile(next((yolo / "images").iterdir()), out / "unclassified" / "stray.jpg")
+    return out
+
+
+def cfg_with(**changes) -> Config:
+    return Config(CFG, **changes)
+
+
+def no_augment() -> Config:
+    return cfg_with(augment_flip=False, augment_rotation=0.0, augment_shift=0.0, augment_zoom=0.0,
+                    augment_contrast=0.0)
+
+
+def decode_file(path) -> np.ndarray:
+    return dp.decode_image(Path(path).read_bytes(), SHAPE).numpy()
+
+
+def collect(ds) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+# ------------------------------------------------------------------------------------------------
+# decode_image
+
+
+def _save(image: Image.Image, path: Path, **kwargs) -> Path:
+    image.save(path, **kwargs)
+    return path
+
+
+@pytest.mark.parametrize("mode, ext, size", [
+    ("RGB", "jpg", (96, 96)), ("RGB", "png", (96, 96)), ("RGBA", "png", (96, 96)),
+    ("RGB", "png", (50, 70)), ("RGB", "gif", (96, 96)), ("RGB", "bmp", (96, 96)), ("RGB", "jpg", (350, 350)),
+])
+def test_decode_red_is_red(tmp_path, mode, ext, size):
+    color = (255, 0, 0, 128) if mode == "RGBA" else (255, 0, 0)
+    path = _save(Image.new(mode, size, color), tmp_path / f"red.{ext}", **({"quality": 95} if ext == "jpg" else {}))
+    image = dp.decode_image(path.read_bytes(), SHAPE)
+    assert image.dtype == tf.float32 and tuple(image.shape) == (96, 96, 3)
+    pixel = image.numpy().reshape(-1, 3).mean(axis=0)
+    tolerance = 3 if ext == "jpg" else 0
+    np.testing.assert_allclose(pixel, [255, 0, 0], atol=tolerance)  # RGB order, 0..255, alpha dropped
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_decode_grayscale_becomes_rgb(tmp_path, ext):
+    gray = np.tile(np.arange(0, 250, 250 / 96, dtype=np.float64).astype(np.uint8), (96, 1))
+    path = _save(Image.fromarray(gray, "L"), tmp_path / f"gray.{ext}", **({"quality": 100} if ext == "jpg" else {}))
+    image = dp.decode_image(path.read_bytes(), SHAPE).numpy()
+    assert image.shape == (96, 96, 3) and image.dtype == np.float32
+    assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
+    np.testing.assert_allclose(image[..., 0], gray, atol=0 if ext == "png" else 2)
+
+
+def test_decode_real_files_match_pil_and_opencv(yolo_sample):
+    """Same pixels as PIL and cv2 (BGR flipped to RGB) give, for both formats: no BGR, no scaling, and JPEG
+    decoded with the accurate IDCT as inference code using PIL or OpenCV would."""
+    cv2 = pytest.importorskip("cv2")
+    images = sorted((yolo_sample / "train" / "images").iterdir())
+    for path in [p for p in images if p.suffix == ".png"][:3] + [p for p in images if p.suffix == ".jpg"][:3]:
+        ours = decode_file(path)
+        assert ours.shape == (96, 96, 3) and 0 <= ours.min() and ours.max() <= 255
+        assert np.array_equal(ours, np.asarray(Image.open(path).convert("RGB"), dtype=np.float32))
+        assert np.array_equal(ours, cv2.imread(str(path))[..., ::-1].astype(np.float32))
+
+
+def test_eager_and_tf_data_agree(tmp_path, yolo_sample):
+    """The same bytes through decode_image eagerly, in a tf.data map and in make_dataset give equal tensors."""
+    images = sorted((yolo_sample / "train" / "images").iterdir())
+    paths = [next(p for p in images if p.suffix == ".png"), next(p for p in images if p.suffix == ".jpg")]
+    big = np.random.default_rng(0).integers(0, 256, (150, 120, 3), dtype=np.uint8)
+    paths.append(_save(Image.fromarray(big), tmp_path / "big.png"))
+    paths.append(_save(Image.fromarray(big[..., 0], "L"), tmp_path / "gray.jpg"))
+    paths.append(_save(Image.fromarray(np.dstack([big, big[..., :1]]), "RGBA"), tmp_path / "rgba.png"))
+    eager = np.stack([decode_file(p) for p in paths])
+    ds = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    graph = np.stack(list(ds.map(lambda p: dp.decode_image(tf.io.read_file(p), SHAPE)).as_numpy_iterator()))
+    assert np.array_equal(eager, graph)
+
+    split = tmp_path / "split"
+    for i, name in enumerate(CLASSES):
+        (split / name).mkdir(parents=True)
+        src = paths[i % len(paths)]
+        shutil.copyfile(src, split / name / f"{i}{src.suffix}")
+    ds, info = dp.make_dataset(split, CFG, training=False, batch_size=3)
+    piped, _ = collect(ds)
+    assert np.array_equal(piped, np.stack([decode_file(p) for p in info.paths]))
+
+
+# ------------------------------------------------------------------------------------------------
+# Listing, errors, class weights
+
+
+def test_list_split_labels_follow_folders(train_dir):
+    paths, labels = dp.list_split(train_dir, CLASSES)
+    assert len(paths) == len(labels) == PER_CLASS * len(CLASSES)
+    assert paths == sorted(paths) and labels.dtype == np.int32
+    assert all(Path(p).parent.name == CLASSES[y] for p, y in zip(paths, labels))
+    assert not any("unclassified" in p for p in paths)
+    assert {Path(p).suffix for p in paths} == {".jpg", ".png"}
+    limited, limited_labels = dp.list_split(train_dir, CLASSES, limit_per_class=2)
+    assert np.bincount(limited_labels).tolist() == [2] * len(CLASSES)
+
+
+def test_split_errors_name_the_folder(tmp_path, train_dir):
+    with pytest.raises(UserError, match=r"not found: run python src/organize_data.py first"):
+        dp.list_split(tmp_path / "nowhere", CLASSES)
+
+    split = tmp_path / "split"
+    shutil.copytree(train_dir, split)
+    shutil.rmtree(split / "fear")
+    with pytest.raises(UserError, match=r"lacks class folder\(s\) fear .*class_names"):
+        dp.list_split(split, CLASSES)
+
+    (split / "fear").mkdir()
+    (split / "fear" / "notes.txt").write_text("no images here")
+    with pytest.raises(UserError, match=r"fear hold no images.*class_names"):
+        dp.list_split(split, CLASSES)
+    with pytest.raises(UserError, match=r"fear"):
+        dp.make_dataset(split, CFG, training=True)
+
+    shutil.copyfile(next((split / "sad").iterdir()), split / "fear" / "x.jpg")
+    (split / "Happy").mkdir()
+    (split / "misc").mkdir()
+    with pytest.raises(UserError, match=r"Happy, misc that are not in config key class_names") as err:
+        dp.list_split(split, CLASSES)
+    assert "\n" not in str(err.value)
+
+
+def test_class_counts_and_weights(train_dir):
+    assert dp.class_counts(train_dir, CLASSES) == {c: PER_CLASS for c in CLASSES}
+    counts = {"a": 30, "b": 10, "c": 20}
+    weights = dp.compute_class_weights(counts, ["a", "b", "c"])
+    assert weights == pytest.approx({0: 60 / 90, 1: 2.0, 2: 1.0})
+    mean_over_samples = sum(weights[i] * n for i, n in enumerate(counts.values())) / sum(counts.values())
+    assert mean_over_samples == pytest.approx(1.0)
+    with pytest.raises(UserError, match=r"class\(es\) b have no training images.*class_weighting"):
+        dp.compute_class_weights({"a": 3, "b": 0}, ["a", "b"])
+
+
+# ------------------------------------------------------------------------------------------------
+# make_dataset
+
+
+def test_eval_dataset_is_the_files_in_order(train_dir):
+    ds, info = dp.make_dataset(train_dir, CFG, training=False, batch_size=5)
+    paths, labels = dp.list_split(train_dir, CLASSES)
+    assert info.paths == paths and np.array_equal(info.labels, labels)
+    assert info.num_images == 48 and info.num_skipped == 0 and info.steps_per_epoch == 10
+    assert info.class_counts == {c: PER_CLASS for c in CLASSES} and info.cached
+    x, y = collect(ds)
+    assert x.dtype == np.float32 and x.shape == (48, 96, 96, 3) and y.dtype == np.int32
+    assert np.array_equal(y, labels)
+    assert np.array_equal(x, np.stack([decode_file(p) for p in paths]))  # no augmentation, no scaling
+    again, _ = collect(dp.make_dataset(train_dir, CFG, training=False, batch_size=5, cache=False)[0])
+    assert np.array_equal(again, x)
+    assert np.array_equal(collect(ds)[0], x)  # second pass, from the cache
+    assert dp.make_dataset(train_dir, CFG, training=False)[1].batch_size == CFG.val_batch_size
+
+
+@pytest.mark.parametrize("cache", [None, False])
+def test_training_dataset(train_dir, cache):
+    originals = {decode_file(p).tobytes(): y for p, y in zip(*dp.list_split(train_dir, CLASSES))}
+
+    ds, info = dp.make_dataset(train_dir, no_augment(), training=True, batch_size=16, cache=cache)
+    assert info.cached == (cache is None) and info.batch_size == 16 and info.steps_per_epoch == 3
+    batches = list(ds)
+    assert [tuple(x.shape) for x, _ in batches] == [(16, 96, 96, 3)] * 3
+    x, y = collect(batches)
+    assert [originals[img.tobytes()] for img in x] == y.tolist()  # a permutation, labels still right
+    assert y.tolist() != sorted(y.tolist())                          # shuffled
+    assert collect(ds)[1].tolist() != y.tolist()                     # reshuffled next epoch
+
+    ds, _ = dp.make_dataset(train_dir, CFG, training=True, batch_size=16, cache=cache, one_hot=True)
+    x, y = collect(ds)
+    assert x.dtype == np.float32 and x.shape == (48, 96, 96, 3)
+    assert 0.0 <= x.min() and x.max() <= 255.0 and x.max() > 200
+    assert y.dtype == np.float32 and y.shape == (48, len(CLASSES)) and np.all(y.sum(axis=1) == 1)
+    unchanged = sum(img.tobytes() in originals for img in x)
+    assert unchanged <= 2, f"{unchanged} of 48 training images came out unaugmented"
+    x2, y2 = collect(ds)
+    assert not np.array_equal(x, x2)
+
+    # seeded: the same seed repeats the epoch exactly; another seed does not
+    same, same_y = collect(dp.make_dataset(train_dir, CFG, training=True, batch_size=16, cache=cache, one_hot=True)[0])
+    assert np.array_equal(same, x) and np.array_equal(same_y, y)
+    other, _ = collect(dp.make_dataset(train_dir, cfg_with(seed=CFG.seed + 1), training=True, batch_size=16,
+                                       cache=cache)[0])
+    assert not np.array_equal(other, x)
+
+
+def test_augmenter_config_and_range():
+    assert dp.build_augmenter(no_augment()) is None
+    aug = dp.build_augmenter(CFG)
+    assert [layer.name for layer in aug.layers] == ["flip", "rotation", "shift", "zoom", "contrast"]
+    assert [layer.name for layer in dp.build_augmenter(cfg_with(augment_rotation=0.0, augment_zoom=0.0)).layers] \
+        == ["flip", "shift", "contrast"]
+    extremes = tf.constant(np.stack([np.zeros((96, 96, 3)), np.full((96, 96, 3), 255.0),
+                                     np.random.default_rng(1).integers(0, 2, (96, 96, 3)) * 255.0]), tf.float32)
+    strong = dp.build_augmenter(cfg_with(augment_contrast=1.0, augment_zoom=0.9, augment_rotation=0.5))
+    for _ in range(3):
+        out = strong(extremes, training=True).numpy()
+        assert out.min() >= -1e-3 and out.max() <= 255.0 + 1e-3  # the pipeline clips exactly to 0..255
+
+
+def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, caplog):
+    split = tmp_path / "split"
+    shutil.copytree(train_dir, split)
+    good_jpg = next(p for p in sorted((split / "happy").iterdir()) if p.suffix == ".jpg").read_bytes()
+    bad = {
+        split / "sad" / "corrupt.png": b"\x89PNG\r\n\x1a\n" + os.urandom(2000),
+        split / "sad" / "truncated.jpg": good_jpg[: len(good_jpg) // 2],
+        split / "anger" / "notes.jpg": b"this is a text file, not a JPEG\n" * 20,
+        split / "fear" / "empty.png": b"",
+    }
+    for path, data in bad.items():
+        path.write_bytes(data)
+    # passes the pre-scan (JPEG magic, ends with EOI) but does not decode: the ignore_errors safety net
+    (split / "fear" / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 500 + b"\xff\xd9")
+
+    with caplog.at_level(logging.WARNING, logger=dp.log.name):
+        ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
+    assert info.num_skipped == 4 and sorted(info.skipped) == sorted(map(str, bad))
+    warned = [r.getMessage() for r in caplog.records]
+    for path in bad:
+        assert sum(str(path) in line for line in warned) == 1
+    assert info.num_images == 48 + 1 and info.class_counts["fear"] == PER_CLASS + 1
+    x, y = collect(ds)
+    assert len(x) == 48  # garbage.jpg dropped while decoding; the epoch still completes
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=dp.log.name):
+        ds, info = dp.make_dataset(split, CFG, training=True, batch_size=7)  # the next epoch
+    assert len(collect(ds)[0]) == 48 and info.num_skipped == 4
+    assert not caplog.records  # each bad file is named once per process, not once per epoch
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=dp.log.name):
+        keep, skipped = dp.check_images([str(p) for p in bad] * 3, max_warnings=5)
+    assert keep == [] and len(skipped) == 12
+    assert len(caplog.records) == 6 and "7 more" in caplog.records[-1].getMessage()
+
+
+def test_decoded_images_cached_across_calls(train_dir):
+    dp.clear_cache()
+    dp.make_dataset(train_dir, CFG, training=True)
+    dp.make_dataset(train_dir, cfg_with(seed=CFG.seed + 1), training=True)   # next epoch: same files
+    assert len(dp._CACHES) == 1
+    dp.make_dataset(train_dir, CFG, training=True, limit_per_class=2)
+    assert len(dp._CACHES) == 2
+    _, info = dp.make_dataset(train_dir, cfg_with(cache_max_mb=0), training=True)
+    assert not info.cached and len(dp._CACHES) == 2
+    dp.clear_cache()
+    assert not dp._CACHES
+
+
+def test_float32_under_mixed_precision(train_dir):
+    """train.py may set a mixed global policy before building datasets; the pipeline still feeds float32."""
+    keras = pytest.importorskip("keras")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        ds, _ = dp.make_dataset(train_dir, CFG, training=True, batch_size=8, limit_per_class=1)
+        images, _ = next(iter(ds))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    assert images.dtype == tf.float32
