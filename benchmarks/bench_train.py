@@ -1,0 +1,88 @@
+"""Training throughput: the model fed by our file pipeline vs the same model on in-memory tensors.
+
+    python benchmarks/bench_train.py                      # real train split from ../shared, 96x96, batch 32
+    python benchmarks/bench_train.py --precision          # also float32 vs bfloat16 and XLA on this CPU
+
+Prints one JSON line. Target (issue 3): the pipeline reaches >= 90% of the in-memory step rate.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=12, help="timed steps per measurement")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--precision", action="store_true", help="also time mixed_bfloat16 and XLA")
+    return p.parse_args()
+
+
+def time_training(run_epoch, dataset, steps: int, batch: int) -> float:
+    """images/s over `steps` steps of the trainer's own loop, after 3 warm-up steps (tracing, cache fill)."""
+    run_epoch(dataset.take(3), 3, "warm-up")
+    start = time.perf_counter()
+    run_epoch(dataset.take(steps), steps, "timed")
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    args = parse_args()
+    from conftest import YOLO_SAMPLE, link_organized
+    if not YOLO_SAMPLE.exists():
+        print(json.dumps({"skipped": f"real data not found at {YOLO_SAMPLE}"}))
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import config
+    import data_preprocessing as dp
+    import model as model_lib
+    import training
+
+    tmp = Path(tempfile.mkdtemp())
+    link_organized(tmp / "data", per_class=None, splits=("train",))
+    cfg = config.load_config(None, ["weights=null", f"data_path={tmp / 'data'}", f"train_batch_size={args.batch}"])
+    ds, info = dp.make_dataset(tmp / "data" / "train", cfg, training=True, one_hot=True)
+    ds = ds.repeat()
+    weights = dp.compute_class_weights(dp.class_counts(tmp / "data" / "train", cfg.class_names), cfg.class_names)
+
+    def fresh_trainer(precision="float32", jit=False, class_weight=None):
+        keras.mixed_precision.set_global_policy(precision)
+        m = model_lib.build_model(cfg)
+        training.compile_model(m, cfg, "head", steps_per_epoch=100)
+        return training.TrainEpoch(m, tf.distribute.get_strategy(), cfg, class_weight, jit)
+
+    images, labels = next(iter(ds))
+    in_memory = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    results = {"batch": args.batch, "steps": args.steps, "input": cfg.input_shape}
+    trainer = fresh_trainer(class_weight=weights)
+    results["in_memory_images_per_s"] = round(time_training(trainer, in_memory, args.steps, args.batch), 2)
+    results["pipeline_images_per_s"] = round(time_training(trainer, ds, args.steps, args.batch), 2)
+    results["pipeline_vs_in_memory"] = round(results["pipeline_images_per_s"] / results["in_memory_images_per_s"], 3)
+    if args.precision:
+        for name, precision, jit in (("bfloat16", "mixed_bfloat16", False), ("xla_float32", "float32", True)):
+            results[f"{name}_in_memory_images_per_s"] = round(
+                time_training(fresh_trainer(precision, jit), in_memory, args.steps, args.batch), 2)
+            results[f"{name}_vs_float32"] = round(
+                results[f"{name}_in_memory_images_per_s"] / results["in_memory_images_per_s"], 3)
+    results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    results["train_images"] = info.num_images
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The emotion classifier: Keras ResNet50 backbone + a small softmax head, fed raw RGB pixels.
+
+Usage:
+    cfg = config.load_config()
+    model = build_model(cfg)                  # weights from cfg.weights: imagenet | None | local file
+    set_phase(model, "head", cfg)             # phase 1: frozen backbone (pretrained weights only)
+    set_phase(model, "fine_tune", cfg)        # phase 2: top cfg.fine_tune_blocks stages trainable
+    probs = model(images_rgb_0_255)           # float32 [B, 8], rows sum to 1
+    model = load_model(cfg.model_save_path)   # a saved model, ready for predict()
+
+ResNet50's own preprocess_input (RGB -> BGR, ImageNet mean subtraction) is a layer inside the model,
+so every consumer (evaluate, predict, inference, the exports, the browser) feeds raw RGB 0..255 and
+cannot get the scaling or the channel order wrong.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from config import UserError
+
+BACKBONE_NAME = "resnet50"
+# ResNet50's stages, top first: fine_tune_blocks=1 unfreezes conv5, 2 adds conv4, ...
+STAGE_PREFIXES = ("conv5_", "conv4_", "conv3_", "conv2_", "conv1_")
+WEIGHTS_HELP = ("put a local copy of resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5 somewhere and pass "
+                "--set weights=PATH, or train from scratch with --set weights=null")
+
+
+class WeightsDownloadError(UserError):
+    """The ImageNet weights could not be fetched (offline machine, firewall)."""
+
+
+@keras.saving.register_keras_serializable(package="emotion")
+class ResNetPreprocess(keras.layers.Layer):
+    """keras.applications.resnet50.preprocess_input as a layer: raw RGB 0..255 in, BGR mean-centred out."""
+
+    def call(self, inputs):
+        return keras.applications.resnet50.preprocess_input(keras.ops.cast(inputs, self.compute_dtype))
+
+
+def is_pretrained(cfg) -> bool:
+    return cfg.weights is not None
+
+
+def _backbone(cfg) -> keras.Model:
+    weights = cfg.weights
+    if weights not in (None, "imagenet") and not Path(weights).is_file():
+        raise UserError(f"config key 'weights': file not found: {weights} ({WEIGHTS_HELP})")
+    try:
+        return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=tuple(cfg.input_shape))
+    except Exception as exc:  # Keras wraps every download failure in a plain Exception
+        if weights == "imagenet" and ("fetch failure" in str(exc) or isinstance(exc, OSError)):
+            raise WeightsDownloadError(f"could not download the ImageNet weights for ResNet50 ({_first_line(exc)}): "
+                            f"{WEIGHTS_HELP}") from None
+        if weights not in (None, "imagenet"):
+            raise UserError(f"config key 'weights': {weights} is not a ResNet50 (include_top=False) weights "
+                            f"file: {_first_line(exc)}") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def build_model(cfg) -> keras.Model:
+    """ResNet50 (include_top=False) + global average pooling + [dense] + dropout + softmax."""
+    keras.utils.set_random_seed(cfg.seed)
+    inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
+    x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+    base = _backbone(cfg)
+    # A pretrained backbone always runs its BatchNorm in inference mode (keras-io transfer learning):
+    # fine-tuning on small batches would otherwise wreck the ImageNet statistics. From scratch there
+    # are no statistics to keep, so BatchNorm trains normally.
+    x = base(x, training=False if is_pretrained(cfg) else None)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if cfg.dense_units:
+        x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
+    x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(len(cfg.class_names), activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="emotion_resnet50")
+
+
+def backbone(model: keras.Model) -> keras.Model:
+    return model.get_layer(BACKBONE_NAME)
+
+
+def set_phase(model: keras.Model, phase: str, cfg) -> None:
+    """Set which layers train. Recompile afterwards: Keras reads `trainable` at compile time.
+
+    head: the backbone is frozen (pretrained) or fully trainable (from scratch: nothing to keep).
+    fine_tune: the top cfg.fine_tune_blocks stages train; BatchNorm layers stay frozen.
+    """
+    base = backbone(model)
+    if phase == "head":
+        base.trainable = not is_pretrained(cfg)
+        return
+    if phase != "fine_tune":
+        raise ValueError(f"unknown phase {phase!r}")
+    if not is_pretrained(cfg):
+        base.trainable = True
+        return
+    base.trainable = True
+    prefixes = STAGE_PREFIXES[:cfg.fine_tune_blocks]
+    for layer in base.layers:
+        unfreeze = layer.name.startswith(prefixes) if prefixes else False
+        layer.trainable = unfreeze and not isinstance(layer, keras.layers.BatchNormalization)
+
+
+def count_params(model: keras.Model) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    trainable = sum(int(tf.size(w)) for w in model.trainable_weights)
+    return trainable, int(model.count_params())
+
+
+def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
+    """Write the model to a temp file beside `path`, then rename: a crash never leaves a broken model."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        with _quiet_absl():  # Keras logs a "legacy format" warning for every .h5 save
+            model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+    from absl import logging as absl_logging
+    level = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.ERROR)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(level)
+
+
+def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
+    """Load a saved emotion model; one clear line when it is missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no trained model at {path}: run python src/train.py first "
+                        f"(or point --set model_save_path=PATH at one)")
+    try:
+        return keras.models.load_model(path, compile=compile, safe_mode=True)
+    except Exception as exc:
+        raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None

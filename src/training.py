@@ -1,0 +1,479 @@
+"""The training loop behind train.py: two phases, per-epoch validation, checkpoints, resume, logs.
+
+Usage:
+    summary = train(cfg, max_images_per_class=None, restart=False, dry_run=False)
+
+Each epoch runs TrainEpoch (a distributed step loop) on a dataset seeded with `seed + epoch`, so a resumed run sees the
+same data order and augmentation as an uninterrupted one. After every epoch, on the chief only:
+  1. the full training state (model + optimizer) goes to <checkpoint_dir>/epoch_NNN.keras,
+  2. the best model (by `monitor`) and the last model are written atomically,
+  3. a row is appended to training_log.csv,
+  4. state.json is replaced, pointing at the new checkpoint (the commit point: a kill before it
+     resumes from the previous epoch and rewrites what came after).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import data_preprocessing as dp
+import model as model_lib
+from config import Config, UserError
+from metrics import classification_metrics
+
+LOG_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+              "learning_rate", "images_per_s", "seconds"]
+# Keys that change what is trained; a checkpoint made under other values cannot be resumed.
+RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",
+               "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_blocks", "optimizer", "lr_schedule",
+               "label_smoothing", "train_batch_size", "seed", "augment_flip", "augment_rotation",
+               "augment_shift", "augment_zoom", "augment_contrast", "class_weighting", "mixed_precision"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Set-up: devices, distribution, precision
+
+
+def has_gpu() -> bool:
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolve_switch(value: str) -> bool:
+    """auto -> on with a GPU, off on a CPU (measured: bfloat16 and XLA slow ResNet50 training on this CPU)."""
+    return has_gpu() if value == "auto" else value == "on"
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("strategy multi_worker needs the TF_CONFIG environment variable on every worker "
+                            "(see README, 'Several machines')")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief() -> bool:
+    """The one worker that writes files: task 'chief', or worker 0 when the cluster names no chief."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}")
+    task = tf_config.get("task", {})
+    if not task:
+        return True
+    if task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in tf_config.get("cluster", {})
+
+
+# ------------------------------------------------------------------------------------------------
+# Compile
+
+
+def make_optimizer(cfg: Config, learning_rate: float, steps: int) -> keras.optimizers.Optimizer:
+    lr = learning_rate
+    if cfg.lr_schedule == "cosine" and steps > 0:
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps, alpha=0.01)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=1e-4)
+    return keras.optimizers.Adam(lr)
+
+
+def compile_model(model: keras.Model, cfg: Config, phase: str, steps_per_epoch: int) -> None:
+    """Set the phase's trainable layers and attach a fresh optimizer for the phase.
+
+    Keras reads `trainable` at compile time, hence one compile per phase. The optimizer (and its
+    state) is saved with every checkpoint, which is what makes a resumed run continue exactly.
+    """
+    model_lib.set_phase(model, phase, cfg)
+    if phase == "head":
+        lr, epochs = cfg.learning_rate, cfg.num_epochs
+    else:
+        lr, epochs = cfg.fine_tune_learning_rate, cfg.fine_tune_epochs
+    model.compile(optimizer=make_optimizer(cfg, lr, steps_per_epoch * epochs),
+                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    model.optimizer.build(model.trainable_variables)  # variables must exist before a distributed step
+
+
+def current_lr(model: keras.Model) -> float:
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+# ------------------------------------------------------------------------------------------------
+# Progress and failure checks
+
+
+class TrainEpoch:
+    """One epoch of distributed training: forward, backward and update on every replica.
+
+    A loop of our own rather than model.fit: Keras 3's fit does not run under
+    MultiWorkerMirroredStrategy (keras-team/keras#20585), and one code path serves every strategy.
+    Class weights scale each example's loss, as fit's class_weight does. jit compiles the gradient
+    computation with XLA (the update stays outside, where the strategy aggregates gradients).
+
+        run = TrainEpoch(model, strategy, cfg, class_weight, jit=False)
+        loss, accuracy = run(dataset, steps, "epoch 1/10 (head)")
+    """
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, cfg: Config,
+                 class_weight: dict[int, float] | None, jit: bool):
+        self.model, self.strategy = model, strategy
+        n = len(cfg.class_names)
+        weights = [class_weight.get(i, 1.0) for i in range(n)] if class_weight else [1.0] * n
+        self.class_weights = tf.constant(weights, tf.float32)
+        self.loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing, reduction=None)
+        self.gradients = tf.function(self._gradients, jit_compile=jit)
+        self.step = None
+
+    def _gradients(self, x, y):
+        model = self.model
+        with tf.GradientTape() as tape:
+            probs = model(x, training=True)
+            per_example = self.loss_fn(y, probs) * tf.gather(self.class_weights, tf.argmax(y, axis=1))
+            loss = tf.nn.compute_average_loss(per_example)  # mean over the global batch
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+            scaled = model.optimizer.scale_loss(loss)  # loss scaling under mixed_float16, else identity
+        grads = tape.gradient(scaled, model.trainable_variables)
+        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), tf.argmax(y, 1)), tf.float32))
+        return grads, tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)
+
+    def _replica_step(self, x, y):
+        grads, loss_sum, correct, count = self.gradients(x, y)
+        self.model.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        return loss_sum, correct, count
+
+    def _make_step(self, element_spec):
+        def step(x, y):
+            outputs = self.strategy.run(self._replica_step, args=(x, y))
+            return [self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for v in outputs]
+        # One trace for every batch size (the last batch of an epoch is smaller).
+        return tf.function(step, input_signature=list(element_spec))
+
+    def __call__(self, dataset: tf.data.Dataset, steps: int, label: str) -> tuple[float, float]:
+        from tqdm import tqdm
+
+        dist = self.strategy.experimental_distribute_dataset(dataset)
+        if self.step is None:
+            self.step = self._make_step(dist.element_spec)
+        totals = np.zeros(3)
+        bar = tqdm(total=steps, desc=label, unit="step", leave=False, file=sys.stderr,
+                   disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        with bar:
+            for i, (x, y) in enumerate(dist):
+                batch = np.array([float(v) for v in self.step(x, y)])
+                if not math.isfinite(batch[0]):
+                    raise UserError(f"training loss became {batch[0]} in {label}, step {i + 1}: lower the "
+                                    f"learning rate (now {current_lr(self.model):.2g}) or check the images")
+                totals += batch
+                bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}",
+                                refresh=False)
+                bar.update(1)
+        if totals[2] == 0:
+            raise UserError(f"no training images could be read in {label}")
+        return totals[0] / totals[2], totals[1] / totals[2]
+
+
+def check_disk(paths: list[Path], model: keras.Model) -> None:
+    """Stop before training when a checkpoint (weights + optimizer slots) and two models will not fit."""
+    need = model.count_params() * 4 * 5 + (64 << 20)
+    for path in paths:
+        path.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(path).free
+        if free < need:
+            raise UserError(f"only {free / 2**20:.0f} MB free at {path}; checkpoints need about "
+                            f"{need / 2**20:.0f} MB: free some space or point checkpoint_dir/model_save_path elsewhere")
+
+
+# ------------------------------------------------------------------------------------------------
+# Validation
+
+
+def make_forward(model: keras.Model, tta: bool = False, input_spec: tf.TensorSpec | None = None):
+    """The model in inference mode as a tf.function: images [B, H, W, 3] -> probabilities [B, C].
+
+    tta: average the probabilities of each image and its horizontal flip (one forward over both).
+    input_spec: the images' TensorSpec; with it the function is traced once for every batch size
+    (the last, smaller batch does not retrace); without it, reduce_retracing generalises after a retrace.
+    Build it once and pass it to predict_probs to time or reuse it without tracing again.
+    """
+    def forward(x):
+        if not tta:
+            return model(x, training=False)
+        n = tf.shape(x)[0]
+        probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
+        return (probs[:n] + probs[n:]) / 2
+
+    if input_spec is None:
+        return tf.function(forward, reduce_retracing=True)
+    spec = tf.TensorSpec([None, *input_spec.shape[1:]], input_spec.dtype)
+    return tf.function(forward, input_signature=[spec])
+
+
+def predict_probs(model: keras.Model, dataset: tf.data.Dataset, tta: bool = False,
+                  forward=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model in inference mode over (images, labels) batches; returns (labels, probabilities).
+
+    Streams: only the labels and the probabilities [N, C] are kept, never the images.
+    tta: see make_forward. forward: a prebuilt make_forward(model, tta) (then tta is ignored).
+    """
+    if forward is None:
+        spec = dataset.element_spec[0]
+        forward = make_forward(model, tta, spec if isinstance(spec, tf.TensorSpec) else None)
+    labels, probs = [], []
+    for x, y in dataset:
+        probs.append(forward(x).numpy())
+        labels.append(y.numpy())
+    y = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    return y, (np.concatenate(probs) if probs else np.zeros((0, 0), np.float32))
+
+
+def monitor_value(cfg: Config, val: dict) -> float:
+    """Higher is better for every monitor (val_loss is negated)."""
+    key = cfg.monitor.removeprefix("val_")
+    key = {"macro_f1": "macro_f1", "accuracy": "accuracy", "loss": "loss"}[key]
+    return -val[key] if key == "loss" else val[key]
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def config_fingerprint(cfg: Config, max_images_per_class) -> str:
+    keys = {k: cfg[k] for k in RESUME_KEYS}
+    keys["max_images_per_class"] = max_images_per_class
+    return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def last_model_path(cfg: Config) -> Path:
+    best = Path(cfg.model_save_path)
+    return best.with_name(f"{best.stem}_last{best.suffix}")
+
+
+def library_versions() -> dict:
+    import cv2
+    import pandas
+    import sklearn
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "numpy": np.__version__, "pandas": pandas.__version__, "scikit-learn": sklearn.__version__,
+            "opencv": cv2.__version__, "platform": platform.platform(), "machine": platform.machine(),
+            "cpu_count": os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
+
+
+def read_log(path: Path, upto_epoch: int) -> list[dict]:
+    """Rows of an earlier run's log up to and including `upto_epoch` (later rows were never committed)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= upto_epoch]
+
+
+def write_log(path: Path, rows: list[dict]) -> None:
+    import io
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buf.getvalue())
+
+
+def plot_history(rows: list[dict], path: Path) -> None:
+    """loss_accuracy_plot.png: train/val loss and train/val accuracy (+ val macro-F1) per epoch."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [int(r["epoch"]) for r in rows]
+    col = lambda k: [float(r[k]) for r in rows]  # noqa: E731
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    ax1.plot(epochs, col("loss"), "o-", label="train loss")
+    ax1.plot(epochs, col("val_loss"), "o-", label="val loss")
+    ax1.set_xlabel("epoch"), ax1.set_ylabel("loss"), ax1.legend(), ax1.grid(alpha=0.3)
+    ax2.plot(epochs, col("accuracy"), "o-", label="train accuracy")
+    ax2.plot(epochs, col("val_accuracy"), "o-", label="val accuracy")
+    ax2.plot(epochs, col("val_macro_f1"), "s--", label="val macro-F1")
+    ax2.set_xlabel("epoch"), ax2.set_ylim(0, 1), ax2.legend(), ax2.grid(alpha=0.3)
+    fine = [e for e, r in zip(epochs, rows) if r["phase"] == "fine_tune"]
+    for ax in (ax1, ax2):
+        if fine:
+            ax.axvspan(min(fine) - 0.5, max(fine) + 0.5, color="grey", alpha=0.1, label="fine-tune")
+    fig.suptitle("Training history")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+
+
+def phase_plan(cfg: Config) -> list[tuple[str, int]]:
+    """[(phase, epochs)] in order, skipping phases with 0 epochs."""
+    return [(p, n) for p, n in (("head", cfg.num_epochs), ("fine_tune", cfg.fine_tune_epochs)) if n > 0]
+
+
+def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = False,
+          dry_run: bool = False, log=print) -> dict:
+    """Train as configured; returns the summary printed as the final JSON line."""
+    mixed, jit = resolve_switch(cfg.mixed_precision), resolve_switch(cfg.xla)
+    if mixed:
+        keras.mixed_precision.set_global_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
+    strategy = make_strategy(cfg.strategy)
+    chief = is_chief()
+    data_path = Path(cfg.data_path)
+    train_dir, val_dir = data_path / "train", data_path / "val"
+    replicas = strategy.num_replicas_in_sync
+    batch = cfg.train_batch_size * replicas
+    class_weight = None
+    counts = dp.class_counts(train_dir, cfg.class_names)
+    if cfg.class_weighting == "auto":
+        class_weight = dp.compute_class_weights(counts, cfg.class_names)
+
+    def train_data(epoch: int):
+        seeded = Config(cfg, seed=cfg.seed + epoch)
+        ds, info = dp.make_dataset(train_dir, seeded, training=True, batch_size=batch,
+                                   limit_per_class=max_images_per_class, one_hot=True)
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(options), info
+
+    _, train_info = train_data(0)
+    val_ds, val_info = dp.make_dataset(val_dir, cfg, training=False, limit_per_class=max_images_per_class)
+    steps = train_info.steps_per_epoch
+    plan = phase_plan(cfg)
+    total_epochs = sum(n for _, n in plan)
+
+    perf_dir = Path(cfg.performance_dir)
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    best_path, last_path = Path(cfg.model_save_path), last_model_path(cfg)
+    log_path = perf_dir / "training_log.csv"
+    fingerprint = config_fingerprint(cfg, max_images_per_class)
+
+    with strategy.scope():
+        model = model_lib.build_model(cfg)
+    trainable, total = model_lib.count_params(model)
+    log(f"data: {train_info.num_images} train images ({steps} steps of {batch}), {val_info.num_images} val images; "
+        f"skipped unreadable: {train_info.num_skipped + val_info.num_skipped}")
+    log(f"model: ResNet50 ({'pretrained: ' + str(cfg.weights) if cfg.weights else 'random init'}), "
+        f"{total:,} parameters; plan: " + ", ".join(f"{p} {n} epochs" for p, n in plan)
+        + f"; strategy {cfg.strategy} ({replicas} replica{'s' if replicas > 1 else ''}), "
+          f"mixed precision {'on' if mixed else 'off'}, XLA {'on' if jit else 'off'}")
+    if dry_run:
+        return {"dry_run": True, "train_images": train_info.num_images, "val_images": val_info.num_images,
+                "steps_per_epoch": steps, "epochs": total_epochs, "parameters": total}
+    if total_epochs == 0:
+        raise UserError("nothing to train: num_epochs and fine_tune_epochs are both 0")
+    if chief:
+        check_disk([ckpt_dir, best_path.parent, perf_dir], model)
+
+    # ---- resume
+    state = {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None}
+    state_path = ckpt_dir / "state.json"
+    if restart and chief and ckpt_dir.exists():
+        shutil.rmtree(ckpt_dir)
+    elif state_path.exists():
+        saved = json.loads(state_path.read_text())
+        if saved.get("fingerprint") != fingerprint:
+            raise UserError(f"{ckpt_dir} holds a checkpoint of a run with another config: pass --restart "
+                            f"to start over, or point --set checkpoint_dir=PATH elsewhere")
+        state = saved
+    rows = read_log(log_path, state["epoch"]) if state["epoch"] else []
+    if chief:
+        perf_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(perf_dir / "train_config.yaml", cfg.to_yaml())
+        write_atomic(best_path.with_suffix(".config.yaml"), cfg.to_yaml())
+        write_atomic(perf_dir / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
+
+    resumed_from = state["epoch"]  # epochs an earlier run finished; the model built above has none
+    if resumed_from >= total_epochs:
+        log(f"nothing left to do: {ckpt_dir} holds a finished run of {resumed_from} epochs (--restart trains again)")
+    epoch = 0  # global epochs finished
+    for phase, phase_epochs in plan:
+        phase_start = epoch
+        if resumed_from >= phase_start + phase_epochs:
+            epoch += phase_epochs
+            continue
+        with strategy.scope():
+            if resumed_from > phase_start:  # resume inside this phase: model + optimizer as saved
+                model = keras.models.load_model(ckpt_dir / state["checkpoint"])
+                log(f"resuming {phase} from epoch {resumed_from} ({ckpt_dir / state['checkpoint']})")
+            else:
+                if resumed_from == phase_start > 0:  # resume at a phase boundary: the weights only
+                    model = keras.models.load_model(ckpt_dir / state["checkpoint"], compile=False)
+                    log(f"resuming at the start of {phase} from epoch {resumed_from}")
+                compile_model(model, cfg, phase, steps)
+            run_epoch = TrainEpoch(model, strategy, cfg, class_weight, jit)
+        epoch = max(resumed_from, phase_start)
+        while epoch < phase_start + phase_epochs:
+            label = f"epoch {epoch + 1}/{total_epochs} ({phase})"
+            ds, info = train_data(epoch)
+            lr = current_lr(model)
+            start = time.perf_counter()
+            loss, accuracy = run_epoch(ds, info.steps_per_epoch, label)
+            seconds = time.perf_counter() - start
+            y_val, p_val = predict_probs(model, val_ds)
+            val = classification_metrics(y_val, p_val, cfg.class_names)
+            epoch += 1
+            row = {"epoch": epoch, "phase": phase, "loss": round(loss, 5),
+                   "accuracy": round(accuracy, 5), "val_loss": round(val["loss"], 5),
+                   "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
+                   "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
+                   "seconds": round(seconds, 1)}
+            rows.append(row)
+            score = monitor_value(cfg, val)
+            improved = state["best"] is None or score > state["best"]
+            log(f"{label}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss {row['val_loss']:.4f} "
+                f"acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} | lr {row['learning_rate']} | "
+                f"{row['images_per_s']} img/s{' | best so far, saved' if improved else ''}")
+            if improved:
+                state.update(best=score, best_epoch=epoch)
+            if chief:
+                ckpt_name = f"epoch_{epoch:03d}.keras"
+                model_lib.save_model_atomic(model, ckpt_dir / ckpt_name)
+                if improved:
+                    model_lib.save_model_atomic(model, best_path)
+                model_lib.save_model_atomic(model, last_path)
+                write_log(log_path, rows)
+                previous = state.get("checkpoint")
+                state.update(epoch=epoch, checkpoint=ckpt_name, fingerprint=fingerprint)
+                write_atomic(state_path, json.dumps(state, indent=2) + "\n")
+                if previous and previous != ckpt_name:
+                    (ckpt_dir / previous).unlink(missing_ok=True)
+            else:
+                state.update(epoch=epoch)
+
+    if chief and rows:
+        plot_history(rows, perf_dir / "loss_accuracy_plot.png")
+    best_row = next((r for r in rows if int(r["epoch"]) == state["best_epoch"]), rows[-1] if rows else {})
+    return {"model": str(best_path), "best_epoch": state["best_epoch"], "monitor": cfg.monitor,
+            "best_val_accuracy": float(best_row.get("val_accuracy", "nan")),
+            "best_val_macro_f1": float(best_row.get("val_macro_f1", "nan")), "epochs": epoch,
+            "train_images": train_info.num_images, "val_images": val_info.num_images,
+            "images_per_s": float(rows[-1]["images_per_s"]) if rows else None, "chief": chief,
+            # Sum of |trainable weights|: equal on every worker of a distributed run.
+            "weights_checksum": (round(float(sum(np.abs(w.numpy()).sum() for w in model.trainable_weights)), 3)
+                                 if epoch > resumed_from else None)}

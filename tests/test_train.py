@@ -1,0 +1,176 @@
+"""train.py on tiny real data: every output written and right, resume after kill -9, two workers, bad inputs."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import config
+from conftest import REPO, as_set_args, link_organized, run_script, tiny_config
+
+
+def _read_log(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
+    return tmp_path
+
+
+def test_train_writes_every_output(tiny, capsys):
+    import train
+    from model import load_model
+
+    overrides = tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=1")
+    assert train.main(as_set_args(overrides)) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["epochs"] == 2 and summary["train_images"] == 24 and summary["val_images"] == 24
+    assert 0.0 <= summary["best_val_macro_f1"] <= 1.0
+
+    rows = _read_log(tiny / "performance" / "training_log.csv")
+    assert [r["epoch"] for r in rows] == ["1", "2"] and [r["phase"] for r in rows] == ["head", "fine_tune"]
+    for row in rows:
+        assert np.isfinite(float(row["loss"])) and 0 <= float(row["val_accuracy"]) <= 1
+        assert float(row["images_per_s"]) > 0 and float(row["learning_rate"]) > 0
+    assert float(rows[1]["learning_rate"]) < float(rows[0]["learning_rate"])  # phase 2 runs at the lower rate
+
+    model = load_model(tiny / "models" / "model.h5")
+    probs = model(np.full((2, 32, 32, 3), 128.0, np.float32)).numpy()
+    assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert load_model(tiny / "models" / "model_last.h5").count_params() == model.count_params()
+
+    saved = yaml.safe_load((tiny / "performance" / "train_config.yaml").read_text())
+    assert saved == dict(config.load_config(None, overrides))
+    assert json.loads((tiny / "performance" / "versions.json").read_text())["tensorflow"].startswith("2.")
+    png = (tiny / "performance" / "loss_accuracy_plot.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+    # Started again with the same config, a finished run has nothing left to do; with another, it says how.
+    assert train.main(as_set_args(overrides)) == 0
+    assert "nothing left to do" in capsys.readouterr().out
+    assert len(_read_log(tiny / "performance" / "training_log.csv")) == 2
+    with pytest.raises(config.UserError, match="another config: pass --restart"):
+        train.main(as_set_args(overrides + ["dropout=0.5"]))
+
+
+def test_resume_after_kill(tiny):
+    overrides = tiny_config(tiny, "num_epochs=4", "fine_tune_epochs=0")
+    cmd = [sys.executable, str(REPO / "src" / "train.py"), *as_set_args(overrides)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    state = tiny / "models" / "checkpoints" / "state.json"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["epoch"] >= 1:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["epoch"]
+    assert 1 <= killed_at < 4
+
+    resumed = run_script("train.py", *as_set_args(overrides), timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming head from epoch {killed_at}" in resumed.stdout
+    rows = _read_log(tiny / "performance" / "training_log.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3, 4]
+    assert json.loads(state.read_text())["epoch"] == 4
+    # Only the last checkpoint is kept.
+    assert sorted(p.name for p in state.parent.glob("*.keras")) == ["epoch_004.keras"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_workers_agree_and_only_chief_writes(tmp_path):
+    link_organized(tmp_path / "data", per_class=2, splits=("train", "val"))
+    ports = [_free_port(), _free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        out = tmp_path / f"worker{index}"
+        overrides = tiny_config(tmp_path, "num_epochs=1", "fine_tune_epochs=0", "strategy=multi_worker",
+                                f"model_save_path={out}/model.h5", f"checkpoint_dir={out}/ckpt",
+                                f"performance_dir={out}/performance", "train_batch_size=4")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "src" / "train.py"), *as_set_args(overrides)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outputs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr[-3000:]
+        outputs.append(json.loads(stdout.strip().splitlines()[-1]))
+    chief, other = outputs
+    assert chief["chief"] is True and other["chief"] is False
+    # Trainable weights are all-reduced, so both workers end with the same model. (Validation metrics may
+    # differ slightly: from scratch, BatchNorm's moving statistics are per worker.)
+    for key in ("weights_checksum", "epochs", "train_images"):
+        assert chief[key] == pytest.approx(other[key], rel=1e-6), key
+    assert (tmp_path / "worker0" / "model.h5").is_file()
+    assert (tmp_path / "worker0" / "performance" / "training_log.csv").is_file()
+    assert not (tmp_path / "worker1").exists()
+
+
+# ---- bad inputs: one line, non-zero exit
+
+
+def test_missing_data_folder(tmp_path):
+    proc = run_script("train.py", *as_set_args(tiny_config(tmp_path)), timeout=120)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "organize_data.py" in lines[-1], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+
+
+def test_class_folders_must_match_class_names(tiny):
+    import train
+
+    (tiny / "data" / "train" / "happy").rename(tiny / "data" / "train" / "happiness")
+    with pytest.raises(config.UserError, match="happ"):
+        train.main(as_set_args(tiny_config(tiny)))
+
+
+def test_nan_loss_stops_with_a_clear_message(tmp_path):
+    import tensorflow as tf
+    import model as model_lib
+    import training
+
+    cfg = config.load_config(None, tiny_config(tmp_path, "class_weighting=none"))
+    strategy = tf.distribute.get_strategy()
+    model = model_lib.build_model(cfg)
+    training.compile_model(model, cfg, "head", steps_per_epoch=2)
+    head = model.get_layer("probabilities")
+    head.kernel.assign(np.full(head.kernel.shape, np.nan, np.float32))  # as if the weights had diverged
+    images = np.full((2, 8, 32, 32, 3), 100.0, np.float32)
+    labels = np.tile(np.eye(8, dtype=np.float32), (2, 1, 1))
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    run = training.TrainEpoch(model, strategy, cfg, None, jit=False)
+    with pytest.raises(config.UserError, match=r"training loss became nan in epoch 1/1 \(head\), step 1: lower the learning rate"):
+        run(dataset, 2, "epoch 1/1 (head)")
+
+
+def test_too_little_disk(tiny, monkeypatch):
+    import shutil
+    import train
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(config.UserError, match="MB free at .*checkpoints need about"):
+        train.main(as_set_args(tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=0")))
