@@ -172,6 +172,8 @@ class TrainEpoch:
         totals = np.zeros(3)
         bar = tqdm(total=steps, desc=label, unit="step", leave=False, file=sys.stderr,
                    disable=not sys.stderr.isatty(), dynamic_ncols=True)
+        report_every = max(1, steps // 10)  # without a terminal, a plain progress line every 10%
+        start = time.perf_counter()
         with bar:
             for i, (x, y) in enumerate(dist):
                 batch = np.array([float(v) for v in self.step(x, y)])
@@ -182,6 +184,12 @@ class TrainEpoch:
                 bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}",
                                 refresh=False)
                 bar.update(1)
+                if bar.disable and (i + 1) % report_every == 0 and i + 1 < steps:
+                    elapsed = time.perf_counter() - start
+                    eta = elapsed / (i + 1) * (steps - i - 1)
+                    print(f"  {label}: step {i + 1}/{steps}, loss {totals[0] / totals[2]:.4f}, "
+                          f"acc {totals[1] / totals[2]:.4f}, {totals[2] / elapsed:.1f} img/s, "
+                          f"ETA {eta / 60:.1f} min", flush=True)
         if totals[2] == 0:
             raise UserError(f"no training images could be read in {label}")
         return totals[0] / totals[2], totals[1] / totals[2]
