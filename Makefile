@@ -13,10 +13,13 @@ MAX_IMAGES ?=
 setup: $(VENV)/.installed
 
 # Re-installs when requirements.txt changes. The pins are what makes tensorflowjs's converter run.
+# mediapipe only carries the BlazeFace face detector model (src/faces.py reads its .tflite, never
+# imports it): as a dependency it would need numpy<2, protobuf<5 and opencv-contrib-python.
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
 	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements.txt"; exit 1; }
 	touch $@
 
