@@ -1,0 +1,136 @@
+"""Face detection: recall and speed of the BlazeFace and Haar backends of src/faces.py, in the same run.
+
+    python benchmarks/bench_faces.py                 # real data from ../shared
+    python benchmarks/bench_faces.py --threads 2     # TFLite threads for BlazeFace (default 1)
+
+  * photos: the 93 real photos of ../shared/data/faces-grayscale-350 (tight face crops of 46x35 to 536x355
+    pixels), each scaled to a 350-pixel longer side and pasted at the centre of a black 640x480 frame; a
+    face counts as found when a box's centre lies on the photo. Both backends run on each frame in turn
+    (alternating which goes first), so both see the same load on a shared machine; ms per frame is the
+    whole detect() call (gray -> RGB included). Also: the rate with the photos at their own size
+    ("unscaled", small faces down to 46 pixels).
+  * video: the first 100 frames of ../shared/videos/Megamind.avi (720x528), decoded beforehand: ms per frame
+    and how many frames had a face.
+Prints one JSON line. Targets (issue): BlazeFace finds >= 95% of the photos at < 10 ms per 640x480 frame.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import faces  # noqa: E402
+from conftest import FACES_GRAY, VIDEOS  # noqa: E402
+
+FRAME_W, FRAME_H, PHOTO_SIDE = 640, 480, 350
+
+
+def place(image: np.ndarray, side: int | None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """image scaled to `side` (longer side; None: as is, shrunk only to fit) on a black 640x480 frame."""
+    h, w = image.shape[:2]
+    s = side / max(h, w) if side else min(1.0, FRAME_W / w, FRAME_H / h)
+    if s != 1:
+        interpolation = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        image = cv2.resize(image, (round(w * s), round(h * s)), interpolation=interpolation)
+        h, w = image.shape[:2]
+    x, y = (FRAME_W - w) // 2, (FRAME_H - h) // 2
+    frame = np.zeros((FRAME_H, FRAME_W), np.uint8)
+    frame[y:y + h, x:x + w] = image
+    return frame, (x, y, w, h)
+
+
+def on_photo(found: list[faces.Face], rect) -> bool:
+    x, y, w, h = rect
+    return any(x <= f.box[0] + f.box[2] / 2 <= x + w and y <= f.box[1] + f.box[3] / 2 <= y + h for f in found)
+
+
+def timed(detector: faces.FaceDetector, frame: np.ndarray) -> tuple[list[faces.Face], float]:
+    t = time.perf_counter()
+    found = detector.detect(frame)
+    return found, (time.perf_counter() - t) * 1000
+
+
+def stats(ms: list[float]) -> dict:
+    return {"median_ms": round(float(np.median(ms)), 2), "p90_ms": round(float(np.percentile(ms, 90)), 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=None,
+                   help="TFLite threads for BlazeFace (default: faces.py's, 1)")
+    p.add_argument("--video-frames", type=int, default=100)
+    args = p.parse_args()
+
+    photo_paths = sorted((FACES_GRAY / "images").iterdir()) if FACES_GRAY.exists() else []
+    if not photo_paths:
+        raise SystemExit(f"real data not found at {FACES_GRAY} (see ../shared/README.md)")
+    photos = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in photo_paths]
+
+    detectors = {}
+    t = time.perf_counter()
+    detectors["haar"] = faces.FaceDetector("haar")
+    init = {"haar_s": round(time.perf_counter() - t, 2)}
+    if faces.blazeface_model_path() is not None:
+        t = time.perf_counter()
+        detectors["blazeface"] = faces.FaceDetector("blazeface", num_threads=args.threads)
+        init["blazeface_s"] = round(time.perf_counter() - t, 2)  # TensorFlow import + interpreter
+    names = list(detectors)
+
+    frames = [place(g, PHOTO_SIDE) for g in photos]
+    for d in detectors.values():  # warm-up
+        for frame, _ in frames[:3]:
+            d.detect(frame)
+    hits = {n: 0 for n in names}
+    ms = {n: [] for n in names}
+    for i, (frame, rect) in enumerate(frames):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            found, dt = timed(detectors[n], frame)
+            hits[n] += on_photo(found, rect)
+            ms[n].append(dt)
+    unscaled = [place(g, None) for g in photos]
+    result = {"bench": "faces", "photos": len(photos), "frame": f"{FRAME_W}x{FRAME_H}", "photo_side": PHOTO_SIDE,
+              "init": init}
+    for n in names:
+        found_unscaled = sum(on_photo(detectors[n].detect(f), r) for f, r in unscaled)
+        result[n] = {"rate": round(hits[n] / len(photos), 3), **stats(ms[n]),
+                     "rate_unscaled": round(found_unscaled / len(photos), 3)}
+    if "blazeface" in detectors:
+        result["blazeface"]["num_threads"] = detectors["blazeface"].num_threads
+        result["haar_over_blazeface_ms"] = round(float(np.median(ms["haar"]) / np.median(ms["blazeface"])), 1)
+    else:
+        result["blazeface"] = f"not installed ({faces.MEDIAPIPE_INSTALL})"
+
+    video = VIDEOS / "Megamind.avi"
+    if video.exists():
+        cap = cv2.VideoCapture(str(video))
+        clip = []
+        while len(clip) < args.video_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            clip.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+        cap.release()
+        result["video"] = {"file": video.name, "frames": len(clip), "size": f"{clip[0].shape[1]}x{clip[0].shape[0]}"}
+        for n in names:
+            vms, with_face = [], 0
+            for frame in clip:
+                found, dt = timed(detectors[n], frame)
+                vms.append(dt)
+                with_face += bool(found)
+            result["video"][n] = {"with_face": with_face, **stats(vms)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
