@@ -41,6 +41,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     pass
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts such as --max-images-per-class."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def load_config(args: argparse.Namespace) -> config.Config:
     return config.load_config(args.config, args.overrides)
 

@@ -42,7 +42,7 @@ MAX_MISTAKES = 16
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--split", choices=["test", "val"], default="test", help="which folder of data_path to evaluate")
-    p.add_argument("--max-images-per-class", type=int, default=None, metavar="N",
+    p.add_argument("--max-images-per-class", type=cli.positive_int, default=None, metavar="N",
                    help="evaluate at most N images per class (quick runs)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the horizontal flip")
     p.add_argument("--dry-run", action="store_true", help="check the model and the data, print the plan, write nothing")
@@ -52,8 +52,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    if args.max_images_per_class is not None and args.max_images_per_class < 1:
-        raise UserError("--max-images-per-class must be >= 1")
     split_dir = Path(cfg.data_path) / args.split
     perf_dir = Path(cfg.performance_dir)
 

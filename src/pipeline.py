@@ -24,7 +24,7 @@ def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--dataset", metavar="PATH", help="Kaggle YOLO_format folder or .zip (default: data/ or download)")
     p.add_argument("--epochs", type=int, metavar="N", help="short budget: N epochs for each training phase")
-    p.add_argument("--max-images", type=int, metavar="N", help="short budget: at most N images per class and split")
+    p.add_argument("--max-images", type=cli.positive_int, metavar="N", help="short budget: at most N images per class and split")
     p.add_argument("--restart", action="store_true", help="train from scratch even if an earlier run can be resumed")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their arguments, run nothing")
     return p.parse_args(argv)
@@ -49,8 +49,8 @@ def stage_arguments(args) -> dict[str, list[str]]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cli.load_config(args)  # fail on a bad config before any stage runs
-    if args.epochs is not None and args.epochs < 0 or args.max_images is not None and args.max_images < 1:
-        raise cli.UserError("--epochs must be >= 0 and --max-images >= 1")
+    if args.epochs is not None and args.epochs < 0:
+        raise cli.UserError("--epochs must be >= 0")
     stage_args = stage_arguments(args)
     present = [s for s in STAGES if importlib.util.find_spec(s) is not None]
     missing = [s for s in STAGES if s not in present]

@@ -23,7 +23,7 @@ import cli
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
-    p.add_argument("--max-images-per-class", type=int, default=None, metavar="N",
+    p.add_argument("--max-images-per-class", type=cli.positive_int, default=None, metavar="N",
                    help="use at most N images per class of each split (quick runs)")
     p.add_argument("--restart", action="store_true", help="ignore an earlier run's checkpoint and start over")
     p.add_argument("--dry-run", action="store_true", help="check data and config, build the model, train nothing")
@@ -33,8 +33,6 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    if args.max_images_per_class is not None and args.max_images_per_class < 1:
-        raise cli.UserError("--max-images-per-class must be >= 1")
     import training  # TensorFlow is imported here, after the arguments are parsed
 
     summary = training.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
