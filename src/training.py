@@ -189,7 +189,7 @@ class TrainEpoch:
                     eta = elapsed / (i + 1) * (steps - i - 1)
                     print(f"  {label}: step {i + 1}/{steps}, loss {totals[0] / totals[2]:.4f}, "
                           f"acc {totals[1] / totals[2]:.4f}, {totals[2] / elapsed:.1f} img/s, "
-                          f"ETA {eta / 60:.1f} min", flush=True)
+                          f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
         if totals[2] == 0:
             raise UserError(f"no training images could be read in {label}")
         return totals[0] / totals[2], totals[1] / totals[2]
