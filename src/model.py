@@ -117,13 +117,20 @@ def count_params(model: keras.Model) -> tuple[int, int]:
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
-    """Write the model to a temp file beside `path`, then rename: a crash never leaves a broken model."""
+    """Write the model to a temp file beside `path`, then rename: a crash never leaves a broken model.
+
+    .keras files (training checkpoints) keep the optimizer state; .h5 models (for use) leave it out,
+    which makes them a third of the size.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
     try:
         with _quiet_absl():  # Keras logs a "legacy format" warning for every .h5 save
-            model.save(tmp)
+            if path.suffix in (".h5", ".hdf5"):
+                model.save(tmp, include_optimizer=False)
+            else:
+                model.save(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
