@@ -1,0 +1,286 @@
+"""Per-frame emotion recognition: find faces, crop them like AffectNet, classify all crops in one call, draw.
+
+Shared by predict.py (photos) and inference.py (video, webcam):
+
+    rec = EmotionRecognizer(cfg)                      # cfg.model_save_path, cfg.face_detector, cfg.classifier_backend
+    results = rec.analyze(image_rgb)                  # [FaceResult], best detection first; [] when no face
+    per_image = rec.analyze_batch([rgb1, rgb2, ...])  # many photos: crops of all images classified together
+    faces = rec.detect(rgb); probs = rec.classify_faces(rgb, [f.box for f in faces])   # the two steps apart
+    draw_results(frame_bgr, results, fps=41.0, ids=[3, 7])                             # annotates in place
+
+A tight face crop in which no face is found (small and near square, faces.is_tight_face_crop: e.g. the 96x96
+AffectNet images) is classified whole, resized to the classifier's input: FaceResult.whole_image is True and
+detector_score None. Other images without a detected face give no result.
+
+Everything here takes RGB uint8 images (grayscale is accepted), except draw_results, which draws on the BGR
+frame OpenCV reads and shows. Importing this module does not import TensorFlow (the classifier does, when
+it is loaded).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from config import UserError
+from faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
+
+MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
+
+
+@dataclass
+class FaceResult:
+    """One classified face. box: (x, y, w, h) in image pixels (the whole image when whole_image);
+    label: the most probable class, confidence its probability; probabilities: every class, in class_names
+    order, summing to 1; detector_score: the face detector's score, None when the image was classified whole."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    detector_score: float | None
+    whole_image: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready: box as a list, floats rounded to 6 decimals."""
+        return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(self.confidence, 6),
+                "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+                "detector_score": None if self.detector_score is None else round(self.detector_score, 6),
+                "whole_image": self.whole_image}
+
+
+def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_names: Sequence[str],
+                       detector_scores: Sequence[float | None] | None, whole_image: bool = False) -> list[FaceResult]:
+    """FaceResults from classifier rows: probs [N, C] (renormalised to sum 1), one box and detector score per
+    row (detector_scores None: all None)."""
+    if len(boxes) == 0:
+        return []
+    probs = np.asarray(probs, dtype=np.float64).reshape(len(boxes), -1)
+    if probs.shape[1] != len(class_names):
+        raise ValueError(f"probabilities have {probs.shape[1]} columns, class_names {len(class_names)}")
+    sums = probs.sum(axis=1, keepdims=True)
+    probs = np.divide(probs, sums, out=probs, where=sums > 0)
+    best = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
+    scores = [None] * len(boxes) if detector_scores is None else list(detector_scores)
+    results = []
+    for box, row, k, score in zip(boxes, probs.tolist(), best.tolist(), scores):
+        results.append(FaceResult(box=tuple(int(v) for v in box), label=class_names[k], confidence=row[k],
+                                  probabilities=dict(zip(class_names, row)),
+                                  detector_score=None if score is None else float(score), whole_image=whole_image))
+    return results
+
+
+class EmotionRecognizer:
+    """Face detector + emotion classifier. model_path: default cfg.model_save_path; detector: default
+    FaceDetector(cfg.face_detector, cfg.face_min_score); classifier: anything with predict(faces) ->
+    [N, C] and input_shape (H, W, 3), default classifier.load_classifier(model_path, cfg.classifier_backend).
+
+    class_names: cfg.class_names (must match the classifier's output count); input_size: the classifier's
+    input as (width, height), the order crop_face and cv2.resize take. One recognizer per thread (the
+    detector holds one TFLite interpreter)."""
+
+    def __init__(self, cfg, model_path=None, detector: FaceDetector | None = None, classifier=None):
+        self.model_path = Path(model_path if model_path is not None else cfg.model_save_path)
+        if classifier is None:
+            import classifier as classifier_lib  # imports TensorFlow
+            classifier = classifier_lib.load_classifier(self.model_path, prefer=cfg.classifier_backend)
+        self.classifier = classifier
+        self.detector = detector if detector is not None else FaceDetector(cfg.face_detector, cfg.face_min_score)
+        self.class_names = list(cfg.class_names)
+        n_out = getattr(classifier, "num_classes", None)
+        if n_out is not None and int(n_out) != len(self.class_names):
+            raise UserError(f"the model {self.model_path} predicts {n_out} classes but config key class_names "
+                            f"lists {len(self.class_names)}: use the config it was trained with")
+        h, w = (int(d) for d in classifier.input_shape[:2])
+        self.input_size = (w, h)
+
+    @property
+    def backend(self) -> str:
+        """e.g. 'tflite + blazeface': the classifier's and the detector's backends."""
+        return f"{getattr(self.classifier, 'backend', type(self.classifier).__name__)} + {self.detector.backend}"
+
+    def detect(self, image_rgb: np.ndarray) -> list[Face]:
+        """The detector's faces in image_rgb, best first."""
+        return self.detector.detect(image_rgb)
+
+    def crops(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [N, H, W, 3]: crop_face of every box at the classifier's input size (into `out` when given)."""
+        rgb = to_rgb(image_rgb)
+        w, h = self.input_size
+        if out is None:
+            out = np.empty((len(boxes), h, w, 3), np.uint8)
+        for i, box in enumerate(boxes):
+            out[i] = crop_face(rgb, box, size=self.input_size)
+        return out
+
+    def whole(self, image_rgb: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3]: the whole image resized to the classifier's input (as it is when it already fits)."""
+        rgb = to_rgb(image_rgb)
+        w, h = self.input_size
+        if rgb.shape[:2] == (h, w):
+            return rgb
+        shrink = rgb.shape[0] > h and rgb.shape[1] > w
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def _predict(self, faces: np.ndarray, max_batch: int | None = None) -> np.ndarray:
+        if len(faces) == 0:
+            return np.zeros((0, len(self.class_names)), np.float32)
+        if not max_batch or len(faces) <= max_batch:
+            return np.asarray(self.classifier.predict(faces), np.float32)
+        return np.concatenate([np.asarray(self.classifier.predict(faces[i:i + max_batch]), np.float32)
+                               for i in range(0, len(faces), max_batch)])
+
+    def classify_faces(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]]) -> np.ndarray:
+        """float32 [N, C] probabilities for the faces at `boxes` (x, y, w, h) of image_rgb: all crops in ONE
+        classifier call ([0, C] and no call when there are no boxes). A box must overlap the image."""
+        return self._predict(self.crops(image_rgb, boxes))
+
+    def _prepare(self, image_rgb: np.ndarray, allow_whole_image: bool):
+        """(boxes, detector scores or None, crops uint8 [N, H, W, 3], whole_image) for one image."""
+        rgb = to_rgb(image_rgb)
+        found = self.detector.detect(rgb)
+        if found:
+            boxes = [f.box for f in found]
+            return boxes, [f.score for f in found], self.crops(rgb, boxes), False
+        if allow_whole_image and is_tight_face_crop(rgb):
+            h, w = rgb.shape[:2]
+            return [(0, 0, w, h)], None, self.whole(rgb)[None], True
+        return [], None, None, False
+
+    def analyze(self, image_rgb: np.ndarray, allow_whole_image: bool = True) -> list[FaceResult]:
+        """Detect and classify every face of one image (one classifier call), best detection first. No face
+        found: a tight face crop (faces.is_tight_face_crop) is classified whole when allow_whole_image, else []."""
+        boxes, scores, crops, whole = self._prepare(image_rgb, allow_whole_image)
+        if not boxes:
+            return []
+        return results_from_probs(boxes, self._predict(crops), self.class_names, scores, whole_image=whole)
+
+    def analyze_batch(self, images_rgb: Sequence[np.ndarray], allow_whole_image: bool = True,
+                      max_batch: int | None = MAX_BATCH) -> list[list[FaceResult]]:
+        """analyze() for many images: each is searched for faces, then the crops of ALL images are classified
+        together, in one classifier call per max_batch crops (None: one call). One list per image, in order."""
+        prepared = [self._prepare(image, allow_whole_image) for image in images_rgb]
+        stacks = [p[2] for p in prepared if p[0]]
+        if not stacks:
+            return [[] for _ in prepared]
+        probs = self._predict(stacks[0] if len(stacks) == 1 else np.concatenate(stacks), max_batch)
+        out, start = [], 0
+        for boxes, scores, _, whole in prepared:
+            out.append(results_from_probs(boxes, probs[start:start + len(boxes)], self.class_names, scores,
+                                          whole_image=whole))
+            start += len(boxes)
+        return out
+
+    def __repr__(self) -> str:
+        return f"EmotionRecognizer({self.model_path}, classifier={self.classifier!r}, detector={self.detector!r})"
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing (BGR, in place)
+
+# BGR, one per class index (class order of FaceResult.probabilities), distinct on faces and backgrounds.
+PALETTE = [(60, 60, 230), (170, 90, 200), (60, 160, 60), (200, 120, 60), (40, 200, 240), (200, 200, 200),
+           (220, 80, 40), (40, 150, 255), (150, 220, 120), (120, 120, 255)]
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_BAR_LEN = 60  # probability bar length at scale 1, pixels
+
+
+@lru_cache(maxsize=512)
+def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int, int]:
+    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
+    return w, h, base
+
+
+def _style(shape) -> tuple[float, int]:
+    """Font scale and line thickness for an image: readable on 96x96 crops and on 1080p frames."""
+    scale = min(1.2, max(0.3, min(shape[0], shape[1]) / 900))
+    return round(scale, 2), 1 if scale < 0.8 else 2
+
+
+def _label_box(image, text: str, x: int, y: int, color, scale: float, thickness: int, above: bool = True) -> None:
+    """Text on a filled box whose bottom-left is (x, y) (above=True) or whose top-left is (x, y), kept inside
+    the image."""
+    tw, th, base = _text_size(text, scale, thickness)
+    pad = max(2, int(3 * scale))
+    top = y - th - base - 2 * pad if above else y
+    top = max(0, min(top, image.shape[0] - th - base - 2 * pad))
+    x = max(0, min(x, image.shape[1] - tw - 2 * pad))
+    cv2.rectangle(image, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), color, cv2.FILLED)
+    ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+    cv2.putText(image, text, (x + pad, top + pad + th), _FONT, scale, ink, thickness, cv2.LINE_AA)
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
+
+
+def _bars(image, probabilities: dict[str, float], box: tuple[int, int, int, int], scale: float,
+          taken: list[tuple[int, int, int, int]]) -> None:
+    """Small bars of every class probability in the class colours: under the box, else right of it, else
+    left of it, else inside its bottom-left corner: the first of those places that lies inside the image
+    and covers no rectangle of `taken` but `box` (faces, earlier panels), or the first that fits when all
+    do; none when the panel fits nowhere outside the box (e.g. a whole-image result). The panel's
+    rectangle is appended to `taken`."""
+    names = list(probabilities)
+    small = max(0.3, round(scale * 0.6, 2))
+    name_w = max(_text_size(n, small, 1)[0] for n in names)
+    _, th, base = _text_size("Ag", small, 1)
+    row = th + base + 1
+    bar = int(_BAR_LEN * max(scale, 0.5))
+    pw, ph = name_w + 4 + bar, row * len(names)
+    height, width = image.shape[:2]
+    x, y, w, h = box
+    places = []
+    if y + h + 3 + ph <= height and pw <= width:
+        places.append((max(0, min(x, width - pw)), y + h + 3))
+    if ph <= height and x + w + 4 + pw <= width:
+        places.append((x + w + 4, max(0, min(y, height - ph))))
+    if ph <= height and x - 4 - pw >= 0:
+        places.append((x - 4 - pw, max(0, min(y, height - ph))))
+    if not places:
+        return
+    if pw + 4 <= w and 2 * ph <= h:  # last resort, when all of those cover another face: inside, bottom left
+        places.append((x + 2, y + h - 2 - ph))
+    free = (p for p in places if not any(t != box and _overlaps((*p, pw, ph), t) for t in taken))
+    px, py = next(free, places[0])
+    taken.append((px, py, pw, ph))
+    bx = px + name_w + 4
+    cv2.rectangle(image, (px, py), (bx - 2, py + ph - 1), (30, 30, 30), cv2.FILLED)  # dark backing for the names
+    for i, (name, p) in enumerate(zip(names, probabilities.values())):
+        top = py + i * row
+        cv2.putText(image, name, (px, top + th), _FONT, small, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(image, (bx, top + 1), (bx + bar, top + th), (60, 60, 60), cv2.FILLED)
+        if p > 0:
+            cv2.rectangle(image, (bx, top + 1), (bx + max(1, int(round(p * bar))), top + th),
+                          PALETTE[i % len(PALETTE)], cv2.FILLED)
+
+
+def draw_results(image_bgr: np.ndarray, results: Sequence[FaceResult], fps: float | None = None,
+                 ids: Sequence | None = None, bars: bool = True) -> np.ndarray:
+    """Annotate a C-contiguous BGR uint8 frame in place and return it. Per face: its box in the label's
+    colour, "label 87%" above it ("#id label 87%" with ids; an id of None draws no number), and small bars
+    of every class probability under or beside it (bars=False: none). An FPS counter in the top-left
+    corner when fps is given."""
+    if ids is not None and len(ids) != len(results):
+        raise ValueError(f"ids has {len(ids)} entries for {len(results)} results")
+    scale, thickness = _style(image_bgr.shape)
+    boxes = [tuple(int(v) for v in r.box) for r in results]
+    taken = list(boxes)
+    for i, r in enumerate(results):
+        x, y, w, h = boxes[i]
+        names = list(r.probabilities)
+        color = PALETTE[names.index(r.label) % len(PALETTE)] if r.label in r.probabilities else PALETTE[0]
+        cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, thickness if r.whole_image else thickness + 1)
+        text = f"{r.label} {r.confidence:.0%}"
+        if ids is not None and ids[i] is not None:
+            text = f"#{ids[i]} {text}"
+        _label_box(image_bgr, text, x, y, color, scale, thickness, above=y > 0)
+        if bars and r.probabilities:
+            _bars(image_bgr, r.probabilities, boxes[i], scale, taken)
+    if fps is not None:
+        _label_box(image_bgr, f"FPS {fps:.1f}", 0, 0, (0, 0, 0), scale, thickness, above=False)
+    return image_bgr

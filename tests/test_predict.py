@@ -1,0 +1,366 @@
+"""recognizer.py and predict.py on real photos: crops classified exactly as the model does, two faces, the
+whole-image path for AffectNet crops, batched folders, JSON, annotated copies, bad files and exit codes.
+
+One random-init 96x96 ResNet50 is built and saved once for the module and served by the Keras backend (the
+TFLite conversion of a ResNet50 takes most of a minute here: tests/test_classifier.py covers it); the TFLite
+path of predict.py runs on a tiny model of the same kind (preprocess layer, conv, BatchNorm, softmax).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import cli
+import config
+import faces
+import predict
+import recognizer
+from config import UserError
+from conftest import FACES_GRAY, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
+
+# Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
+PHOTOS = ["Allison_Janney_0001.jpg", "Andre_Agassi_0034.jpg", "Arnaud_Clement_0001.jpg"]
+AFFECTNET_NO_FACE = "test/images/image0042142.jpg"  # one of the 9 of 6,320 sample crops BlazeFace finds no face in
+SIZE = (96, 96)
+
+
+class CountingClassifier:
+    """Wraps a classifier; counts predict() calls and the faces each was given."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.input_shape, self.num_classes, self.backend = inner.input_shape, inner.num_classes, inner.backend
+
+    def predict(self, faces_):
+        self.calls.append(len(faces_))
+        return self.inner.predict(faces_)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """A saved random-init 96x96 model, its config (keras backend), the Keras model, and one recognizer."""
+    if faces.blazeface_model_path() is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+    import classifier
+    import model as model_lib
+
+    tmp = tmp_path_factory.mktemp("predict")
+    overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface")
+    cfg = config.load_config(None, overrides)
+    model = model_lib.build_model(cfg)
+    model_lib.save_model_atomic(model, cfg.model_save_path)
+    clf = classifier.load_classifier(cfg.model_save_path, prefer="keras")
+    rec = recognizer.EmotionRecognizer(cfg, classifier=clf)
+    return {"tmp": tmp, "overrides": overrides, "cfg": cfg, "model": model, "clf": clf, "rec": rec}
+
+
+@pytest.fixture
+def spy(env, monkeypatch):
+    """predict.main's recognizer gets the module's loaded classifier (no reload per test), wrapped to count calls."""
+    import classifier
+    counting = CountingClassifier(env["clf"])
+    monkeypatch.setattr(classifier, "load_classifier", lambda path, prefer="tflite", **kw: counting)
+    return counting
+
+
+def rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def photo(name: str) -> Path:
+    return require(FACES_GRAY) / "images" / name
+
+
+def model_probs(model, crops: np.ndarray) -> np.ndarray:
+    return model(crops.astype(np.float32), training=False).numpy()
+
+
+def two_face_frame() -> np.ndarray:
+    """Two real photos side by side on a 640x480 RGB frame."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    for i, name in enumerate(PHOTOS[:2]):
+        face = cv2.resize(rgb(photo(name)), (300, 300), interpolation=cv2.INTER_AREA)
+        frame[90:390, 10 + 320 * i:310 + 320 * i] = face
+    return frame
+
+
+def run_main(args: list[str], env) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = predict.main([*as_set_args(env["overrides"]), *args])
+    return code, out.getvalue(), err.getvalue()
+
+
+def summary(stdout: str) -> dict:
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# recognizer
+
+
+def test_classify_faces_equals_the_model_on_crops(env):
+    rec, model = env["rec"], env["model"]
+    assert rec.class_names == config.load_config().class_names and rec.input_size == SIZE
+    image = rgb(photo(PHOTOS[0]))
+    found = rec.detect(image)
+    assert len(found) == 1
+    boxes = [f.box for f in found]
+    probs = rec.classify_faces(image, boxes)
+    expected = model_probs(model, np.stack([faces.crop_face(image, b, size=SIZE) for b in boxes]))
+    assert probs.shape == (1, 8) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs, expected, atol=1e-4)
+    assert rec.classify_faces(image, []).shape == (0, 8)
+
+    results = rec.analyze(image)
+    assert len(results) == 1
+    r = results[0]
+    assert r.box == found[0].box and r.detector_score == pytest.approx(found[0].score) and not r.whole_image
+    assert list(r.probabilities) == rec.class_names
+    assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
+    np.testing.assert_allclose(list(r.probabilities.values()), expected[0], atol=1e-4)
+    assert r.label == rec.class_names[int(expected[0].argmax())] and r.confidence == max(r.probabilities.values())
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["box"] == list(r.box) and d["label"] == r.label and d["whole_image"] is False
+    assert set(d) == {"box", "label", "confidence", "probabilities", "detector_score", "whole_image"}
+
+
+def test_results_from_probs():
+    out = recognizer.results_from_probs([(1, 2, 3, 4), (5, 6, 7, 8)], np.array([[1.0, 3.0], [0.5, 0.5]]),
+                                        ["a", "b"], None)
+    assert [(r.label, r.confidence, r.detector_score) for r in out] == [("b", 0.75, None), ("a", 0.5, None)]
+    assert out[0].probabilities == {"a": 0.25, "b": 0.75} and out[0].box == (1, 2, 3, 4)
+    assert recognizer.results_from_probs([], np.zeros((0, 2)), ["a", "b"], []) == []
+    with pytest.raises(ValueError, match="columns"):
+        recognizer.results_from_probs([(0, 0, 1, 1)], np.ones((1, 3)), ["a", "b"], [0.9])
+
+
+def test_two_faces_one_call_and_drawing(env):
+    clf = CountingClassifier(env["clf"])
+    rec = recognizer.EmotionRecognizer(env["cfg"], detector=env["rec"].detector, classifier=clf)
+    frame = two_face_frame()
+    results = rec.analyze(frame)
+    assert clf.calls == [2]
+    assert len(results) == 2
+    centres = sorted(r.box[0] + r.box[2] / 2 for r in results)
+    assert 10 < centres[0] < 310 and 330 < centres[1] < 630
+    expected = model_probs(env["model"], np.stack([faces.crop_face(frame, r.box, size=SIZE) for r in results]))
+    np.testing.assert_allclose([list(r.probabilities.values()) for r in results], expected, atol=1e-4)
+
+    bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    before = bgr.copy()
+    assert recognizer.draw_results(bgr, results, fps=41.5, ids=[3, 7]) is bgr  # in place
+    changed = np.any(bgr != before, axis=2)
+    for r in results:
+        x, y, w, h = r.box
+        assert changed[y + h // 2, x] and changed[y + h // 2, x + w - 1]  # the box's left and right edges
+    assert changed[:20, :60].any()  # the FPS counter
+    with pytest.raises(ValueError, match="ids"):
+        recognizer.draw_results(bgr, results, ids=[1])
+
+
+def test_tight_crop_without_a_face_is_classified_whole(env):
+    rec, model = env["rec"], env["model"]
+    image = rgb(require(YOLO_SAMPLE) / AFFECTNET_NO_FACE)
+    assert image.shape == (96, 96, 3) and rec.detect(image) == []  # precondition: BlazeFace misses this one
+    (r,) = rec.analyze(image)
+    assert r.whole_image and r.box == (0, 0, 96, 96) and r.detector_score is None
+    np.testing.assert_allclose(list(r.probabilities.values()), model_probs(model, image[None])[0], atol=1e-4)
+    assert rec.analyze(image, allow_whole_image=False) == []
+    # A face-less image that is not a tight crop gives nothing; a small one is resized whole.
+    assert rec.analyze(np.zeros((480, 640, 3), np.uint8)) == []
+    small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+    if not rec.detect(small):
+        (s,) = rec.analyze(small)
+        expected = model_probs(model, cv2.resize(small, SIZE, interpolation=cv2.INTER_LINEAR)[None])[0]
+        assert s.box == (0, 0, 64, 64)
+        np.testing.assert_allclose(list(s.probabilities.values()), expected, atol=1e-4)
+    bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    recognizer.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
+
+
+def test_analyze_batch_is_batched_and_equals_analyze(env):
+    clf = CountingClassifier(env["clf"])
+    rec = recognizer.EmotionRecognizer(env["cfg"], detector=env["rec"].detector, classifier=clf)
+    images = [rgb(photo(n)) for n in PHOTOS] + [two_face_frame(), rgb(require(YOLO_SAMPLE) / AFFECTNET_NO_FACE),
+                                                 np.zeros((300, 400, 3), np.uint8)]
+    batched = rec.analyze_batch(images)
+    assert clf.calls == [6]  # 3 photos + 2 faces + 1 whole image, in one call
+    assert [len(b) for b in batched] == [1, 1, 1, 2, 1, 0]
+    assert batched[4][0].whole_image and not any(r.whole_image for b in batched[:4] for r in b)
+    clf.calls.clear()
+    single = [rec.analyze(im) for im in images]
+    assert clf.calls == [1, 1, 1, 2, 1]
+    for b, s in zip(batched, single):
+        assert [r.box for r in b] == [r.box for r in s] and [r.label for r in b] == [r.label for r in s]
+        for rb, rs in zip(b, s):
+            np.testing.assert_allclose(list(rb.probabilities.values()), list(rs.probabilities.values()), atol=1e-5)
+    clf.calls.clear()
+    assert [[r.box for r in b] for b in rec.analyze_batch(images, max_batch=4)] == [[r.box for r in b] for b in batched]
+    assert clf.calls == [4, 2]
+    clf.calls.clear()
+    assert rec.analyze_batch([np.zeros((300, 400, 3), np.uint8)]) == [[]] and clf.calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# predict.py
+
+
+def photo_folder(tmp: Path) -> Path:
+    folder = tmp / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(photo(name), folder / name)
+    shutil.copy(require(YOLO_SAMPLE) / AFFECTNET_NO_FACE, folder / "affectnet.jpg")
+    cv2.imwrite(str(folder / "blank.png"), np.full((300, 400, 3), 90, np.uint8))
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder\n")
+    return folder
+
+
+def test_folder_printed_and_json_in_one_batch(env, spy, tmp_path):
+    folder = photo_folder(tmp_path)
+    code, out, err = run_main(["--image_path", str(folder), "--json", "--top-k", "2"], env)
+    assert code == 0, err
+    assert spy.calls == [4]  # 3 photos + 1 whole AffectNet crop; the blank image has no face
+    lines = out.splitlines()
+    names = sorted(PHOTOS + ["affectnet.jpg", "blank.png"])
+    heads = [ln for ln in lines if ln.startswith(str(folder))]
+    assert [h.split(": ")[0] for h in heads] == [str(folder / n) for n in names]
+    assert f"{folder / 'blank.png'}: no face found" in lines
+    assert (f"{folder / 'affectnet.jpg'}: 1 face (whole image: no face detected, classified as a face crop)"
+            in lines)
+    face_lines = [ln for ln in lines if ln.startswith("  face 1 [")]
+    assert len(face_lines) == 4 and all(ln.count("(") == 1 and ", " not in ln.split("(")[1] for ln in face_lines)
+
+    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    assert [e["image"] for e in data] == [str(folder / n) for n in names]
+    for e in data:
+        assert set(e) >= {"image", "faces", "whole_image", "error"} and e["error"] is None
+        for f in e["faces"]:
+            assert set(f) == {"box", "label", "confidence", "probabilities", "detector_score", "whole_image"}
+            assert sum(f["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+            assert f["label"] == max(f["probabilities"], key=f["probabilities"].get)
+    by_name = {Path(e["image"]).name: e for e in data}
+    assert by_name["blank.png"]["faces"] == [] and not by_name["blank.png"]["whole_image"]
+    aff = by_name["affectnet.jpg"]
+    assert aff["whole_image"] and aff["faces"][0]["box"] == [0, 0, 96, 96] and aff["faces"][0]["detector_score"] is None
+    # The printed numbers are the JSON's.
+    first = by_name[PHOTOS[0]]["faces"][0]
+    assert f"  face 1 [{','.join(map(str, first['box']))}] {first['label']} {first['confidence']:.2f}" in out
+    s = summary(out)
+    assert (s["images"], s["faces"], s["failed"]) == (5, 4, 0) and s["ms_per_image"] > 0
+    # Batches of 2 images (A..., A... | Arnaud, affectnet | blank): two classifier calls, same output.
+    spy.calls.clear()
+    code, out2, _ = run_main(["--image_path", str(folder), "--batch-size", "2"], env)
+    assert code == 0 and spy.calls == [2, 2]
+    assert [ln.split(" (")[0] for ln in out2.splitlines() if ln.startswith("  face")] == [
+        ln.split(" (")[0] for ln in face_lines]
+
+
+def test_glob_and_labeled_images(env, spy, tmp_path):
+    folder = photo_folder(tmp_path)
+    cv2.imwrite(str(folder / "two.jpg"), cv2.cvtColor(two_face_frame(), cv2.COLOR_RGB2BGR))
+    code, out, err = run_main(["--image_path", str(folder / "A*.jpg"), str(folder / "two.jpg"), "--save-images",
+                               "--json"], env)
+    assert code == 0, err
+    expected = sorted(n for n in PHOTOS if n.startswith("A")) + ["two.jpg"]
+    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    assert [Path(e["image"]).name for e in data] == expected
+    assert f"{folder / 'two.jpg'}: 2 faces" in out.splitlines()
+    labeled = Path(env["cfg"].results_dir) / "labeled_images"
+    assert sorted(p.name for p in labeled.iterdir()) == sorted(expected)
+    for e in data:
+        original, annotated = cv2.imread(e["image"]), cv2.imread(str(labeled / Path(e["image"]).name))
+        assert annotated.shape == original.shape
+        diff = np.abs(annotated.astype(int) - original.astype(int)).max(axis=2) > 40
+        for f in e["faces"]:
+            x, y, w, h = f["box"]
+            assert diff[y + h // 2, x] and diff[y + h // 2, x + w - 1], e["image"]  # box edges drawn
+    assert summary(out)["labeled_images"] == str(labeled)
+
+
+def test_blank_image_is_no_face_and_exit_0(env, spy, tmp_path):
+    blank = tmp_path / "blank.jpg"
+    cv2.imwrite(str(blank), np.zeros((480, 640, 3), np.uint8))
+    code, out, err = run_main(["--image_path", str(blank)], env)
+    assert code == 0 and err == ""
+    assert f"{blank}: no face found" in out.splitlines() and spy.calls == []
+    assert summary(out)["faces"] == 0
+
+
+def test_nothing_matches_is_exit_2(env, tmp_path, capsys):
+    """Before any model is loaded: one line, exit code 2."""
+    missing, pattern = tmp_path / "missing.jpg", tmp_path / "nope" / "*.jpg"
+    looked = ", ".join(predict.IMAGE_EXTENSIONS)
+    for arg, line in [(pattern, f"error: no image matches {pattern}"),
+                      (missing, f"error: no such file or folder: {missing}"),
+                      (tmp_path, f"error: no images in the folder {tmp_path} (looked for {looked})")]:
+        with pytest.raises(SystemExit) as exc:
+            cli.run(predict.main, ["--image_path", str(arg), *as_set_args(env["overrides"])])
+        assert exc.value.code == 2
+        assert capsys.readouterr().err.strip().splitlines() == [line]
+
+
+def test_missing_model_names_the_path(env, tmp_path):
+    with pytest.raises(UserError, match=r"no trained model at .*nowhere\.h5: run python src/train\.py"):
+        run_main(["--image_path", str(photo(PHOTOS[0])), "--set", f"model_save_path={tmp_path / 'nowhere.h5'}"], env)
+
+
+def test_bad_files_exit_1_and_the_rest_carries_on(env, tmp_path):
+    """As a user runs it (real model load, keras backend): one error line per bad file, exit code 1."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(photo(PHOTOS[0]), folder / "a_good.jpg")
+    good = photo(PHOTOS[1]).read_bytes()
+    (folder / "b_corrupt.jpg").write_bytes(good[:20] + bytes(range(256)) * 8)  # JPEG header, then garbage
+    (folder / "c_text.jpg").write_text("this is not an image\n")
+    shutil.copy(photo(PHOTOS[2]), folder / "d_good.jpg")
+    proc = run_script("predict.py", "--image_path", str(folder), "--json", *as_set_args(env["overrides"]),
+                      timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    # (TensorFlow's own start-up lines go to stderr too; libjpeg's "Corrupt JPEG data" warnings must not)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error") or str(folder) in ln or "JPEG" in ln]
+    assert errors == [f"error: cannot read image: {folder / 'b_corrupt.jpg'}",
+                      f"error: cannot read image: {folder / 'c_text.jpg'}"], proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert f"{folder / 'a_good.jpg'}: 1 face" in lines and f"{folder / 'd_good.jpg'}: 1 face" in lines
+    s = summary(proc.stdout)
+    assert (s["images"], s["faces"], s["failed"]) == (4, 2, 2)
+    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    assert [e["error"] for e in data] == [None, "cannot read image", "cannot read image", None]
+
+
+def test_tflite_backend(env, tmp_path):
+    """predict.py with classifier_backend=tflite (a tiny model of the project's kind, converted in seconds):
+    the cached conversion is made beside the model and its probabilities equal the Keras model's."""
+    import keras
+    import model as model_lib
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input(shape=(96, 96, 3), name="image")
+    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = keras.layers.Conv2D(8, 5, strides=4, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(8, activation="softmax", name="probabilities")(x)
+    tiny = keras.Model(inputs, outputs)
+    path = tmp_path / "tiny.h5"
+    model_lib.save_model_atomic(tiny, path)
+    image = photo(PHOTOS[0])
+    code, out, err = run_main(["--image_path", str(image), "--json", "--set", "classifier_backend=tflite",
+                               "--set", f"model_save_path={path}"], env)
+    assert code == 0, err
+    assert "tflite + blazeface" in out.splitlines()[0]
+    assert len(list(tmp_path.glob("tiny.*.float32.tflite"))) == 1
+    (entry,) = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    (face,) = entry["faces"]
+    crop = faces.crop_face(rgb(image), face["box"], size=SIZE)
+    np.testing.assert_allclose(list(face["probabilities"].values()), model_probs(tiny, crop[None])[0], atol=1e-4)
