@@ -69,7 +69,7 @@ def parse_args(argv=None):
     source.add_argument("-c", "--camera", action="store_true", help="read the webcam (--camera-index)")
     source.add_argument("-v", "--video", nargs="?", const="", default=None, metavar="PATH",
                         help="read a video file (no PATH: config key video_path)")
-    p.add_argument("--camera-index", type=_non_negative, default=0, metavar="N", help="which webcam, for -c")
+    p.add_argument("--camera-index", type=cli.non_negative_int, default=0, metavar="N", help="which webcam, for -c")
     p.add_argument("--output", default="test_out.avi", metavar="NAME",
                    help="annotated video, in results_dir unless a path is given (.avi: MJPG, .mp4: mp4v)")
     p.add_argument("--no-display", action="store_true", help="never open a window (headless run)")
@@ -79,17 +79,6 @@ def parse_args(argv=None):
     p.add_argument("--max-frames", type=cli.positive_int, default=None, metavar="N",
                    help="stop after N frames (quick runs; a webcam otherwise runs until q or Ctrl-C)")
     return p.parse_args(argv)
-
-
-def _non_negative(text: str) -> int:
-    import argparse
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def main(argv=None) -> int:
