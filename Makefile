@@ -1,11 +1,13 @@
 # Two entry points for a fresh clone (each creates .venv when it is missing):
-#   make demo DATASET=path/to/YOLO_format-or-zip   the whole pipeline (EPOCHS=1 MAX_IMAGES=200 for a quick run)
+#   make demo DATASET=path/to/YOLO_format-or-zip   the whole pipeline (EPOCHS=1 MAX_IMAGES=25 for a quick run,
+#                                                  VIDEO=clip for the video stage)
 #   make test                                      the test suite
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATASET ?=
 EPOCHS ?=
+VIDEO ?=
 MAX_IMAGES ?=
 
 .PHONY: setup demo test bench clean-outputs
@@ -24,7 +26,7 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 demo: setup
-	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES))
+	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(VIDEO),--video "$(VIDEO)")
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,12 +1,15 @@
 """The main job: organize -> train -> evaluate -> predict -> video inference -> export, in one command.
 
     python src/pipeline.py --dataset ~/Downloads/archive.zip                 # the whole thing, config.yaml as it is
-    python src/pipeline.py --dataset ../shared/data/affectnet-yolo-sample/YOLO_format --epochs 1 --max-images 25
+    python src/pipeline.py --dataset ../shared/data/affectnet-yolo-sample/YOLO_format --epochs 1 --max-images 25 \
+        --video ../shared/videos/Megamind.avi
     python src/pipeline.py                                                   # data/ as it is, or download from Kaggle
 
 --dataset takes the Kaggle YOLO_format folder or its zip; without it, organize_data.py uses what lies in
 data/ and downloads the Kaggle dataset when data/ is empty. --epochs and --max-images set a short budget
-for a demo. Stages that are not part of the project yet are listed and skipped. Every stage is also a
+for a demo. predict runs on the test split's photos; the video stage reads --video (default: config
+video_path) and is skipped when there is no clip. Stages that are not part of the project yet are listed
+and skipped. Every stage is also a
 script of its own (src/<stage>.py) with the same --config/--set.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+from pathlib import Path
 
 import cli
 
@@ -23,16 +27,20 @@ STAGES = ["organize_data", "train", "evaluate", "predict", "inference", "export"
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--dataset", metavar="PATH", help="Kaggle YOLO_format folder or .zip (default: data/ or download)")
-    p.add_argument("--epochs", type=int, metavar="N", help="short budget: N epochs for each training phase")
+    p.add_argument("--video", metavar="PATH", help="clip for the video stage (default: config video_path; "
+                                                   "the stage is skipped when there is none)")
+    p.add_argument("--epochs", type=cli.non_negative_int, metavar="N",
+                   help="short budget: N epochs for each training phase")
     p.add_argument("--max-images", type=cli.positive_int, metavar="N", help="short budget: at most N images per class and split")
     p.add_argument("--restart", action="store_true", help="train from scratch even if an earlier run can be resumed")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their arguments, run nothing")
     return p.parse_args(argv)
 
 
-def stage_arguments(args) -> dict[str, list[str]]:
-    """Each stage's command line, from the pipeline's own."""
+def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
+    """Each stage's command line, from the pipeline's own; None skips a stage that has no input."""
     common = ["--config", args.config] + [a for o in args.overrides for a in ("--set", o)]
+    video = args.video or cfg.video_path
     budget = ["--max-images-per-class", str(args.max_images)] if args.max_images else []
     epochs = (["--set", f"num_epochs={args.epochs}", "--set", f"fine_tune_epochs={args.epochs}"]
               if args.epochs is not None else [])
@@ -40,23 +48,25 @@ def stage_arguments(args) -> dict[str, list[str]]:
         "organize_data": common + (["--source", args.dataset] if args.dataset else []),
         "train": common + epochs + budget + (["--restart"] if args.restart else []),
         "evaluate": common + budget,
-        "predict": common,
-        "inference": common + ["--no-display"],
+        # The test split's photos: faces found (or whole crops), every face classified, results/predictions.json.
+        "predict": common + ["--image_path", str(Path(cfg.data_path) / "test" / "*" / "*"), "--json"],
+        "inference": common + ["-v", video, "--no-display"] if Path(video).is_file() else None,
         "export": common,
     }
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    cli.load_config(args)  # fail on a bad config before any stage runs
-    if args.epochs is not None and args.epochs < 0:
-        raise cli.UserError("--epochs must be >= 0")
-    stage_args = stage_arguments(args)
+    cfg = cli.load_config(args)  # fail on a bad config before any stage runs
+    stage_args = stage_arguments(args, cfg)
     present = [s for s in STAGES if importlib.util.find_spec(s) is not None]
     missing = [s for s in STAGES if s not in present]
     if missing:
         print(f"pipeline: stages not in the project yet, skipped: {', '.join(missing)}")
     for stage in present:
+        if stage_args[stage] is None:
+            print(f"\n=== {stage}: skipped, no video at {args.video or cfg.video_path} (pass --video PATH)")
+            continue
         print(f"\n=== {stage}: python src/{stage}.py {' '.join(stage_args[stage])}", flush=True)
         if args.dry_run:
             continue
