@@ -30,10 +30,12 @@ How it reads:
   * training, cached: each epoch a fresh seeded permutation of the whole cache (the shuffle holds references
     to cached images, not copies; the first epoch decodes everything before its first batch). Not cached:
     the file list is permuted each epoch before decoding, then a window of shuffle_buffer decoded images
-    mixes further. Then batching, augmentation (build_augmenter) on whole batches, prefetch.
+    mixes further. Then batching, augmentation (augment_batch: flip, rotation, shift and zoom as one affine
+    resample per image, then contrast) on whole batches in a parallel map, prefetch.
     Evaluation: the order of `info.paths`, no augmentation.
-  * the order is deterministic for a given seed (augmentation runs sequentially on batches, so its random
-    draws happen in a fixed order): a resumed run sees the same data as an uninterrupted one.
+  * the order and augmentation are deterministic for a given seed (augmentation draws statelessly from
+    (seed, batch index), and the parallel map keeps batch order): a resumed run sees the same data as an
+    uninterrupted one.
 """
 from __future__ import annotations
 
@@ -268,14 +270,79 @@ def decode_image(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
 # Augmentation
 
 
-def build_augmenter(cfg: Mapping[str, Any]) -> keras.Sequential | None:
-    """Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
+def augmentation_enabled(cfg: Mapping[str, Any]) -> bool:
+    """Whether any augment_* config key is on (augment_batch changes images)."""
+    return bool(cfg["augment_flip"]) or any(float(cfg[k]) > 0 for k in
+                                            ("augment_rotation", "augment_shift", "augment_zoom", "augment_contrast"))
 
+
+def augment_batch(images, cfg: Mapping[str, Any], seed) -> tf.Tensor:
+    """Random training augmentation of one float batch [B, H, W, 3] in 0..255 -> float32, clipped to 0..255.
+
+        images = augment_batch(images, cfg, seed=tf.stack([cfg.seed, batch_index]))   # stateless: same seed, same output
+
+    Per image: horizontal flip (augment_flip, p=0.5), rotation by up to augment_rotation of a full turn, shift
+    by up to augment_shift of height/width, zoom in or out by up to augment_zoom (same factor on both axes),
+    all composed into ONE affine matrix and resampled once (bilinear, reflected borders; the same op and
+    conventions as keras' RandomFlip/RandomRotation/RandomTranslation/RandomZoom applied in that order); then
+    contrast (x - channel mean) * f + mean with f in 1 +- augment_contrast, like keras' RandomContrast.
+    A key at 0 (or false) disables that part. seed: a shape-[2] integer tensor; the random parameters are
+    drawn with stateless ops from it alone, so the result does not depend on call order or parallelism.
+    """
+    images = tf.cast(images, tf.float32)
+    flip = bool(cfg["augment_flip"])
+    rotation, shift = float(cfg["augment_rotation"]), float(cfg["augment_shift"])
+    zoom, contrast = float(cfg["augment_zoom"]), float(cfg["augment_contrast"])
+    shape = tf.shape(images)
+    b = shape[0]
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    # one uniform [0, 1) draw per image and parameter: flip, angle, dy, dx, zoom, contrast
+    u = tf.random.stateless_uniform((b, 6), seed=tf.cast(seed, tf.int64), dtype=tf.float32)
+    sym = 2.0 * u - 1.0  # uniform [-1, 1)
+
+    if flip or rotation > 0 or shift > 0 or zoom > 0:
+        # The matrix maps output pixel coordinates p to the input point to sample. Keras applies flip, rotation,
+        # translation, zoom in turn, so output -> input is  F(R(T(Z(p)))), with c the centre:
+        #   Z: z (p - c) + c   (z > 1 zooms out)     T: p + d          R: rot(angle) (p - c) + c
+        #   F: x -> (w-1) - x when flipped
+        # composed in closed form: x_in = s (a x - b y + e),  y_in = b x + a y + f  (+ flip offset).
+        cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+        angle = sym[:, 1] * (rotation * 2.0 * math.pi) if rotation > 0 else tf.zeros((b,), tf.float32)
+        z = 1.0 + sym[:, 4] * zoom if zoom > 0 else tf.ones((b,), tf.float32)
+        dy, dx = (sym[:, 2] * (shift * h), sym[:, 3] * (shift * w)) if shift > 0 else (0.0, 0.0)
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        a_, b_ = z * cos, z * sin
+        e = cos * dx - sin * dy + cx - (a_ * cx - b_ * cy)
+        f = sin * dx + cos * dy + cy - (b_ * cx + a_ * cy)
+        if flip:
+            sx = tf.where(u[:, 0] < 0.5, -1.0, 1.0)
+            row0 = [sx * a_, -sx * b_, sx * e + tf.where(u[:, 0] < 0.5, w - 1.0, 0.0)]
+        else:
+            row0 = [a_, -b_, e]
+        zeros = tf.zeros((b,), tf.float32)
+        transforms = tf.stack(row0 + [b_, a_, f, zeros, zeros], axis=1)
+        images = tf.raw_ops.ImageProjectiveTransformV3(
+            images=images, transforms=transforms, output_shape=shape[1:3], fill_value=0.0,
+            interpolation="BILINEAR", fill_mode="REFLECT")
+    if contrast > 0:
+        factor = tf.reshape(1.0 + sym[:, 5] * contrast, (b, 1, 1, 1))
+        # per-image channel means; (x - mean) * factor + mean, as one multiply-add
+        mean = tf.reduce_mean(tf.reshape(images, (b, -1, shape[3])), axis=1)[:, None, None, :]
+        images = images * factor + mean * (1.0 - factor)
+    return tf.clip_by_value(images, 0.0, 255.0)
+
+
+def build_augmenter(cfg: Mapping[str, Any]) -> keras.Sequential | None:
+    """The same augmentation as keras layers (a reference; make_dataset uses the faster augment_batch).
+
+    Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
     Applied to whole float batches [B, H, W, 3] in 0..255 (per-image random draws) with training=True:
         aug = build_augmenter(cfg);  images = aug(images, training=True)
     Each layer gets its own seed (seed, seed+1, ...) so their draws are independent. The output stays in
     0..255: geometric layers fill by reflection, contrast is clipped. The layers compute in float32 even
-    under a mixed-precision global policy (the model casts its inputs itself).
+    under a mixed-precision global policy (the model casts its inputs itself). Each layer resamples the
+    batch (several times slower than augment_batch), and the layers' random state advances per call, so
+    their output depends on call order: in a parallel map it would not be repeatable.
     """
     seed = int(cfg["seed"])
     layers: list[keras.layers.Layer] = []
@@ -412,21 +479,21 @@ def make_dataset(split_dir: str | os.PathLike, cfg: Mapping[str, Any], training:
                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
             ds = ds.shuffle(min(int(cfg["shuffle_buffer"]), n), seed=seed + 1, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=False)
-    augmenter = build_augmenter(cfg) if training else None
+    augment = training and augmentation_enabled(cfg)
     n_classes = len(class_names)
 
-    def finish(images, labels):
+    def finish(index, batch):
+        images, labels = batch
         images = tf.cast(images, tf.float32)
-        if augmenter is not None:
-            for layer in augmenter.layers:
-                images = layer(images, training=True)
-            images = tf.clip_by_value(images, 0.0, 255.0)
+        if augment:
+            # stateless draws keyed by (seed, batch index): the same batches for the same seed, whatever
+            # order the parallel map runs them in
+            images = augment_batch(images, cfg, tf.stack([tf.constant(seed, tf.int64), index]))
         images = tf.ensure_shape(images, (None, h, w, 3))
         return images, (tf.one_hot(labels, n_classes, dtype=tf.float32) if one_hot else labels)
 
-    # Sequential on purpose: the augmenter's random state then advances in a fixed order (repeatable runs);
-    # the batches are ready long before a training step needs them (benchmarks/bench_pipeline.py).
-    ds = ds.map(finish).prefetch(tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(finish, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.deterministic = True
     ds = ds.with_options(options)

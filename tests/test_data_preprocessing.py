@@ -263,6 +263,38 @@ def test_augmenter_config_and_range():
         out = strong(extremes, training=True).numpy()
         assert out.min() >= -1e-3 and out.max() <= 255.0 + 1e-3  # the pipeline clips exactly to 0..255
 
+    # augment_batch, what make_dataset uses: float32, exactly 0..255, stateless (same seed -> same output)
+    assert not dp.augmentation_enabled(no_augment()) and dp.augmentation_enabled(CFG)
+    strong_cfg = cfg_with(augment_contrast=1.0, augment_zoom=0.9, augment_rotation=0.5, augment_shift=0.5)
+    for i in range(3):
+        out = dp.augment_batch(extremes, strong_cfg, tf.constant([CFG.seed, i], tf.int64))
+        assert out.dtype == tf.float32 and out.shape == extremes.shape
+        out = out.numpy()
+        assert out.min() >= 0.0 and out.max() <= 255.0
+        assert np.allclose(out[0], 0.0) and np.allclose(out[1], 255.0)  # reflected borders: no black fill
+    seed = tf.constant([CFG.seed, 5], tf.int64)
+    a = dp.augment_batch(extremes, CFG, seed).numpy()
+    assert np.array_equal(a, dp.augment_batch(extremes, CFG, seed).numpy())
+    assert not np.array_equal(a, dp.augment_batch(extremes, CFG, tf.constant([CFG.seed, 6], tf.int64)).numpy())
+
+
+def test_augment_batch_flip_is_horizontal_and_parts_switch_off():
+    rng = np.random.default_rng(2)
+    images = tf.constant(rng.uniform(0, 255, (16, 96, 96, 3)), tf.float32)
+    x = images.numpy()
+    flip_only = cfg_with(augment_rotation=0.0, augment_shift=0.0, augment_zoom=0.0, augment_contrast=0.0)
+    out = dp.augment_batch(images, flip_only, tf.constant([1, 2], tf.int64)).numpy()
+    mirrored = [np.allclose(o, i[:, ::-1], atol=1e-3) for o, i in zip(out, x)]
+    kept = [np.allclose(o, i, atol=1e-3) for o, i in zip(out, x)]
+    assert all(m or k for m, k in zip(mirrored, kept))   # left-right mirror or untouched: never upside down
+    assert 0 < sum(mirrored) < 16
+    contrast_only = cfg_with(augment_flip=False, augment_rotation=0.0, augment_shift=0.0, augment_zoom=0.0)
+    out = dp.augment_batch(images, contrast_only, tf.constant([1, 2], tf.int64)).numpy()
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    factor = np.median(((out - mean) / (x - mean)).reshape(16, -1), axis=1).reshape(16, 1, 1, 1)
+    assert np.allclose(out, np.clip((x - mean) * factor + mean, 0, 255), atol=1e-2)  # one factor per image
+    assert np.all(np.abs(factor - 1.0) <= CFG.augment_contrast + 1e-3) and len(np.unique(factor.round(4))) > 8
+
 
 def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, caplog):
     split = tmp_path / "split"
