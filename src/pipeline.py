@@ -51,7 +51,7 @@ def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
         # The test split's photos: faces found (or whole crops), every face classified, results/predictions.json.
         "predict": common + ["--image_path", str(Path(cfg.data_path) / "test" / "*" / "*"), "--json"],
         "inference": common + ["-v", video, "--no-display"] if Path(video).is_file() else None,
-        "export": common,
+        "export": common + budget,
     }
 
 

@@ -1,0 +1,169 @@
+"""src/export.py: every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
+statistics, so that the folded biases are not zero as in a trained model), exported once for the module;
+the tests check the files' content against the Keras model on real images."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import YOLO_SAMPLE, as_set_args, link_organized, require, run_script, tiny_config
+
+import export
+
+ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_float32", "tfjs_uint8"]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(keras model, output folder, report rows, val images float32, the run's stdout)."""
+    require(YOLO_SAMPLE)
+    import keras
+    import model as model_lib
+    from config import load_config
+
+    tmp = tmp_path_factory.mktemp("export")
+    overrides = tiny_config(tmp)
+    cfg = load_config(None, overrides)
+    model = model_lib.build_model(cfg)
+    rng = np.random.default_rng(0)
+    for layer in model_lib.backbone(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    model_lib.save_model_atomic(model, cfg.model_save_path)
+    link_organized(tmp / "data", per_class=2, splits=("train", "val"))
+
+    import contextlib
+    import io
+    out = tmp / "out"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = export.main([*as_set_args(overrides), "--output", str(out), "--latency-runs", "3"])
+    assert code == 0
+    with open(tmp / "performance" / "export_report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    images = _images(tmp / "data" / "val", cfg.input_shape)
+    return model_lib.load_model(cfg.model_save_path), out, rows, images, stdout.getvalue()
+
+
+def _images(folder: Path, shape) -> np.ndarray:
+    from PIL import Image
+    files = sorted(folder.rglob("*.*"))
+    return np.stack([np.asarray(Image.open(f).convert("RGB").resize(tuple(shape[:2])), np.float32) for f in files])
+
+
+def _keras(model, x):
+    return np.asarray(model(x, training=False))
+
+
+def test_saved_model_serving_signature_matches_keras(exported):
+    import tensorflow as tf
+    model, out, _, x, _ = exported
+    serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    probs = next(iter(serve(image=tf.constant(x)).values())).numpy()
+    assert probs.shape == (len(x), 8)
+    np.testing.assert_allclose(probs, _keras(model, x), atol=1e-4)
+
+
+@pytest.mark.parametrize("name, atol", [("float32", 1e-4), ("float16", 1e-2)])
+def test_tflite_float_formats_match_keras(exported, name, atol):
+    import classifier
+    model, out, _, x, _ = exported
+    probs = classifier.EmotionClassifier(out / f"emotion_{name}.tflite", num_threads=1).predict(x)
+    np.testing.assert_allclose(probs, _keras(model, x), atol=atol)
+
+
+def test_tflite_int8_gives_probabilities(exported):
+    import classifier
+    _, out, _, x, _ = exported
+    clf = classifier.EmotionClassifier(out / "emotion_int8.tflite", num_threads=1)
+    probs = clf.predict(x)
+    assert probs.shape == (len(x), 8) and np.all(probs >= 0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=0.02)
+    ops = classifier.tflite_op_counts(out / "emotion_int8.tflite")
+    assert "QUANTIZE" in ops  # float32 in, integer inside
+
+
+def _tfjs(out: Path, name: str) -> tuple[dict, int]:
+    folder = out / name
+    spec = json.loads((folder / "model.json").read_text())
+    assert spec["format"] == "graph-model"
+    paths = [p for group in spec["weightsManifest"] for p in group["paths"]]
+    assert paths and all((folder / p).is_file() for p in paths)
+    return spec, sum((folder / p).stat().st_size for p in paths)
+
+
+def test_tfjs_graph_models_are_complete_and_the_quantized_one_is_small(exported):
+    _, out, _, _, _ = exported
+    spec32, size32 = _tfjs(out, "tfjs_float32")
+    spec8, size8 = _tfjs(out, "tfjs_uint8")
+    assert 0.2 < size8 / size32 < 0.3
+    weights = [w for g in spec8["weightsManifest"] for w in g["weights"]]
+    assert all(w.get("quantization", {}).get("dtype") == "uint8" for w in weights if w["dtype"] == "float32")
+    signature = spec32["signature"]
+    assert list(signature["inputs"]) == ["image"]
+
+
+def test_tfjs_fused_convolutions_have_rank1_biases(exported):
+    """TF.js's WASM backend rejects a _FusedConv2D whose bias is rank 4 (what BatchNorm folding gives)."""
+    _, out, _, _, _ = exported
+    for name in ("tfjs_float32", "tfjs_uint8"):
+        ranks = export.tfjs_fused_bias_ranks(out / name / "model.json")
+        assert ranks and set(ranks) == {1}, (name, ranks)
+
+
+def test_report_has_a_row_per_format_with_its_numbers(exported):
+    _, out, rows, x, stdout = exported
+    assert [r["format"] for r in rows] == ALL
+    assert list(rows[0]) == export.COLUMNS
+    for r in rows:
+        assert float(r["size_mb"]) > 0 and Path(r["path"]).exists()
+        if r["format"].startswith("tfjs"):
+            assert r["latency_ms_batch1"] == r["val_accuracy"] == r["max_abs_prob_diff_vs_keras"] == ""
+            assert "measured in the browser" in r["note"]
+        else:
+            assert float(r["latency_ms_batch1"]) > 0
+            assert 0 <= float(r["val_accuracy"]) <= 1
+            float(r["accuracy_drop_points"])
+            assert float(r["max_abs_prob_diff_vs_keras"]) >= 0
+    by = {r["format"]: r for r in rows}
+    for name in ("saved_model", "tflite_float32"):
+        assert float(by[name]["max_abs_prob_diff_vs_keras"]) <= 1e-4 and by[name]["within_threshold"] == "True"
+    last = json.loads(stdout.strip().splitlines()[-1])
+    assert last["formats"] == ALL and last["num_val_images"] == len(x) == 16
+
+
+def test_missing_model_is_one_line(tmp_path):
+    result = run_script("export.py", *as_set_args(tiny_config(tmp_path)), timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(tmp_path / "models" / "model.h5") in lines[0] and "python src/train.py" in lines[0]
+
+
+def test_dry_run_writes_nothing(exported, tmp_path):
+    """--dry-run on the module's model: checks and plans, writes no file."""
+    model, out, rows, _, _ = exported
+    base = Path(rows[0]["path"]).parent.parent  # tmp/out/saved_model -> tmp
+    overrides = tiny_config(base)
+    result = run_script("export.py", *as_set_args(overrides), "--output", str(tmp_path / "dry"), "--dry-run",
+                        timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["dry_run"] is True
+    assert not (tmp_path / "dry").exists()
+
+
+def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
+    from config import UserError
+    _, _, rows, _, _ = exported
+    base = Path(rows[0]["path"]).parent.parent
+    overrides = tiny_config(base, f"data_path={tmp_path / 'nothing'}")
+    with pytest.raises(UserError) as err:
+        export.main([*as_set_args(overrides), "--output", str(tmp_path / "out")])
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "nothing" / "val") in message and "organize_data.py" in message
+    assert not (tmp_path / "out").exists()
