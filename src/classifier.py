@@ -38,6 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
+import atomic
 from config import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -342,7 +343,7 @@ class EmotionClassifier:
         import model as model_lib
         data = to_tflite(model_lib.load_model(model_path), quantization)
         try:
-            _write_atomic(cache, data)
+            atomic.write_bytes(cache, data)
             _remove_stale(cache)
             clf = cls(cache, num_threads, **kwargs)
         except OSError as exc:
@@ -454,19 +455,6 @@ def cache_path(model_path: str | os.PathLike, quantization: str = "float32",
     model_path = Path(model_path)
     folder = Path(cache_dir) if cache_dir is not None else model_path.parent
     return folder / f"{model_path.stem}.{model_digest(model_path)}.{quantization}.tflite"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(cache: Path) -> None:

@@ -21,14 +21,13 @@ import csv
 import hashlib
 import json
 import math
-import os
 import sys
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import cli
+from atomic import atomic_path
 from config import Config, UserError
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
@@ -134,18 +133,6 @@ def _aligned_paths(info, y, input_shape) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------
 # Files
-
-
-@contextmanager
-def atomic_path(path: Path):
-    """Yield a temp path beside `path`; on success it replaces `path` (a crash never leaves half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sha256_file(path: Path) -> str:

@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import cli
+import atomic
 from config import UserError
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
@@ -154,7 +155,7 @@ def main(argv=None) -> int:
             data = classifier.to_tflite(model, quantization,
                                         representative_images=calibration if quantization == "int8" else None)
             path = out_dir / OUTPUT_NAMES[fmt]
-            classifier._write_atomic(path, data)
+            atomic.write_bytes(path, data)
             print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
             clf = classifier.EmotionClassifier(path)
             probs = clf.predict(x_val)
@@ -351,17 +352,11 @@ class atomic_dir:
 
 
 def write_report(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic.atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row[k] is None else row[k] for k in COLUMNS})
 
 
 def print_table(rows: list[dict], keras_acc: float, n: int) -> None:

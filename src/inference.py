@@ -48,6 +48,7 @@ from pathlib import Path
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cli  # noqa: E402
+import atomic  # noqa: E402
 from config import UserError  # noqa: E402
 
 WINDOW = "emotion recognition (q quits)"
@@ -662,7 +663,7 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
             track_frames = collections.Counter(face["id"] for p in predictions for face in p["faces"])
             if stop_reason is None:
                 stop_reason = source.stop_reason if error is None else f"error: {error}"
-            _write_json_atomic(predictions_path, predictions)
+            atomic.write_text(predictions_path, json.dumps(predictions, separators=(",", ":")) + "\n")
             elapsed = time.perf_counter() - started
 
             def median(values):
@@ -712,17 +713,6 @@ def _ignore_sigint():
 def _restore_sigint(handler) -> None:
     if handler is not None:
         signal.signal(signal.SIGINT, handler)
-
-
-def _write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

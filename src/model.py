@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from atomic import atomic_path
 from config import UserError
 
 BACKBONE_NAME = "resnet50"
@@ -123,17 +124,11 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> None:
     which makes them a third of the size.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        with _quiet_absl():  # Keras logs a "legacy format" warning for every .h5 save
-            if path.suffix in (".h5", ".hdf5"):
-                model.save(tmp, include_optimizer=False)
-            else:
-                model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, _quiet_absl():  # Keras logs a "legacy format" warning for each .h5 save
+        if path.suffix in (".h5", ".hdf5"):
+            model.save(tmp, include_optimizer=False)
+        else:
+            model.save(tmp)
 
 
 @contextlib.contextmanager

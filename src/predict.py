@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import cli
+import atomic
 from config import UserError
 
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
@@ -134,16 +135,6 @@ def describe(name: str, results, top_k: int) -> list[str]:
     return lines
 
 
-def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_image_atomic(path: Path, image_bgr) -> Path:
     """Encode by the extension (PNG when OpenCV cannot write that format) and rename into place."""
     import cv2
@@ -156,12 +147,7 @@ def write_image_atomic(path: Path, image_bgr) -> Path:
     if not ok:
         path = path.with_suffix(".png")
         ok, buf = cv2.imencode(".png", image_bgr)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic.write_bytes(path, buf.tobytes())
     return path
 
 
@@ -244,7 +230,7 @@ def main(argv=None) -> int:
                 write_image_atomic(labeled_dir / _unique_name(Path(path).name, used_names), image)
     seconds = time.perf_counter() - start
     if args.json:
-        write_json_atomic(json_path, entries)
+        atomic.write_text(json_path, json.dumps(entries, indent=2) + "\n")
         print(f"wrote {json_path}")
     if args.save_images and read_ok:
         print(f"wrote {read_ok} annotated image{'s' if read_ok != 1 else ''} to {labeled_dir}")

@@ -16,7 +16,6 @@ Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_wo
 from __future__ import annotations
 
 import json
-import sys
 
 import cli
 

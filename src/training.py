@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import atomic
 import data_preprocessing as dp
 import model as model_lib
 from config import Config, UserError
@@ -262,13 +263,6 @@ def monitor_value(cfg: Config, val: dict) -> float:
 # Files
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def config_fingerprint(cfg: Config, max_images_per_class) -> str:
     keys = {k: cfg[k] for k in RESUME_KEYS}
     keys["max_images_per_class"] = max_images_per_class
@@ -304,7 +298,7 @@ def write_log(path: Path, rows: list[dict]) -> None:
     writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
     writer.writeheader()
     writer.writerows(rows)
-    write_atomic(path, buf.getvalue())
+    atomic.write_text(path, buf.getvalue())
 
 
 def plot_history(rows: list[dict], path: Path) -> None:
@@ -329,10 +323,9 @@ def plot_history(rows: list[dict], path: Path) -> None:
             ax.axvspan(min(fine) - 0.5, max(fine) + 0.5, color="grey", alpha=0.1, label="fine-tune")
     fig.suptitle("Training history")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,9 +405,9 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
     rows = read_log(log_path, state["epoch"]) if state["epoch"] else []
     if chief:
         perf_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(perf_dir / "train_config.yaml", cfg.to_yaml())
-        write_atomic(best_path.with_suffix(".config.yaml"), cfg.to_yaml())
-        write_atomic(perf_dir / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
+        atomic.write_text(perf_dir / "train_config.yaml", cfg.to_yaml())
+        atomic.write_text(best_path.with_suffix(".config.yaml"), cfg.to_yaml())
+        atomic.write_text(perf_dir / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
 
     resumed_from = state["epoch"]  # epochs an earlier run finished; the model built above has none
     if resumed_from >= total_epochs:
@@ -468,7 +461,7 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
                 write_log(log_path, rows)
                 previous = state.get("checkpoint")
                 state.update(epoch=epoch, checkpoint=ckpt_name, fingerprint=fingerprint)
-                write_atomic(state_path, json.dumps(state, indent=2) + "\n")
+                atomic.write_text(state_path, json.dumps(state, indent=2) + "\n")
                 if previous and previous != ckpt_name:
                     (ckpt_dir / previous).unlink(missing_ok=True)
             else:

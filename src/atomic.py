@@ -1,0 +1,37 @@
+"""Atomic file writes: write beside the target under a temporary name, then rename over it.
+
+    with atomic_path(Path("performance/plot.png")) as tmp:   # tmp keeps the suffix (savefig, model.save)
+        fig.savefig(tmp)
+    write_text(Path("performance/versions.json"), text)
+    write_bytes(Path("models/model.tflite"), data)
+
+A crash or Ctrl-C leaves the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temp path beside `path`; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
