@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     dp.list_split(split_dir, cfg.class_names, args.max_images_per_class)  # a missing folder fails before the load
     model_path = Path(cfg.model_save_path)
     model = model_lib.load_model(model_path)
-    cfg = _match_model(cfg, model, model_path)
+    cfg = match_model(cfg, model, model_path)
     ds, info = dp.make_dataset(split_dir, cfg, training=False, batch_size=cfg.test_batch_size,
                                limit_per_class=args.max_images_per_class, cache=False)  # one pass: no cache
     print(f"{'would evaluate' if args.dry_run else 'evaluating'} {model_path} on {info.num_images} images of "
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _match_model(cfg: Config, model, model_path: Path) -> Config:
+def match_model(cfg: Config, model, model_path: Path) -> Config:
     """Evaluate at the saved model's own input size; its class count must match class_names."""
     n_out = int(model.output_shape[-1])
     if n_out != len(cfg.class_names):

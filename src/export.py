@@ -104,14 +104,14 @@ def main(argv=None) -> int:
     import classifier  # TensorFlow is imported from here on, after the arguments are parsed
     import data_preprocessing as dp
     import model as model_lib
-    from evaluate import _match_model
+    from evaluate import match_model
 
     dp.list_split(val_dir, cfg.class_names, args.max_images_per_class)  # a missing folder: one line, before the load
     per_class_calibration = max(1, math.ceil(args.calibration_images / len(cfg.class_names)))
     if "tflite_int8" in formats:
         dp.list_split(train_dir, cfg.class_names, per_class_calibration)
     model = model_lib.load_model(model_path)
-    cfg = _match_model(cfg, model, model_path)
+    cfg = match_model(cfg, model, model_path)
     print(f"{'would export' if args.dry_run else 'exporting'} {model_path} ({model.count_params():,} parameters, "
           f"input {list(cfg.input_shape)}) as {', '.join(formats)} to {out_dir}", flush=True)
     if args.dry_run:

@@ -201,7 +201,7 @@ def ssd_anchors(size: int = _INPUT, strides: Sequence[int] = _STRIDES) -> np.nda
 
 
 @contextlib.contextmanager
-def _quiet_stderr():
+def quiet_stderr():
     """Silence C-level stderr (TFLite prints 'INFO: Created TensorFlow Lite XNNPACK delegate')."""
     try:
         fd = sys.stderr.fileno()
@@ -229,7 +229,7 @@ class _BlazeFace:
             # TF 2.19 warns that tf.lite.Interpreter moves to ai_edge_litert in 2.20; it works here.
             warnings.filterwarnings("ignore", message=r"[\s\S]*tf\.lite\.Interpreter is deprecated")
             try:
-                with _quiet_stderr():
+                with quiet_stderr():
                     self._interpreter = tf.lite.Interpreter(model_path=str(model_path), num_threads=num_threads)
                     self._interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:

@@ -100,7 +100,7 @@ def read_image(path: str):
     be read or decoded. libjpeg's warnings about damaged data are silenced: the caller reports failures."""
     import cv2
     import numpy as np
-    from faces import _quiet_stderr
+    from faces import quiet_stderr
 
     try:
         data = np.fromfile(path, np.uint8)
@@ -108,7 +108,7 @@ def read_image(path: str):
         return None
     if data.size == 0:
         return None
-    with _quiet_stderr():
+    with quiet_stderr():
         image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None or image.ndim != 3 or min(image.shape[:2]) == 0:
         return None
