@@ -92,6 +92,61 @@ def float32_model(model):
     return copy
 
 
+def fold_batch_norms(model):
+    """(copy, n): a float32 copy of `model` in which every BatchNormalization that only reads a Conv2D with a
+    bias (and is that convolution's only reader) is folded into the convolution's kernel and bias and
+    replaced by an Identity layer; n is how many were folded. Inference output is unchanged up to float
+    rounding (~1e-6). Graph converters that do not fold BatchNorm themselves (tensorflowjs keeps it as a
+    Mul and an AddV2 after each of ResNet50's 53 convolutions) then get a plain conv + bias + relu.
+
+        folded, n = fold_batch_norms(model)     # n == 53 for ResNet50
+    """
+    import keras
+
+    source = float32_model(model)
+    folds = {}  # id(batch norm layer) -> its convolution
+    for layer in _all_layers(source):
+        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+            continue
+        inputs = layer._inbound_nodes[0].input_tensors
+        conv = inputs[0]._keras_history.operation if len(inputs) == 1 else None
+        if (type(conv) is keras.layers.Conv2D and conv.use_bias and conv.data_format == "channels_last"
+                and layer.axis in (-1, 3) and len(conv._outbound_nodes) == 1):
+            folds[id(layer)] = conv
+
+    class FoldedBatchNorm(keras.layers.Layer):  # takes the call's training/mask arguments, passes x through
+        def call(self, inputs, training=None, mask=None):
+            return inputs
+
+    def clone(layer):
+        if id(layer) in folds:
+            return FoldedBatchNorm(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(source, clone_function=clone, recursive=True)
+    old_layers, new_layers = list(_all_layers(source)), list(_all_layers(copy))
+    if [l.name for l in old_layers] != [l.name for l in new_layers]:
+        raise RuntimeError("fold_batch_norms: the clone's layers differ from the model's")
+    new_by_old = {id(old): new for old, new in zip(old_layers, new_layers)}
+    scales = {}  # id(conv) -> (scale, shift) per output channel
+    for old in old_layers:
+        if id(old) in folds:
+            gamma = np.asarray(old.gamma) if old.scale else 1.0
+            beta = np.asarray(old.beta) if old.center else 0.0
+            mean, var = np.asarray(old.moving_mean), np.asarray(old.moving_variance)
+            scale = gamma / np.sqrt(var + old.epsilon)
+            scales[id(folds[id(old)])] = (scale, beta - mean * scale)
+    for old in old_layers:
+        new = new_by_old[id(old)]
+        if id(old) in scales:
+            scale, shift = scales[id(old)]
+            kernel, bias = (np.asarray(w, np.float64) for w in old.get_weights())
+            new.set_weights([(kernel * scale).astype(np.float32), (bias * scale + shift).astype(np.float32)])
+        elif id(old) not in folds and not hasattr(old, "layers") and old.weights:
+            new.set_weights(old.get_weights())
+    return copy, len(folds)
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer

@@ -14,9 +14,12 @@ Formats (written under --output, default models/export/, each to a temp name and
   tfjs_float32     tfjs_float32/            TensorFlow.js graph model (model.json + weight shards)
   tfjs_uint8       tfjs_uint8/              the same with uint8-quantized weights (a quarter of the download)
   tfjs_float16     tfjs_float16/            float16-quantized weights (half); not in the default set
-All are converted from the same SavedModel (classifier.export_saved_model: the model called with
-training=False, so no BatchNorm update ops). The TF.js graphs get their folded-BatchNorm biases reshaped
-from [1, 1, 1, C] to [C] (same bytes): TF.js's WASM backend rejects a _FusedConv2D with a rank-4 bias.
+All start from classifier.export_saved_model (the model called with training=False, so no BatchNorm
+update ops). TF.js converts a second SavedModel made from classifier.fold_batch_norms(model): its converter
+does not fold BatchNorm (it leaves a Mul and an AddV2 after each of the 53 convolutions), so every BatchNorm
+is folded into its convolution first, giving 53 _FusedConv2D ops with rank-1 biases (BiasAdd or BiasAdd +
+Relu), which TF.js's WASM backend runs. Any rank-4 [1, 1, 1, C] fused bias left is reshaped to [C] (same
+bytes), since that backend rejects it.
 
 Writes <performance_dir>/export_report.csv, one row per format: format, path, size_mb, latency_ms_batch1
 (median on this machine: SavedModel through its serving signature, TFLite through classifier.EmotionClassifier),
@@ -133,21 +136,17 @@ def main(argv=None) -> int:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    saved_model_dir = out_dir / OUTPUT_NAMES["saved_model"]
-    need_saved_model = "saved_model" in formats or any(f in TFJS_FORMATS for f in formats)
     scratch = out_dir / f".export-tmp-{os.getpid()}"
     try:
-        if need_saved_model:
-            target = saved_model_dir if "saved_model" in formats else scratch / "saved_model"
+        if "saved_model" in formats:
+            saved_model_dir = out_dir / OUTPUT_NAMES["saved_model"]
             start = time.perf_counter()
-            with atomic_dir(target) as tmp:
+            with atomic_dir(saved_model_dir) as tmp:
                 classifier.export_saved_model(model, tmp)
-            saved_model_dir = target
             print(f"  saved_model written in {time.perf_counter() - start:.1f} s", flush=True)
-            if "saved_model" in formats:
-                probs, latency = _run_saved_model(saved_model_dir, x_val, args.latency_runs)
-                rows.append(_row("saved_model", saved_model_dir, latency, probs, y_val, keras_probs, keras_acc,
-                                 note="serving_default signature, TensorFlow"))
+            probs, latency = _run_saved_model(saved_model_dir, x_val, args.latency_runs)
+            rows.append(_row("saved_model", saved_model_dir, latency, probs, y_val, keras_probs, keras_acc,
+                             note="serving_default signature, TensorFlow"))
         for fmt, quantization in TFLITE_FORMATS.items():
             if fmt not in formats:
                 continue
@@ -162,13 +161,18 @@ def main(argv=None) -> int:
             latency = _median_ms(lambda: clf.predict(x_val[:1]), args.latency_runs)
             rows.append(_row(fmt, path, latency, probs, y_val, keras_probs, keras_acc,
                              note=f"TFLite XNNPACK, {clf.num_threads} thread(s)"))
+        folded_dir = None
         for fmt, quantization in TFJS_FORMATS.items():
             if fmt not in formats:
                 continue
             start = time.perf_counter()
+            if folded_dir is None:
+                folded, count = classifier.fold_batch_norms(model)
+                folded_dir = classifier.export_saved_model(folded, scratch / "saved_model_folded")
+                print(f"  {count} BatchNorm layers folded into their convolutions for TF.js", flush=True)
             path = out_dir / OUTPUT_NAMES[fmt]
             with atomic_dir(path) as tmp:
-                flattened = convert_tfjs(saved_model_dir, tmp, quantization)
+                flattened = convert_tfjs(folded_dir, tmp, quantization)
             print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
             note = BROWSER_NOTE + (f"; {flattened} rank-4 conv biases reshaped to rank 1" if flattened else "")
             rows.append(_row(fmt, path, None, None, y_val, keras_probs, keras_acc, note=note))

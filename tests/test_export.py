@@ -117,6 +117,32 @@ def test_tfjs_fused_convolutions_have_rank1_biases(exported):
         assert ranks and set(ranks) == {1}, (name, ranks)
 
 
+def test_tfjs_graph_has_batchnorm_folded_into_the_convolutions(exported):
+    """53 convolutions, each one _FusedConv2D (bias, or bias + relu); no BatchNorm Mul left behind."""
+    import base64
+    import collections
+    _, out, _, _, _ = exported
+    spec = json.loads((out / "tfjs_uint8" / "model.json").read_text())
+    ops = collections.Counter(node["op"] for node in spec["modelTopology"]["node"])
+    assert ops["_FusedConv2D"] == 53 and ops["Mul"] == 0 and ops["Conv2D"] == 0, ops
+    fused = collections.Counter(
+        tuple(base64.b64decode(v).decode() for v in node["attr"]["fused_ops"]["list"]["s"])
+        for node in spec["modelTopology"]["node"] if node["op"] == "_FusedConv2D")
+    assert fused == {("BiasAdd", "Relu"): 33, ("BiasAdd",): 20}, fused
+
+
+def test_fold_batch_norms_keeps_the_models_output(exported):
+    import classifier
+    model, _, _, x, _ = exported
+    folded, count = classifier.fold_batch_norms(model)
+    assert count == 53
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in classifier._all_layers(folded))
+    expected = _keras(model, x)
+    assert np.abs(expected - expected.mean(axis=0)).max() > 1e-3  # the images give different outputs
+    np.testing.assert_allclose(_keras(folded, x), expected, atol=1e-5)
+    assert len(model.get_weights()) > len(folded.get_weights())  # the source model is left as it was
+
+
 def test_report_has_a_row_per_format_with_its_numbers(exported):
     _, out, rows, x, stdout = exported
     assert [r["format"] for r in rows] == ALL
