@@ -4,12 +4,15 @@
         fig.savefig(tmp)
     write_text(Path("performance/versions.json"), text)
     write_bytes(Path("models/model.tflite"), data)
+    with atomic_dir(Path("models/export/tfjs_uint8")) as tmp:   # a folder: filled in tmp, then swapped in
+        convert(into=tmp)
 
 A crash or Ctrl-C leaves the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import os
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,3 +38,29 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+class atomic_dir:
+    """with atomic_dir(path) as tmp: write into tmp (a fresh folder beside path); on success it replaces path."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None:
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                if self.path.exists():
+                    os.replace(self.path, old)
+                os.replace(self.tmp, self.path)
+                shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        return False

@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         if "saved_model" in formats:
             saved_model_dir = out_dir / OUTPUT_NAMES["saved_model"]
             start = time.perf_counter()
-            with atomic_dir(saved_model_dir) as tmp:
+            with atomic.atomic_dir(saved_model_dir) as tmp:
                 classifier.export_saved_model(model, tmp)
             print(f"  saved_model written in {time.perf_counter() - start:.1f} s", flush=True)
             probs, latency = _run_saved_model(saved_model_dir, x_val, args.latency_runs)
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
                 folded_dir = classifier.export_saved_model(folded, scratch / "saved_model_folded")
                 print(f"  {count} BatchNorm layers folded into their convolutions for TF.js", flush=True)
             path = out_dir / OUTPUT_NAMES[fmt]
-            with atomic_dir(path) as tmp:
+            with atomic.atomic_dir(path) as tmp:
                 flattened = convert_tfjs(folded_dir, tmp, quantization)
             print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
             note = BROWSER_NOTE + (f"; {flattened} rank-4 conv biases reshaped to rank 1" if flattened else "")
@@ -327,32 +327,6 @@ def _row(fmt, path: Path, latency, probs, y, keras_probs, keras_acc, note="") ->
 
 # ------------------------------------------------------------------------------------------------
 # Files and output
-
-
-class atomic_dir:
-    """with atomic_dir(path) as tmp: write into tmp (a fresh folder beside path); on success it replaces path."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        try:
-            if exc_type is None:
-                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-                if self.path.exists():
-                    os.replace(self.path, old)
-                os.replace(self.tmp, self.path)
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        return False
 
 
 def write_report(path: Path, rows: list[dict]) -> None:

@@ -1,0 +1,282 @@
+"""The web page in a real browser: headless Debian Chromium driven by playwright-core (web/tools/browser.mjs).
+
+One 96x96 ResNet50 (random init, random BatchNorm statistics so that folding matters) is exported to TF.js
+once for the module, the page is built around it (src/web.py) and served on a free port with the
+cross-origin isolation headers. The checks: the page loads and picks WASM (no GPU here), classify() gives
+the Keras model's probabilities within 1e-3 on real faces, BlazeFace in the browser finds the faces the
+Python detector finds, the fake camera playing a real clip gets boxes and labels drawn, and a refused or
+missing camera gets its message on the page.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CLASS_NAMES, FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized, require, run_script
+
+import web
+
+CHROMIUM = Path("/usr/bin/chromium")
+BROWSER_SCRIPT = REPO / "web" / "tools" / "browser.mjs"
+NODE_MODULES = REPO / "web" / "node_modules"
+
+
+def _require_browser():
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium chromium-driver)")
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed (Node.js 18+ runs the browser tests)")
+    if not (NODE_MODULES / "playwright-core").is_dir():
+        pytest.skip("web/node_modules is missing: run npm ci --prefix web (make test does)")
+
+
+def browser(scenario: str, url: str, timeout: float = 240, **options) -> dict:
+    """Run one scenario of web/tools/browser.mjs and return what it printed (one JSON object)."""
+    proc = subprocess.run(["node", str(BROWSER_SCRIPT), json.dumps({"scenario": scenario, "url": url, **options})],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO / "web")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no output from {scenario}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
+    result = json.loads(lines[-1])
+    assert "error" not in result, result["error"]
+    return result
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """{url, url_uint8, dist, keras, images: {name: float32 array}, photos, y4m}."""
+    require(YOLO_SAMPLE)
+    require(FACES_GRAY)
+    _require_browser()
+    import cv2
+    import keras
+
+    import export
+    import faces
+    import model as model_lib
+    from config import load_config
+
+    tmp = tmp_path_factory.mktemp("web")
+    overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
+                 f"performance_dir={tmp / 'performance'}", f"results_dir={tmp / 'results'}", "weights=null"]
+    cfg = load_config(None, overrides)
+    model = model_lib.build_model(cfg)
+    rng = np.random.default_rng(0)
+    for layer in model_lib.backbone(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+
+    # Real faces as lossless PNGs (the browser decodes exactly these pixels): the AffectNet test split's
+    # 96x96 crops, two per class, and 96x96 crops of the grayscale photos cut by the Python pipeline.
+    images = {}
+    for label_file in sorted((YOLO_SAMPLE / "test" / "labels").iterdir()):
+        cls = int(label_file.read_text().split()[0])
+        if sum(name.startswith(f"affectnet_{cls}_") for name in images) < 2:
+            image = next((YOLO_SAMPLE / "test" / "images").glob(f"{label_file.stem}.*"))
+            images[f"affectnet_{cls}_{image.stem}.png"] = cv2.imread(str(image), cv2.IMREAD_COLOR)[:, :, ::-1]
+    detector = faces.FaceDetector()
+    photos = sorted((FACES_GRAY / "images").iterdir())[:12]
+    python_boxes = {}
+    for photo in photos:
+        rgb = faces.to_rgb(cv2.imread(str(photo), cv2.IMREAD_COLOR)[:, :, ::-1])
+        found = detector.detect(rgb)
+        python_boxes[photo.name] = [f.box for f in found]
+        if found:
+            images[f"photo_crop_{photo.stem}.png"] = faces.crop_face(rgb, found[0].box, size=(96, 96))
+    names = sorted(images)
+    batch = np.stack([images[n] for n in names]).astype(np.float32)
+    # A random head saturates the softmax (one class at 1.0 for every face): scale it so that the logits
+    # spread over a few units and the probabilities differ from face to face.
+    features = np.asarray(keras.Model(model.input, model.get_layer("avg_pool").output)(batch, training=False))
+    head = model.get_layer("probabilities")
+    kernel = rng.normal(0, 1, head.kernel.shape) / (features.std(axis=0).mean() * np.sqrt(features.shape[1])) * 2
+    head.set_weights([kernel.astype(np.float32), (-features.mean(axis=0) @ kernel).astype(np.float32)])
+    keras_probs = np.asarray(model(batch, training=False))
+    model_lib.save_model_atomic(model, cfg.model_save_path)
+    link_organized(tmp / "data", per_class=1, splits=("val",))
+    out = tmp / "export"
+    assert export.main([*as_set_args(overrides), "--output", str(out), "--formats", "tfjs_float32,tfjs_uint8"]) == 0
+    dist, dist_uint8 = tmp / "dist", tmp / "dist_uint8"
+    web.build(cfg, out / "tfjs_float32", dist, NODE_MODULES)
+    web.build(cfg, out / "tfjs_uint8", dist_uint8, NODE_MODULES)
+
+    for d in (dist, dist_uint8):
+        (d / "testdata").mkdir()
+        for name, rgb in images.items():
+            cv2.imwrite(str(d / "testdata" / name), np.ascontiguousarray(rgb[:, :, ::-1]))
+        for photo in photos:
+            shutil.copy(photo, d / "testdata" / photo.name)
+
+    y4m = tmp / "megamind.y4m"
+    web.write_y4m(require(VIDEOS / "Megamind.avi"), y4m, max_frames=48)
+
+    servers = [web.make_server(d, "127.0.0.1", 0) for d in (dist, dist_uint8)]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    urls = [f"http://127.0.0.1:{s.server_address[1]}/" for s in servers]
+    yield {"url": urls[0], "url_uint8": urls[1], "dist": dist, "names": names, "keras": keras_probs,
+           "photos": [p.name for p in photos], "python_boxes": python_boxes, "y4m": str(y4m)}
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def classified(site):
+    """The float32 page's classify() on every test image, whole (detect: false) and with detection."""
+    urls = [f"testdata/{n}" for n in site["names"]]
+    whole = browser("classify", site["url"], images=urls, detect=False)
+    photos = browser("classify", site["url"], images=[f"testdata/{p}" for p in site["photos"]])
+    return whole, photos
+
+
+def _probs(faces_per_image) -> np.ndarray:
+    return np.array([[face["probabilities"][c] for c in CLASS_NAMES] for face in (f[0] for f in faces_per_image)])
+
+
+def test_server_sends_the_headers_wasm_threads_need(site):
+    with urllib.request.urlopen(site["url"] + "vendor/tfjs-backend-wasm-simd.wasm") as response:
+        assert response.headers["Content-Type"] == "application/wasm"
+        assert response.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+        assert response.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    config = json.loads((site["dist"] / "config.json").read_text())
+    assert config["classNames"] == CLASS_NAMES and config["cropMargin"] == 0.25
+
+
+def test_page_loads_the_model_on_wasm_without_a_gpu(classified):
+    whole, _ = classified
+    assert whole["crossOriginIsolated"] is True
+    assert whole["ready"]["backend"].startswith("wasm (SIMD"), whole["ready"]  # WebGL here is SwiftShader: skipped
+    assert whole["ready"]["classNames"] == CLASS_NAMES and whole["ready"]["inputSize"] == [96, 96]
+    assert whole["errors"] == []
+
+
+def test_classify_gives_the_keras_probabilities_on_real_faces(site, classified):
+    whole, _ = classified
+    assert all(len(f) == 1 and f[0]["wholeImage"] for f in whole["faces"])
+    probs = _probs(whole["faces"])
+    keras_probs = site["keras"]
+    assert len(probs) == len(keras_probs) >= 20
+    assert np.abs(keras_probs - keras_probs.mean(axis=0)).max() > 1e-3  # the faces give different outputs
+    np.testing.assert_allclose(probs, keras_probs, atol=1e-3)
+    for faces_, k in zip(whole["faces"], keras_probs):
+        assert faces_[0]["label"] == CLASS_NAMES[int(np.argmax(k))]
+        assert faces_[0]["confidence"] == pytest.approx(float(k.max()), abs=1e-3)
+
+
+def test_browser_blazeface_finds_the_faces_python_finds(site, classified):
+    _, photos = classified
+    boxes = photos["faces"]
+    found_python = [name for name in site["photos"] if site["python_boxes"][name]]
+    found_both = [i for i, name in enumerate(site["photos"]) if site["python_boxes"][name] and boxes[i]]
+    assert len(found_both) >= 0.9 * len(found_python) and len(found_python) >= 8
+    ious = []
+    for i in found_both:
+        x, y, w, h = boxes[i][0]["box"]
+        px, py, pw, ph = site["python_boxes"][site["photos"][i]][0]
+        iw = max(0, min(x + w, px + pw) - max(x, px))
+        ih = max(0, min(y + h, py + ph) - max(y, py))
+        ious.append(iw * ih / (w * h + pw * ph - iw * ih))
+    assert np.median(ious) > 0.8, ious  # the same BlazeFace model as src/faces.py
+    for faces_ in boxes:
+        for face in faces_:
+            if face["wholeImage"]:  # a small photo (Avinash_28.jpg is 59x65) with no face found: as predict.py
+                assert face["detectorScore"] is None and face["box"][2] <= 160
+            else:
+                assert 0.5 <= face["detectorScore"] <= 1
+            assert sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+
+
+def test_quantized_page_model_stays_close_to_keras(site):
+    result = browser("classify", site["url_uint8"], images=[f"testdata/{n}" for n in site["names"]], detect=False)
+    probs = _probs(result["faces"])
+    diff = np.abs(probs - site["keras"]).max()
+    agreement = np.mean(probs.argmax(axis=1) == site["keras"].argmax(axis=1))
+    print(f"uint8 page vs Keras: max probability difference {diff:.4f}, top-1 agreement {agreement:.3f}")
+    assert diff < 0.2 and agreement >= 0.8, (diff, agreement)
+    np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
+
+
+def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
+    shot = tmp_path / "camera.png"
+    result = browser("camera", site["url"], y4m=site["y4m"], frames=8, screenshot=str(shot))
+    assert result["errors"] == [] and result["status"] == "Camera on."
+    assert result["stats"]["frames"] >= 8 and result["stats"]["fps"] > 0
+    assert result["fpsText"].endswith(" fps") and float(result["fpsText"].split()[0]) > 0
+    assert result["list"], "no face listed beside the video"
+    for item in result["list"]:
+        assert item["label"] in CLASS_NAMES and 0 < item["confidence"] <= 1 and item["bars"] == len(CLASS_NAMES)
+    canvas = result["boxPixels"]
+    assert (canvas["width"], canvas["height"]) == (640, 480)  # the fake camera scales the clip to the request
+    assert canvas["count"] > 200, canvas  # box outlines and label backgrounds drawn in the box colour
+    faces_ = result["stats"]["lastFaces"]
+    assert all(f["id"] is not None and len(f["box"]) == 4 for f in faces_)
+    assert shot.stat().st_size > 10_000
+
+
+def test_refused_camera_shows_a_message(site):
+    result = browser("refused", site["url"], y4m=site["y4m"], timeoutSeconds=60)
+    assert result["statusIsError"] and "Camera access was refused" in result["status"]
+
+
+def test_missing_camera_shows_a_message(site):
+    result = browser("nocamera", site["url"], timeoutSeconds=60)
+    assert result["statusIsError"] and "No camera was found" in result["status"]
+
+
+# ------------------------------------------------------------------------------------------------
+# src/web.py on bad input: one line, exit code 1, nothing built
+
+
+def test_missing_model_is_one_line(tmp_path):
+    proc = run_script("web.py", "--build-only", "--model", str(tmp_path / "nope"), "--dist", str(tmp_path / "dist"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: no TF.js model at {tmp_path / 'nope'}: run python src/export.py --formats tfjs_uint8 "
+        f"(or pass --model DIR of a TF.js graph model)"]
+    assert not (tmp_path / "dist").exists()
+
+
+def test_model_with_other_classes_is_refused(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps({"signature": {"outputs": {"probs": {"tensorShape": {
+        "dim": [{"size": "-1"}, {"size": "7"}]}}}}, "weightsManifest": []}))
+    proc = run_script("web.py", "--build-only", "--model", str(model_dir), "--dist", str(tmp_path / "dist"))
+    assert proc.returncode == 1 and "outputs 7 classes but the config's class_names has 8" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "dist").exists()
+
+
+def test_missing_node_modules_says_what_to_run(tmp_path):
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps({"weightsManifest": []}))
+    proc = run_script("web.py", "--build-only", "--model", str(model_dir), "--dist", str(tmp_path / "dist"),
+                      "--node-modules", str(tmp_path / "node_modules"))
+    assert proc.returncode == 1 and "run npm ci --prefix web" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_write_y4m_keeps_every_frame(tmp_path):
+    import cv2
+    clip = require(VIDEOS / "Megamind.avi")
+    out = tmp_path / "clip.y4m"
+    assert web.write_y4m(clip, out, max_frames=5) == 5
+    data = out.read_bytes()
+    header, rest = data.split(b"\n", 1)
+    assert header.startswith(b"YUV4MPEG2 W720 H528 F")
+    frame_bytes = 720 * 528 * 3 // 2
+    assert len(rest) == 5 * (len(b"FRAME\n") + frame_bytes)
+    capture = cv2.VideoCapture(str(clip))
+    ok, first = capture.read()
+    capture.release()
+    y = np.frombuffer(rest[6:6 + 720 * 528], np.uint8).reshape(528, 720)
+    np.testing.assert_array_equal(y, cv2.cvtColor(first, cv2.COLOR_BGR2YUV_I420)[:528])

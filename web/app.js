@@ -1,0 +1,232 @@
+// The page: camera, dropped or picked files, drawing, and window.emotionDetector for embedders.
+//
+//   await window.emotionDetector.ready;                       // {backend, classNames, inputSize}
+//   const faces = await window.emotionDetector.classify(img); // [{box, label, confidence, probabilities, ...}]
+//
+// Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?threads=N sets WASM threads,
+// ?camera=1 starts the camera at load.
+import {EmotionDetector} from './emotion-detector.js';
+
+const params = new URLSearchParams(location.search);
+const $ = (id) => document.getElementById(id);
+const video = $('video');
+const canvas = $('overlay');
+const ctx = canvas.getContext('2d');
+const stats = {frames: 0, fps: 0, lastMs: 0, readyAt: null, firstResultAt: null, lastFaces: [], history: []};
+let detector = null;
+let running = null;  // the live loop's stop flag holder
+
+function setStatus(text, isError = false) {
+  $('status').textContent = text;
+  $('status').classList.toggle('error', isError);
+}
+
+const ready = (async () => {
+  const config = await (await fetch('config.json')).json();
+  detector = await EmotionDetector.create(config, {
+    backend: params.get('backend'), threads: Number(params.get('threads')) || null,
+  });
+  $('backend').textContent = detector.backend.detail;
+  for (const id of ['camera', 'file']) $(id).disabled = false;
+  stats.readyAt = performance.now();
+  setStatus('Ready: start the camera, or drop an image or a video file.');
+  return {backend: detector.backend.detail, classNames: detector.classNames, inputSize: detector.inputSize};
+})();
+ready.catch((err) => setStatus(`The models could not load: ${err.message || err}. Rebuild with python src/web.py.`, true));
+
+window.emotionDetector = {
+  ready,
+  stats,
+  /** Faces and their emotions in an image, video or canvas (options: {track, detect}, see emotion-detector.js). */
+  async classify(source, options = {}) {
+    await ready;
+    return detector.classify(source, options);
+  },
+};
+
+// ---------------------------------------------------------------------------------------------------
+// Drawing
+
+function draw(source, faces) {
+  const [w, h] = source instanceof HTMLVideoElement ? [source.videoWidth, source.videoHeight]
+    : [source.naturalWidth || source.width, source.naturalHeight || source.height];
+  if (canvas.width !== w || canvas.height !== h) Object.assign(canvas, {width: w, height: h});
+  ctx.drawImage(source, 0, 0, w, h);
+  const line = Math.max(2, Math.round(Math.max(w, h) / 300));
+  ctx.lineWidth = line;
+  ctx.font = `${Math.max(14, Math.round(h / 28))}px system-ui, sans-serif`;
+  ctx.textBaseline = 'bottom';
+  for (const face of faces) {
+    const [x, y, bw, bh] = face.box;
+    ctx.strokeStyle = '#00e676';
+    ctx.strokeRect(x, y, bw, bh);
+    const text = `${face.label} ${(face.confidence * 100).toFixed(0)}%`;
+    const tw = ctx.measureText(text).width + 8;
+    const th = parseInt(ctx.font, 10) + 6;
+    const ty = y - th >= 0 ? y : y + bh + th;
+    ctx.fillStyle = '#00e676';
+    ctx.fillRect(x - line / 2, ty - th, tw, th);
+    ctx.fillStyle = '#000';
+    ctx.fillText(text, x + 4, ty - 3);
+  }
+  $('hint').hidden = true;
+  showList(faces);
+}
+
+function showList(faces) {
+  const list = $('faces');
+  list.replaceChildren(...faces.map((face, i) => {
+    const li = document.createElement('li');
+    li.dataset.label = face.label;
+    li.dataset.confidence = face.confidence.toFixed(4);
+    const title = document.createElement('strong');
+    title.textContent = `${face.id ? `face #${face.id}` : `face ${i + 1}`}: ${face.label} ${(face.confidence * 100).toFixed(1)}%`
+      + (face.wholeImage ? ' (whole picture)' : '');
+    li.append(title);
+    for (const [name, p] of Object.entries(face.probabilities)) {
+      const row = document.createElement('div');
+      row.className = name === face.label ? 'bar top' : 'bar';
+      row.innerHTML = `<span></span><span class="track"><span class="fill"></span></span><span></span>`;
+      row.children[0].textContent = name;
+      row.children[1].firstChild.style.width = `${(p * 100).toFixed(1)}%`;
+      row.children[2].textContent = p.toFixed(2);
+      li.append(row);
+    }
+    return li;
+  }));
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Live video (camera or file): one frame at a time, the next one as soon as the last is classified
+
+/** Yield to the browser (events, painting) for the shortest time: a message to ourselves, not a timer. */
+function nextTask() {
+  return new Promise((resolve) => {
+    const channel = new MessageChannel();
+    channel.port1.onmessage = () => resolve();
+    channel.port2.postMessage(null);
+  });
+}
+
+async function runLive() {
+  if (running) running.stop = true;  // a loop already running (another source) ends; the new source stays
+  const token = {stop: false};
+  running = token;
+  detector.tracker.reset();
+  $('stop').disabled = false;
+  const times = [];
+  while (!token.stop) {
+    await nextTask();  // not requestAnimationFrame: a frame takes longer than a display refresh anyway
+    if (token.stop || video.readyState < 2 || video.paused && !video.ended) {
+      if (video.ended) break;
+      continue;
+    }
+    const start = performance.now();
+    const faces = await detector.classify(video, {track: true});
+    if (token.stop) break;
+    draw(video, faces);
+    const end = performance.now();
+    stats.frames += 1;
+    stats.lastMs = end - start;
+    stats.lastFaces = faces;
+    stats.history.push({at: end, ms: stats.lastMs, faces: faces.length, ...detector.timing});
+    if (stats.history.length > 1000) stats.history.shift();
+    if (stats.firstResultAt === null) stats.firstResultAt = end;
+    times.push(end);
+    while (times.length && end - times[0] > 2000) times.shift();
+    stats.fps = times.length > 1 ? (times.length - 1) * 1000 / (end - times[0]) : 0;
+    $('fps').textContent = `${stats.fps.toFixed(1)} fps`;
+    $('latency').textContent = `${stats.lastMs.toFixed(0)} ms/frame`;
+    if (video.ended) break;
+  }
+  if (running === token) $('stop').disabled = true;
+}
+
+function stopLive() {
+  if (running) running.stop = true;
+  running = null;
+  const stream = video.srcObject;
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  video.srcObject = null;
+  $('stop').disabled = true;
+}
+
+/** One line saying what went wrong with the camera and what to do (never a blank page). */
+export function cameraMessage(err) {
+  const name = err && err.name;
+  if (name === 'NotAllowedError' || name === 'SecurityError' || name === 'PermissionDeniedError') {
+    return 'Camera access was refused. Allow the camera for this page (the camera icon in the address bar, or the '
+      + 'site settings) and press Start camera again, or drop an image or a video file.';
+  }
+  if (name === 'NotFoundError' || name === 'DevicesNotFoundError' || name === 'OverconstrainedError') {
+    return 'No camera was found. Connect one and press Start camera again, or drop an image or a video file.';
+  }
+  if (name === 'NotReadableError' || name === 'TrackStartError' || name === 'AbortError') {
+    return 'The camera could not start (another program may be using it). Close that program and try again.';
+  }
+  return `The camera could not start (${name || 'error'}: ${(err && err.message) || err}).`;
+}
+
+async function startCamera() {
+  await ready;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus('This browser offers no camera to this page: open it at http://localhost (or over https), '
+      + 'or drop an image or a video file.', true);
+    return;
+  }
+  stopLive();
+  setStatus('Asking for the camera…');
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({video: {width: {ideal: 640}, height: {ideal: 480}}, audio: false});
+    video.removeAttribute('src');
+    video.srcObject = stream;
+    await video.play();
+    setStatus('Camera on.');
+    runLive();
+  } catch (err) {
+    setStatus(cameraMessage(err), true);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Files: an image is classified once; a video plays through the live loop
+
+async function openFile(file) {
+  await ready;
+  stopLive();
+  const url = URL.createObjectURL(file);
+  try {
+    if (file.type.startsWith('video/')) {
+      video.srcObject = null;
+      video.src = url;
+      await video.play();
+      setStatus(`Playing ${file.name}.`);
+      await runLive();
+      return;
+    }
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    const start = performance.now();
+    const faces = await detector.classify(img);
+    $('latency').textContent = `${(performance.now() - start).toFixed(0)} ms`;
+    draw(img, faces);
+    setStatus(faces.length ? `${file.name}: ${faces.length} face${faces.length === 1 ? '' : 's'}.`
+      : `${file.name}: no face found.`);
+  } catch (err) {
+    setStatus(`Cannot open ${file.name}: not an image or a video this browser can decode.`, true);
+  }
+}
+
+$('camera').addEventListener('click', startCamera);
+$('stop').addEventListener('click', () => { stopLive(); setStatus('Stopped.'); });
+$('file').addEventListener('change', (e) => e.target.files[0] && openFile(e.target.files[0]));
+const stage = $('stage');
+stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('dragging'); });
+stage.addEventListener('dragleave', () => stage.classList.remove('dragging'));
+stage.addEventListener('drop', (e) => {
+  e.preventDefault();
+  stage.classList.remove('dragging');
+  if (e.dataTransfer.files[0]) openFile(e.dataTransfer.files[0]);
+});
+if (params.get('camera') === '1') startCamera();

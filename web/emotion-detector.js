@@ -1,0 +1,331 @@
+// Facial emotion recognition in the browser: BlazeFace finds the faces, the project's exported ResNet50
+// (a TF.js graph model) classifies each one. Needs the TF.js UMD scripts loaded first (window.tf).
+//
+//   const detector = await EmotionDetector.create(await (await fetch('config.json')).json());
+//   const faces = await detector.classify(videoOrImageOrCanvas);             // one still picture
+//   const faces = await detector.classify(video, {track: true});             // live: ids + smoothing
+//   // faces: [{box: [x, y, w, h], label, confidence, probabilities: {anger: 0.01, ...}, detectorScore, wholeImage, id}]
+//
+// The geometry follows src/faces.py and src/recognizer.py: a square crop around the detector's box
+// (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
+// input; a small near-square picture with no face found is classified whole (an AffectNet-style crop).
+// Live tracking and smoothing follow src/tracking.py (exponential average of each face's probabilities).
+
+const tf = globalThis.tf;
+
+const SCORE_CLIP = 100;             // as src/faces.py: logits clipped before the sigmoid
+
+/** Anchor centres in detector pixels: (size/8)^2 cells x 2 anchors, then (size/16)^2 cells x 6 (MediaPipe's SSD
+ * anchors; 896 for the 128x128 front-camera model). */
+function blazefaceAnchors(size) {
+  const anchors = [];
+  for (const [stride, perCell] of [[size / 16, 2], [size / 8, 6]]) {
+    const cells = size / stride;
+    for (let y = 0; y < cells; y++) {
+      for (let x = 0; x < cells; x++) {
+        for (let k = 0; k < perCell; k++) anchors.push([stride * (x + 0.5), stride * (y + 0.5)]);
+      }
+    }
+  }
+  return anchors;
+}
+
+function iou(a, b) {  // boxes [x0, y0, x1, y1]
+  const iw = Math.max(0, Math.min(a[2], b[2]) - Math.max(a[0], b[0]));
+  const ih = Math.max(0, Math.min(a[3], b[3]) - Math.max(a[1], b[1]));
+  const inter = iw * ih;
+  const union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+  return union > 0 ? inter / union : 0;
+}
+
+/** MediaPipe's weighted NMS (as src/faces.py): overlapping candidates are averaged, weighted by score. */
+function weightedNms(candidates, threshold) {
+  const remaining = [...candidates].sort((a, b) => b.score - a.score);
+  const out = [];
+  while (remaining.length) {
+    const best = remaining[0];
+    const group = remaining.filter((c) => iou(best.box, c.box) > threshold);
+    const total = group.reduce((s, c) => s + c.score, 0);
+    const box = [0, 1, 2, 3].map((i) => group.reduce((s, c) => s + c.box[i] * c.score, 0) / total);
+    out.push({box, score: best.score});
+    for (const c of group) remaining.splice(remaining.indexOf(c), 1);
+  }
+  return out;
+}
+
+function sourceSize(source) {
+  if (source instanceof HTMLVideoElement) return [source.videoWidth, source.videoHeight];
+  if (source instanceof HTMLImageElement) return [source.naturalWidth, source.naturalHeight];
+  if (typeof ImageData !== 'undefined' && source instanceof ImageData) return [source.width, source.height];
+  return [source.width, source.height];  // canvas, ImageBitmap, OffscreenCanvas
+}
+
+/** Follows faces over frames (src/tracking.py, simplified to one pass): stable ids, smoothed probabilities. */
+export class FaceTracker {
+  constructor({smoothing = 0.6, iouThreshold = 0.3, maxCenterDistance = 0.5, maxMissed = 5} = {}) {
+    Object.assign(this, {smoothing, iouThreshold, maxCenterDistance, maxMissed});
+    this.tracks = [];
+    this.nextId = 1;
+  }
+
+  reset() { this.tracks = []; }
+
+  /** boxes [[x, y, w, h]], probs [[C floats]] -> [{id, probabilities}] in the same order. */
+  update(boxes, probs) {
+    const pairs = [];
+    boxes.forEach((b, i) => this.tracks.forEach((t, j) => {
+      const overlap = iou([b[0], b[1], b[0] + b[2], b[1] + b[3]], [t.box[0], t.box[1], t.box[0] + t.box[2], t.box[1] + t.box[3]]);
+      const side = (b[2] + b[3] + t.box[2] + t.box[3]) / 4;
+      const dist = Math.hypot(b[0] + b[2] / 2 - t.box[0] - t.box[2] / 2, b[1] + b[3] / 2 - t.box[1] - t.box[3] / 2) / Math.max(side, 1e-9);
+      if (overlap >= this.iouThreshold) pairs.push([2 + overlap, i, j]);
+      else if (dist <= this.maxCenterDistance) pairs.push([1 - dist, i, j]);
+    }));
+    pairs.sort((a, b) => b[0] - a[0]);
+    const boxTrack = new Map();
+    const usedTracks = new Set();
+    for (const [, i, j] of pairs) {
+      if (boxTrack.has(i) || usedTracks.has(j)) continue;
+      boxTrack.set(i, this.tracks[j]);
+      usedTracks.add(j);
+    }
+    for (const t of this.tracks) if (!usedTracks.has(this.tracks.indexOf(t))) t.misses += 1;
+    const out = boxes.map((box, i) => {
+      let track = boxTrack.get(i);
+      if (!track) {
+        track = {id: this.nextId++, box, misses: 0, probs: null};
+        this.tracks.push(track);
+      }
+      const p = probs[i];
+      track.probs = track.probs && this.smoothing > 0
+        ? track.probs.map((old, c) => this.smoothing * old + (1 - this.smoothing) * p[c]) : Array.from(p);
+      track.box = box;
+      track.misses = 0;
+      return {id: track.id, probabilities: track.probs};
+    });
+    this.tracks = this.tracks.filter((t) => t.misses <= this.maxMissed);
+    return out;
+  }
+}
+
+export class EmotionDetector {
+  /**
+   * config: what src/web.py writes to config.json: {model, detector, classNames, cropMargin, cropDy, minScore,
+   * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect}; backend: 'webgpu' | 'webgl' | 'wasm' | 'cpu' to
+   * force one (default: the fastest that works here, see pickBackend).
+   */
+  static async create(config, {backend = null, wasmPath = 'vendor/', threads = null} = {}) {
+    const chosen = await pickBackend(backend, wasmPath, threads);
+    const [detector, model] = await Promise.all([tf.loadGraphModel(config.detector), tf.loadGraphModel(config.model)]);
+    const self = new EmotionDetector(config, detector, model, chosen);
+    self.warmUp();
+    return self;
+  }
+
+  constructor(config, detector, model, backend) {
+    this.config = config;
+    this.detector = detector;
+    this.model = model;
+    this.backend = backend;
+    this.classNames = config.classNames;
+    const shape = model.inputs[0].shape;  // [-1, H, W, 3]
+    this.inputSize = [shape[1], shape[2]];
+    this.detectorSize = detector.inputs[0].shape[1];  // 128: BlazeFace front-camera (short-range) model
+    this.anchors = blazefaceAnchors(this.detectorSize);
+    this.tracker = new FaceTracker({smoothing: config.smoothing});
+  }
+
+  /** One run of each model on blank input: the first real frame then pays no compilation or allocation. */
+  warmUp() {
+    tf.tidy(() => {
+      this.detector.execute(tf.zeros([1, this.detectorSize, this.detectorSize, 3]));
+      this.model.execute(tf.zeros([1, ...this.inputSize, 3])).dataSync();
+    });
+  }
+
+  /**
+   * Faces in a picture with their emotions: [{box, label, confidence, probabilities, detectorScore,
+   * wholeImage, id}]. options.track: follow faces across calls and smooth their probabilities (live video);
+   * options.detect false: classify the whole picture as one face.
+   */
+  async classify(source, {track = false, detect = true} = {}) {
+    const [width, height] = sourceSize(source);
+    if (!width || !height) return [];
+    const t0 = performance.now();
+    let faces = detect ? await this.detectFaces(source, width, height) : [];
+    const t1 = performance.now();
+    let wholeImage = false;
+    if (!faces.length && (!detect || this.isTightFaceCrop(width, height))) {
+      faces = [{box: [0, 0, width, height], score: null}];
+      wholeImage = true;
+    }
+    if (!faces.length) return [];
+    const batch = wholeImage ? this.whole(source, width, height) : this.crops(source, faces, width, height);
+    const output = this.model.execute(batch);
+    const flat = await output.data();
+    tf.dispose([batch, output]);
+    this.timing = {detectMs: t1 - t0, classifyMs: performance.now() - t1};
+    const n = this.classNames.length;
+    let rows = faces.map((_, i) => Array.from(flat.subarray(i * n, (i + 1) * n)));
+    let ids = faces.map(() => null);
+    if (track) {
+      const tracked = this.tracker.update(faces.map((f) => f.box), rows);
+      rows = tracked.map((t) => t.probabilities);
+      ids = tracked.map((t) => t.id);
+    }
+    return faces.map((face, i) => {
+      const best = rows[i].indexOf(Math.max(...rows[i]));
+      return {
+        box: face.box.map((v) => Math.round(v)),
+        label: this.classNames[best],
+        confidence: rows[i][best],
+        probabilities: Object.fromEntries(this.classNames.map((name, c) => [name, rows[i][c]])),
+        detectorScore: face.score,
+        wholeImage,
+        id: ids[i],
+      };
+    });
+  }
+
+  isTightFaceCrop(width, height) {
+    const long = Math.max(width, height);
+    return long <= this.config.tightCropMaxSide && long / Math.min(width, height) <= this.config.tightCropMaxAspect;
+  }
+
+  /** A reusable 2D canvas of the given size (CPU-backed: TF.js reads its pixels back every frame). */
+  canvas(key, width, height) {
+    this.canvases = this.canvases || {};
+    let c = this.canvases[key];
+    if (!c) {
+      c = document.createElement('canvas');
+      this.canvases[key] = c;
+      c.ctx = c.getContext('2d', {willReadFrequently: true});
+    }
+    if (c.width !== width || c.height !== height) Object.assign(c, {width, height});
+    return c;
+  }
+
+  /** BlazeFace on the picture letterboxed to its input (128x128) -> [{box: [x, y, w, h] image pixels, score}].
+   * The same model and decoding as src/faces.py. The letterbox is drawn by the canvas (one scaled drawImage),
+   * so no full-size frame tensor is made. */
+  async detectFaces(source, width, height) {
+    const size = this.detectorSize;
+    const scale = size / Math.max(width, height);
+    const padX = (size - width * scale) / 2;
+    const padY = (size - height * scale) / 2;
+    const canvas = this.canvas('detector', size, size);
+    canvas.ctx.fillStyle = '#000';
+    canvas.ctx.fillRect(0, 0, size, size);
+    canvas.ctx.drawImage(source, padX, padY, width * scale, height * scale);
+    const outputs = tf.tidy(() => {
+      const input = tf.sub(tf.div(tf.expandDims(tf.cast(tf.browser.fromPixels(canvas), 'float32'), 0), 127.5), 1);
+      const raw = this.detector.execute(input);
+      // outputs by size: scores of the coarse grid (384), of the fine grid (512), their boxes (384x16, 512x16)
+      const [s384, s512, b384, b512] = [...raw].sort((a, b) => a.size - b.size);
+      return tf.squeeze(tf.concat([tf.concat([s512, b512], 2), tf.concat([s384, b384], 2)], 1), [0]);  // [896, 17]
+    });
+    const data = await outputs.data();
+    tf.dispose(outputs);
+    const minLogit = Math.log(this.config.minScore / (1 - this.config.minScore));
+    const candidates = [];
+    for (let i = 0; i < this.anchors.length; i++) {
+      const r = data.subarray(i * 17, (i + 1) * 17);
+      if (r[0] < minLogit) continue;
+      const [ax, ay] = this.anchors[i];
+      const cx = r[1] + ax;
+      const cy = r[2] + ay;
+      candidates.push({
+        box: [cx - r[3] / 2, cy - r[4] / 2, cx + r[3] / 2, cy + r[4] / 2],
+        score: 1 / (1 + Math.exp(-Math.max(-SCORE_CLIP, Math.min(SCORE_CLIP, r[0])))),
+      });
+    }
+    return weightedNms(candidates, this.config.nmsIou).map(({box, score}) => {
+      const [x0, y0, x1, y1] = box.map((v, k) => (v - (k % 2 ? padY : padX)) / scale);
+      return {box: [x0, y0, x1 - x0, y1 - y0], score};
+    }).filter(({box}) => box[2] > 1 && box[3] > 1 && box[0] < width && box[1] < height && box[0] + box[2] > 0 && box[1] + box[3] > 0);
+  }
+
+  /** Square crops framed like AffectNet's (src/faces.py crop_box), scaled to the model's input by the canvas,
+   * stacked in one canvas and read back as one batch. Where a crop leaves the picture it is black
+   * (src/faces.py repeats the edge pixels there). */
+  crops(source, faces, width, height) {
+    const {cropMargin, cropDy} = this.config;
+    const [h, w] = this.inputSize;
+    const canvas = this.canvas('crops', w, h * faces.length);
+    canvas.ctx.fillStyle = '#000';
+    canvas.ctx.fillRect(0, 0, canvas.width, canvas.height);
+    faces.forEach(({box: [x, y, bw, bh]}, i) => {
+      const side = Math.max(1, Math.round(Math.max(bw, bh) * (1 + 2 * cropMargin)));
+      const x0 = Math.round(x + bw / 2 - side / 2);
+      const y0 = Math.round(y + bh / 2 + cropDy * bh - side / 2);
+      // the part of the square inside the picture, drawn where it belongs in the output square
+      const [sx0, sy0] = [Math.max(0, x0), Math.max(0, y0)];
+      const [sx1, sy1] = [Math.min(width, x0 + side), Math.min(height, y0 + side)];
+      if (sx1 <= sx0 || sy1 <= sy0) return;
+      const k = w / side;
+      canvas.ctx.drawImage(source, sx0, sy0, sx1 - sx0, sy1 - sy0,
+        (sx0 - x0) * k, i * h + (sy0 - y0) * k, (sx1 - sx0) * k, (sy1 - sy0) * k);
+    });
+    return tf.tidy(() => tf.reshape(tf.cast(tf.browser.fromPixels(canvas), 'float32'), [faces.length, h, w, 3]));
+  }
+
+  /** The whole picture as one face: its pixels as they are when it has the model's size, else resized. */
+  whole(source, width, height) {
+    const [h, w] = this.inputSize;
+    if (width === w && height === h) {
+      return tf.tidy(() => tf.expandDims(tf.cast(tf.browser.fromPixels(source), 'float32'), 0));
+    }
+    return tf.tidy(() => tf.image.resizeBilinear(
+      tf.expandDims(tf.cast(tf.browser.fromPixels(source), 'float32'), 0), [h, w], false, true));
+  }
+}
+
+/** Whether WebGL here is a software renderer (SwiftShader, llvmpipe): slower than WASM for this model. */
+function softwareWebGL() {
+  try {
+    const gl = document.createElement('canvas').getContext('webgl2');
+    if (!gl) return true;
+    const info = gl.getExtension('WEBGL_debug_renderer_info');
+    const renderer = info ? gl.getParameter(info.UNMASKED_RENDERER_WEBGL) : gl.getParameter(gl.RENDERER);
+    return /swiftshader|llvmpipe|software|basic render/i.test(String(renderer));
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * The TF.js backend to run on: `preferred` when given, else WebGPU or WebGL with a real GPU, then WASM
+ * (SIMD, and threads when the page is cross-origin isolated), then the plain JavaScript CPU backend.
+ * Returns {name, detail}.
+ */
+export async function pickBackend(preferred = null, wasmPath = 'vendor/', threads = null) {
+  if (tf.wasm) {
+    tf.wasm.setWasmPaths(wasmPath);
+    if (threads) tf.wasm.setThreadsCount(threads);
+  }
+  const order = preferred ? [preferred] : ['webgpu', 'webgl', 'wasm', 'cpu'];
+  const skipped = [];
+  for (const name of order) {
+    if (!tf.findBackendFactory(name)) { skipped.push(`${name}: not loaded`); continue; }
+    if (!preferred && name === 'webgpu' && !(navigator.gpu && await navigator.gpu.requestAdapter().catch(() => null))) {
+      skipped.push('webgpu: no GPU adapter'); continue;
+    }
+    if (!preferred && name === 'webgl' && softwareWebGL()) { skipped.push('webgl: software renderer'); continue; }
+    try {
+      if (await tf.setBackend(name)) {
+        await tf.ready();
+        return {name, detail: backendDetail(name), skipped};
+      }
+    } catch (err) {
+      skipped.push(`${name}: ${err.message || err}`);
+    }
+  }
+  throw new Error(`no TF.js backend could start (${skipped.join('; ')})`);
+}
+
+function backendDetail(name) {
+  if (name !== 'wasm') return name;
+  const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
+  const threaded = tf.env().getBool('WASM_HAS_MULTITHREAD_SUPPORT');
+  const threads = threaded && tf.wasm.getThreadsCount ? tf.wasm.getThreadsCount() : 1;
+  return `wasm (${simd ? 'SIMD' : 'no SIMD'}, ${threads} thread${threads === 1 ? '' : 's'})`;
+}

@@ -1,0 +1,169 @@
+// Drives the built page in headless Chromium (Debian's /usr/bin/chromium, through playwright-core) and
+// prints one JSON line of what it saw. Used by tests/test_web.py and benchmarks/bench_web.py.
+//
+//   node web/tools/browser.mjs '{"scenario": "classify", "url": "http://127.0.0.1:8000/", "images": ["a.png"]}'
+//
+// Scenarios (each starts a fresh browser with a new, empty profile):
+//   classify  {url, images: [urls], detect?: true}  -> {ready, faces: [[face, ...] per image]}
+//   camera    {url, y4m, frames?: 20, screenshot?}  -> {ready, stats, list, boxPixels, status}: the fake camera
+//             plays the .y4m file; waits until `frames` frames are classified (the page draws boxes and labels)
+//   refused   {url}                                 -> {status, statusIsError}: camera permission denied
+//   nocamera  {url}                                 -> the same with no camera at all
+//   bench     {url, y4m, seconds?: 10}              -> {readyMs, firstResultMs, fps, framesPerFace..., modelBytes}
+import {mkdtempSync, rmSync} from 'node:fs';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
+import {chromium} from 'playwright-core';
+
+const BASE_FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+  '--disable-sync', '--no-first-run', '--disable-quic', '--mute-audio'];
+const opts = JSON.parse(process.argv[2] || '{}');
+const timeout = (opts.timeoutSeconds || 120) * 1000;
+
+async function launch({camera = null, grant = false, fakeUi = false} = {}) {
+  const args = [...BASE_FLAGS];
+  if (camera) args.push('--use-fake-device-for-media-stream', `--use-file-for-fake-video-capture=${camera}`);
+  if (fakeUi) args.push('--use-fake-ui-for-media-stream');
+  const profile = mkdtempSync(join(tmpdir(), 'emotion-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium', headless: true, args,
+    viewport: {width: 1280, height: 900},
+  });
+  if (grant) await context.grantPermissions(['camera'], {origin: new URL(opts.url).origin});
+  const page = context.pages()[0] || await context.newPage();
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(String(err)));
+  page.on('console', (msg) => { if (msg.type() === 'error') errors.push(msg.text()); });
+  page.setDefaultTimeout(timeout);
+  const close = async () => { await context.close(); rmSync(profile, {recursive: true, force: true}); };
+  return {page, errors, close};
+}
+
+async function waitReady(page) {
+  return page.evaluate(() => window.emotionDetector.ready);
+}
+
+async function classify() {
+  const {page, errors, close} = await launch();
+  try {
+    await page.goto(opts.url);
+    const ready = await waitReady(page);
+    const faces = await page.evaluate(async ({images, detect}) => {
+      const out = [];
+      for (const src of images) {
+        const img = new Image();
+        img.src = src;
+        await img.decode();
+        out.push(await window.emotionDetector.classify(img, {detect}));
+      }
+      return out;
+    }, {images: opts.images, detect: opts.detect !== false});
+    return {ready, faces, errors, crossOriginIsolated: await page.evaluate(() => crossOriginIsolated)};
+  } finally {
+    await close();
+  }
+}
+
+/** Pixels of the overlay canvas in the box colour (#00e676), and the canvas size. */
+function boxPixels(page) {
+  return page.evaluate(() => {
+    const canvas = document.getElementById('overlay');
+    const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+    let count = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      if (data[i] < 40 && data[i + 1] > 200 && Math.abs(data[i + 2] - 118) < 40) count += 1;
+    }
+    return {count, width: canvas.width, height: canvas.height};
+  });
+}
+
+async function camera() {
+  const {page, errors, close} = await launch({camera: opts.y4m, grant: true, fakeUi: true});
+  try {
+    await page.goto(`${opts.url}${opts.url.includes('?') ? '&' : '?'}camera=1`);
+    const ready = await waitReady(page);
+    const frames = opts.frames || 20;
+    await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n
+      && window.emotionDetector.stats.lastFaces.length > 0, frames, {timeout});
+    const stats = await page.evaluate(() => ({...window.emotionDetector.stats}));
+    const pixels = await boxPixels(page);
+    const list = await page.$$eval('#faces li', (items) => items.map((li) => ({
+      label: li.dataset.label, confidence: Number(li.dataset.confidence), text: li.textContent,
+      bars: li.querySelectorAll('.bar').length,
+    })));
+    const status = await page.textContent('#status');
+    const fpsText = await page.textContent('#fps');
+    if (opts.screenshot) await page.screenshot({path: opts.screenshot});
+    return {ready, stats, boxPixels: pixels, list, status, fpsText, errors};
+  } finally {
+    await close();
+  }
+}
+
+async function cameraFailure(withCamera) {
+  // no --use-fake-ui-for-media-stream and no granted permission: headless Chromium denies the request
+  const {page, errors, close} = await launch({camera: withCamera ? opts.y4m : null});
+  try {
+    await page.goto(opts.url);
+    await waitReady(page);
+    await page.click('#camera');
+    await page.waitForFunction(() => document.getElementById('status').classList.contains('error'), null, {timeout});
+    return {
+      status: await page.textContent('#status'),
+      statusIsError: await page.evaluate(() => document.getElementById('status').classList.contains('error')),
+      errors,
+    };
+  } finally {
+    await close();
+  }
+}
+
+async function bench() {
+  const {page, errors, close} = await launch({camera: opts.y4m, grant: true, fakeUi: true});
+  try {
+    const start = Date.now();
+    await page.goto(`${opts.url}${opts.url.includes('?') ? '&' : '?'}camera=1`);
+    const ready = await waitReady(page);
+    await page.waitForFunction(() => window.emotionDetector.stats.firstResultAt !== null, null, {timeout});
+    const loadMs = Date.now() - start;
+    const seconds = opts.seconds || 10;
+    await page.waitForTimeout(1000);  // past the first frames
+    const t0 = await page.evaluate(() => performance.now());
+    await page.waitForTimeout(seconds * 1000);  // no polling meanwhile: the page keeps its 2 cores
+    const {history, timing, resources} = await page.evaluate(() => ({
+      history: window.emotionDetector.stats.history,
+      timing: {readyAt: window.emotionDetector.stats.readyAt, firstResultAt: window.emotionDetector.stats.firstResultAt},
+      resources: performance.getEntriesByType('resource').map((r) => ({name: r.name, size: r.encodedBodySize})),
+    }));
+    const frames = history.filter((h) => h.at >= t0 && h.at <= t0 + seconds * 1000);
+    const median = (xs) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
+    const oneFace = frames.filter((h) => h.faces === 1);
+    return {
+      ready,
+      fps: frames.length / seconds,
+      framesMeasured: frames.length,
+      framesWithOneFace: oneFace.length,
+      fpsOneFace: oneFace.length ? 1000 / median(oneFace.map((h) => h.ms)) : null,
+      medianFrameMs: median(frames.map((h) => h.ms)),
+      meanFrameMs: frames.reduce((sum, h) => sum + h.ms, 0) / Math.max(1, frames.length),
+      medianDetectMs: median(frames.map((h) => h.detectMs)),
+      medianClassifyMs: median(frames.map((h) => h.classifyMs)),
+      readyMs: timing.readyAt,
+      firstResultAfterReadyMs: timing.firstResultAt - timing.readyAt,
+      pageLoadToFirstResultMs: loadMs,
+      modelBytes: resources.filter((r) => r.name.includes('/models/emotion/')).reduce((s, r) => s + r.size, 0),
+      errors,
+    };
+  } finally {
+    await close();
+  }
+}
+
+const scenarios = {classify, camera, refused: () => cameraFailure(true), nocamera: () => cameraFailure(false), bench};
+try {
+  if (!scenarios[opts.scenario]) throw new Error(`unknown scenario ${opts.scenario}: ${Object.keys(scenarios).join(', ')}`);
+  console.log(JSON.stringify(await scenarios[opts.scenario]()));
+} catch (err) {
+  console.log(JSON.stringify({error: String(err && err.stack || err)}));
+  process.exitCode = 1;
+}
