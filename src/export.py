@@ -22,10 +22,13 @@ Relu), which TF.js's WASM backend runs. Any rank-4 [1, 1, 1, C] fused bias left 
 bytes), since that backend rejects it.
 
 Writes <performance_dir>/export_report.csv, one row per format: format, path, size_mb, latency_ms_batch1
-(median on this machine: SavedModel through its serving signature, TFLite through classifier.EmotionClassifier),
-val_accuracy, accuracy_drop_points (Keras minus the format, in points), max_abs_prob_diff_vs_keras, threshold
-(float32 formats: 1e-4 probability difference; quantized: at most 0.5 points of accuracy lost),
-within_threshold, note. TF.js runs in the browser: its latency and accuracy are left empty. A format outside
+(median on this machine: SavedModel through its serving signature, TFLite through classifier.EmotionClassifier,
+TF.js through the web page's classify() in headless Chromium), val_accuracy, accuracy_drop_points (Keras minus
+the format, in points), max_abs_prob_diff_vs_keras, threshold (float32 formats: 1e-4 probability difference;
+quantized: at most 0.5 points of accuracy lost), within_threshold, note. The TF.js rows are measured by
+building the page around each model (src/web.py) and classifying the val images in Debian's Chromium on the
+backend the page picks (WASM without a GPU); with no Chromium, node or web/node_modules here, or with
+--no-browser, their latency and accuracy are left empty and the note says why. A format outside
 its threshold gives a warning line and is listed under "failed_checks" in the final JSON line (the exit code
 stays 0: a quantized format on a small or untrained model can miss it by chance).
 Accuracy uses the val split (--max-images-per-class N for a quick run); int8 calibration uses up to
@@ -86,6 +89,8 @@ def parse_args(argv=None):
                    help="training images that calibrate the int8 TFLite model")
     p.add_argument("--latency-runs", type=cli.positive_int, default=30, metavar="N",
                    help="timed batch-1 calls per format (the median is reported)")
+    p.add_argument("--no-browser", action="store_true",
+                   help="leave the TF.js rows' latency and accuracy empty instead of measuring them in headless Chromium")
     p.add_argument("--dry-run", action="store_true", help="check the model and the data, print the plan, write nothing")
     return p.parse_args(argv)
 
@@ -104,7 +109,10 @@ def main(argv=None) -> int:
         raise UserError(f"no trained model at {model_path}: run python src/train.py first "
                         f"(or point --set model_save_path=PATH at one)")
 
+    import numpy as np
+
     import classifier  # TensorFlow is imported from here on, after the arguments are parsed
+    import web
     import data_preprocessing as dp
     import model as model_lib
     from evaluate import match_model
@@ -174,8 +182,20 @@ def main(argv=None) -> int:
             with atomic.atomic_dir(path) as tmp:
                 flattened = convert_tfjs(folded_dir, tmp, quantization)
             print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
-            note = BROWSER_NOTE + (f"; {flattened} rank-4 conv biases reshaped to rank 1" if flattened else "")
-            rows.append(_row(fmt, path, None, None, y_val, keras_probs, keras_acc, note=note))
+            flat_note = f"; {flattened} rank-4 conv biases reshaped to rank 1" if flattened else ""
+            missing = "skipped (--no-browser)" if args.no_browser else web.browser_missing()
+            if missing:
+                rows.append(_row(fmt, path, None, None, y_val, keras_probs, keras_acc,
+                                 note=f"{BROWSER_NOTE}: not run here, {missing}{flat_note}"))
+                continue
+            start = time.perf_counter()
+            pixels = np.clip(np.round(x_val), 0, 255)  # the PNGs the page reads
+            reference = keras_probs if np.array_equal(pixels, x_val) else classifier.KerasClassifier(model).predict(pixels)
+            run = web.classify_in_browser(cfg, path, pixels, scratch / fmt, latency_runs=args.latency_runs)
+            print(f"  {fmt} classified {len(x_val)} images in headless Chromium ({run['backend']}) "
+                  f"in {time.perf_counter() - start:.1f} s", flush=True)
+            rows.append(_row(fmt, path, run["latency_ms"], run["probs"], y_val, reference, _accuracy(reference, y_val),
+                             note=f"headless Chromium, TF.js {run['backend']}, page classify(){flat_note}"))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -350,8 +370,10 @@ def print_table(rows: list[dict], keras_acc: float, n: int) -> None:
         print(f"{r['format']:<16}{fmt(r['size_mb'], '.2f'):>10}{fmt(r['latency_ms_batch1'], '.2f'):>10}"
               f"{fmt(r['val_accuracy'], '.4f'):>10}{fmt(r['accuracy_drop_points'], '.2f'):>10}"
               f"{fmt(r['max_abs_prob_diff_vs_keras'], '.2e'):>11}  {ok}")
-    if any(r["format"].startswith("tfjs") for r in rows):
-        print(f"(TF.js: latency and accuracy {BROWSER_NOTE})")
+    if any(r["format"].startswith("tfjs") and r["latency_ms_batch1"] is None for r in rows):
+        print(f"(TF.js: latency and accuracy {BROWSER_NOTE}: no browser here)")
+    elif any(r["format"].startswith("tfjs") for r in rows):
+        print("(TF.js: latency and accuracy measured in headless Chromium: the page's classify() of one face)")
     print()
 
 

@@ -161,6 +161,63 @@ def _link_or_copy(src: Path, target: Path) -> None:
         shutil.copy2(src, target)
 
 
+BROWSER_SCRIPT = WEB / "tools" / "browser.mjs"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def browser_missing(node_modules: Path = WEB / "node_modules") -> str | None:
+    """Why the page cannot be run in headless Chromium here (None when it can)."""
+    if not CHROMIUM.exists():
+        return "Debian's chromium is not installed (apt-get install chromium chromium-driver)"
+    if shutil.which("node") is None:
+        return "node is not installed"
+    if not (node_modules / "playwright-core").is_dir():
+        return "web/node_modules is missing (npm ci --prefix web)"
+    return None
+
+
+def run_browser(scenario: str, url: str, timeout: float = 600, **options) -> dict:
+    """Run one scenario of web/tools/browser.mjs (headless Chromium) and return the JSON object it prints."""
+    import subprocess
+    proc = subprocess.run(["node", str(BROWSER_SCRIPT), json.dumps({"scenario": scenario, "url": url, **options})],
+                          capture_output=True, text=True, timeout=timeout, cwd=WEB)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"browser scenario {scenario} printed nothing: {(proc.stderr or proc.stdout)[-1000:]}")
+    return json.loads(lines[-1])
+
+
+def classify_in_browser(cfg, model_dir: Path, images, workdir: Path, latency_runs: int = 20,
+                        node_modules: Path = WEB / "node_modules") -> dict:
+    """The page's classify() on each image as a whole face (uint8/float [N, H, W, 3] RGB at the model's input
+    size, written as lossless PNGs), in headless Chromium on the backend the page picks. Returns
+    {probs: float [N, C], latency_ms: batch-1 median, backend}. export.py fills the TF.js rows with it."""
+    import threading
+
+    import cv2
+    import numpy as np
+    dist = workdir / "dist"
+    build(cfg, model_dir, dist, node_modules)
+    (dist / "images").mkdir()
+    names = []
+    for i, image in enumerate(np.asarray(images)):
+        names.append(f"images/{i:05d}.png")
+        cv2.imwrite(str(dist / names[-1]), np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8)[:, :, ::-1]))
+    server = make_server(dist)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_browser("classify", f"http://127.0.0.1:{server.server_address[1]}/", images=names,
+                             detect=False, latencyRuns=latency_runs, timeoutSeconds=600)
+    finally:
+        server.shutdown()
+        server.server_close()
+    if "error" in result:
+        raise RuntimeError(result["error"].splitlines()[0])
+    probs = np.array([[faces[0]["probabilities"][c] for c in cfg.class_names] for faces in result["faces"]],
+                     np.float32)
+    return {"probs": probs, "latency_ms": result["latencyMs"], "backend": result["ready"]["backend"]}
+
+
 def write_y4m(video_path: Path, out_path: Path, max_frames: int | None = None) -> int:
     """Convert a video to a .y4m file (4:2:0, the clip's size and frame rate): Chromium plays it as a fake
     camera (--use-fake-device-for-media-stream --use-file-for-fake-video-capture=FILE.y4m), which is how the

@@ -4,7 +4,7 @@
 //   node web/tools/browser.mjs '{"scenario": "classify", "url": "http://127.0.0.1:8000/", "images": ["a.png"]}'
 //
 // Scenarios (each starts a fresh browser with a new, empty profile):
-//   classify  {url, images: [urls], detect?: true}  -> {ready, faces: [[face, ...] per image]}
+//   classify  {url, images: [urls], detect?: true, latencyRuns?}  -> {ready, faces: [[face, ...] per image], latencyMs}
 //   camera    {url, y4m, frames?: 20, screenshot?}  -> {ready, stats, list, boxPixels, status}: the fake camera
 //             plays the .y4m file; waits until `frames` frames are classified (the page draws boxes and labels)
 //   refused   {url}                                 -> {status, statusIsError}: camera permission denied
@@ -58,7 +58,20 @@ async function classify() {
       }
       return out;
     }, {images: opts.images, detect: opts.detect !== false});
-    return {ready, faces, errors, crossOriginIsolated: await page.evaluate(() => crossOriginIsolated)};
+    // batch-1 latency: classify() of the first image, repeated (median ms)
+    const latencyMs = opts.latencyRuns ? await page.evaluate(async ({src, runs, detect}) => {
+      const img = new Image();
+      img.src = src;
+      await img.decode();
+      const times = [];
+      for (let i = 0; i < runs + 3; i++) {
+        const start = performance.now();
+        await window.emotionDetector.classify(img, {detect});
+        if (i >= 3) times.push(performance.now() - start);  // 3 warm-up calls
+      }
+      return times.sort((a, b) => a - b)[Math.floor(times.length / 2)];
+    }, {src: opts.images[0], runs: opts.latencyRuns, detect: opts.detect !== false}) : null;
+    return {ready, faces, latencyMs, errors, crossOriginIsolated: await page.evaluate(() => crossOriginIsolated)};
   } finally {
     await close();
   }
