@@ -1,0 +1,127 @@
+"""The web page's live speed in headless Chromium (no GPU): frames classified per second from a fake camera.
+
+    python benchmarks/bench_web.py                                   # models/emotion_detection_model.h5 if
+                                                                     # trained, else a random-init 96x96 ResNet50
+    python benchmarks/bench_web.py --model PATH --seconds 20 --rounds 3
+
+The page is built twice around the same weights (src/web.py), both TF.js graph models with uint8 weights:
+  * ours: BatchNorm folded into the convolutions before conversion (export.py's path);
+  * naive: the SavedModel converted as it is (tensorflowjs leaves a Mul and an AddV2 after each convolution).
+Chromium's fake camera plays ../shared/videos/Megamind.avi (a .y4m made from it; 640x480 as the page asks),
+the page runs its live loop (BlazeFace -> crop -> classify -> draw) on the WASM backend, and each run counts
+the frames classified in --seconds after the first second. The two pages alternate over --rounds (medians).
+One extra run of ours on TF.js's plain JavaScript CPU backend shows what the WASM backend is worth.
+Targets (issue): >= 10 classified frames/s with one face on WASM, first result <= 3 s after the page is
+ready, model download <= 25 MB. Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", metavar="PATH", help="a trained .h5 model (default: models/emotion_detection_model.h5 "
+                                                   "when it exists, else random init)")
+    p.add_argument("--video", default=str(REPO.parent / "shared" / "videos" / "Megamind.avi"), metavar="PATH")
+    p.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
+    p.add_argument("--rounds", type=int, default=2, help="alternated runs of ours and naive")
+    return p.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
+    import web
+    if web.browser_missing():
+        print(json.dumps({"skipped": web.browser_missing()}))
+        return 0
+    if not Path(args.video).is_file():
+        print(json.dumps({"skipped": f"no video at {args.video}"}))
+        return 0
+
+    import classifier
+    import export
+    import model as model_lib
+    from config import load_config
+
+    cfg = load_config(None, ["weights=null"])
+    model_path = Path(args.model) if args.model else Path(cfg.model_save_path)
+    trained = model_path.is_file()
+    model = model_lib.load_model(model_path) if trained else model_lib.build_model(cfg)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folded, n_folded = classifier.fold_batch_norms(model)
+        pages = {}
+        for name, source in (("ours", folded), ("naive", model)):
+            saved = classifier.export_saved_model(source, tmp / f"saved_{name}")
+            export.convert_tfjs(saved, tmp / f"tfjs_{name}", "uint8")
+            web.build(cfg, tmp / f"tfjs_{name}", tmp / f"dist_{name}", web.WEB / "node_modules")
+            pages[name] = tmp / f"dist_{name}"
+        y4m = tmp / "camera.y4m"
+        frames_in_clip = web.write_y4m(Path(args.video), y4m)
+
+        servers = {name: web.make_server(dist) for name, dist in pages.items()}
+        for server in servers.values():
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        urls = {name: f"http://127.0.0.1:{s.server_address[1]}/" for name, s in servers.items()}
+
+        def run(name: str, backend: str = "wasm", seconds: float = args.seconds) -> dict:
+            result = web.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
+                                     timeoutSeconds=300)
+            if "error" in result:
+                raise RuntimeError(result["error"])
+            return result
+
+        runs = {"ours": [], "naive": []}
+        for _ in range(args.rounds):
+            for name in runs:
+                runs[name].append(run(name))
+        cpu = run("ours", backend="cpu", seconds=max(5.0, args.seconds / 2))
+        for server in servers.values():
+            server.shutdown()
+            server.server_close()
+
+    def med(name, key):
+        values = [r[key] for r in runs[name] if r[key] is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    ours_fps, naive_fps = med("ours", "fps"), med("naive", "fps")
+    one_face = med("ours", "fpsOneFace")
+    first_result = med("ours", "firstResultAfterReadyMs")
+    model_mb = round(runs["ours"][0]["modelBytes"] / 2 ** 20, 2)
+    print(json.dumps({
+        "model": str(model_path) if trained else "random init (96x96)",
+        "backend": runs["ours"][0]["ready"]["backend"],
+        "clip_frames": frames_in_clip, "seconds_per_run": args.seconds, "rounds": args.rounds,
+        "batchnorm_folded": n_folded,
+        "ours_fps": ours_fps, "ours_fps_one_face": one_face,
+        "ours_median_frame_ms": med("ours", "medianFrameMs"),
+        "ours_detect_ms": med("ours", "medianDetectMs"), "ours_classify_ms": med("ours", "medianClassifyMs"),
+        "frames_with_one_face": f"{sum(r['framesWithOneFace'] for r in runs['ours'])}/"
+                                f"{sum(r['framesMeasured'] for r in runs['ours'])}",
+        "naive_fps": naive_fps, "naive_classify_ms": med("naive", "medianClassifyMs"),
+        "speedup_vs_naive": round(ours_fps / naive_fps, 2) if naive_fps else None,
+        "cpu_backend_fps": round(cpu["fps"], 2), "cpu_backend_classify_ms": round(cpu["medianClassifyMs"] or 0, 1),
+        "speedup_vs_cpu_backend": round(ours_fps / cpu["fps"], 1) if cpu["fps"] else None,
+        "page_ready_ms": med("ours", "readyMs"), "first_result_after_ready_ms": first_result,
+        "model_download_mb": model_mb,
+        "targets_met": {"fps_one_face_ge_10": bool(one_face and one_face >= 10),
+                        "first_result_le_3s": bool(first_result is not None and first_result <= 3000),
+                        "model_le_25mb": model_mb <= 25},
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
