@@ -4,12 +4,16 @@
                                                                      # trained, else a random-init 96x96 ResNet50
     python benchmarks/bench_web.py --model PATH --seconds 20 --rounds 3
 
-The page is built twice around the same weights (src/web.py), both TF.js graph models with uint8 weights:
-  * ours: BatchNorm folded into the convolutions before conversion (export.py's path);
-  * naive: the SavedModel converted as it is (tensorflowjs leaves a Mul and an AddV2 after each convolution).
+The page is built twice around the same weights (src/web.py), both TF.js graph models with uint8 weights, and
+run three ways on TF.js's WASM backend:
+  * ours: BatchNorm folded into the convolutions before conversion (export.py's path), the model in one Web
+    Worker per core (TF.js 4.22's WASM backend uses one thread whatever it is told: tensorflow/tfjs#8513);
+  * one_thread: the same model on the page's own thread (?workers=0);
+  * naive: the SavedModel converted as it is (tensorflowjs leaves a Mul and an AddV2 after each convolution),
+    on the page's own thread.
 Chromium's fake camera plays ../shared/videos/Megamind.avi (a .y4m made from it; 640x480 as the page asks),
 the page runs its live loop (BlazeFace -> crop -> classify -> draw) on the WASM backend, and each run counts
-the frames classified in --seconds after the first second. The two pages alternate over --rounds (medians).
+the frames classified in --seconds after the first second. The three alternate over --rounds (medians).
 One extra run of ours on TF.js's plain JavaScript CPU backend shows what the WASM backend is worth.
 Targets (issue): >= 10 classified frames/s with one face on WASM, first result <= 3 s after the page is
 ready, model download <= 25 MB. Prints one JSON line.
@@ -35,7 +39,7 @@ def parse_args():
                                                    "when it exists, else random init)")
     p.add_argument("--video", default=str(REPO.parent / "shared" / "videos" / "Megamind.avi"), metavar="PATH")
     p.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
-    p.add_argument("--rounds", type=int, default=2, help="alternated runs of ours and naive")
+    p.add_argument("--rounds", type=int, default=2, help="alternated runs of each variant")
     return p.parse_args()
 
 
@@ -83,11 +87,13 @@ def main() -> int:
                 raise RuntimeError(result["error"])
             return result
 
-        runs = {"ours": [], "naive": []}
+        variants = {"ours": ("ours", "wasm"), "one_thread": ("ours", "wasm&workers=0"),
+                    "naive": ("naive", "wasm&workers=0")}
+        runs = {name: [] for name in variants}
         for _ in range(args.rounds):
-            for name in runs:
-                runs[name].append(run(name))
-        cpu = run("ours", backend="cpu", seconds=max(5.0, args.seconds / 2))
+            for name, (page, backend) in variants.items():
+                runs[name].append(run(page, backend))
+        cpu = run("ours", backend="cpu&workers=0", seconds=max(5.0, args.seconds / 2))
         for server in servers.values():
             server.shutdown()
             server.server_close()
@@ -110,8 +116,10 @@ def main() -> int:
         "ours_detect_ms": med("ours", "medianDetectMs"), "ours_classify_ms": med("ours", "medianClassifyMs"),
         "frames_with_one_face": f"{sum(r['framesWithOneFace'] for r in runs['ours'])}/"
                                 f"{sum(r['framesMeasured'] for r in runs['ours'])}",
+        "one_thread_fps": med("one_thread", "fps"), "one_thread_classify_ms": med("one_thread", "medianClassifyMs"),
         "naive_fps": naive_fps, "naive_classify_ms": med("naive", "medianClassifyMs"),
         "speedup_vs_naive": round(ours_fps / naive_fps, 2) if naive_fps else None,
+        "speedup_folding_alone": round(med("one_thread", "fps") / naive_fps, 2) if naive_fps else None,
         "cpu_backend_fps": round(cpu["fps"], 2), "cpu_backend_classify_ms": round(cpu["medianClassifyMs"] or 0, 1),
         "speedup_vs_cpu_backend": round(ours_fps / cpu["fps"], 1) if cpu["fps"] else None,
         "page_ready_ms": med("ours", "readyMs"), "first_result_after_ready_ms": first_result,

@@ -29,7 +29,7 @@ from config import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
-PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "classifier-worker.js", "style.css")
 VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tf-core.min.js": "@tensorflow/tfjs-core",
     "tf-converter.min.js": "@tensorflow/tfjs-converter",
@@ -267,9 +267,16 @@ def make_server(dist: Path, host: str = "127.0.0.1", port: int = 0):
 
     if not (dist / "index.html").is_file():
         raise UserError(f"{dist} has no index.html: build it first (python src/web.py --build-only)")
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):  # a browser closed mid-file: fine
+                super().handle_error(request, client_address)
+
     handler = functools.partial(Handler, directory=str(dist))
     try:
-        return http.server.ThreadingHTTPServer((host, port), handler)
+        return Server((host, port), handler)
     except OSError as exc:
         raise UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
 

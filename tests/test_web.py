@@ -10,6 +10,7 @@ missing camera gets its message on the page.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -155,6 +156,8 @@ def test_page_loads_the_model_on_wasm_without_a_gpu(classified):
     whole, _ = classified
     assert whole["crossOriginIsolated"] is True
     assert whole["ready"]["backend"].startswith("wasm (SIMD"), whole["ready"]  # WebGL here is SwiftShader: skipped
+    if (os.cpu_count() or 1) >= 2:  # the model runs in one Web Worker per core
+        assert whole["ready"]["backend"].endswith(f"x {min(4, os.cpu_count())} workers"), whole["ready"]
     assert whole["ready"]["classNames"] == CLASS_NAMES and whole["ready"]["inputSize"] == [96, 96]
     assert whole["errors"] == []
 
@@ -170,6 +173,14 @@ def test_classify_gives_the_keras_probabilities_on_real_faces(site, classified):
     for faces_, k in zip(whole["faces"], keras_probs):
         assert faces_[0]["label"] == CLASS_NAMES[int(np.argmax(k))]
         assert faces_[0]["confidence"] == pytest.approx(float(k.max()), abs=1e-3)
+
+
+def test_classify_on_the_pages_own_thread_gives_the_same_probabilities(site):
+    """?workers=0: the model runs on the page's thread (as with WebGL/WebGPU), not in Web Workers."""
+    result = browser("classify", site["url"] + "?workers=0", images=[f"testdata/{n}" for n in site["names"][:6]],
+                     detect=False)
+    assert "workers" not in result["ready"]["backend"]
+    np.testing.assert_allclose(_probs(result["faces"]), site["keras"][:6], atol=1e-3)
 
 
 def test_browser_blazeface_finds_the_faces_python_finds(site, classified):

@@ -3,8 +3,8 @@
 //   await window.emotionDetector.ready;                       // {backend, classNames, inputSize}
 //   const faces = await window.emotionDetector.classify(img); // [{box, label, confidence, probabilities, ...}]
 //
-// Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?threads=N sets WASM threads,
-// ?camera=1 starts the camera at load.
+// Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?workers=N sets how many Web Workers run
+// the model on WASM (0: on the page's thread), ?threads=N sets WASM threads, ?camera=1 starts the camera at load.
 import {EmotionDetector} from './emotion-detector.js';
 
 const params = new URLSearchParams(location.search);
@@ -25,6 +25,7 @@ const ready = (async () => {
   const config = await (await fetch('config.json')).json();
   detector = await EmotionDetector.create(config, {
     backend: params.get('backend'), threads: Number(params.get('threads')) || null,
+    workers: params.has('workers') ? Number(params.get('workers')) : null,
   });
   $('backend').textContent = detector.backend.detail;
   for (const id of ['camera', 'file']) $(id).disabled = false;
@@ -115,21 +116,25 @@ async function runLive() {
   detector.tracker.reset();
   $('stop').disabled = false;
   const times = [];
-  while (!token.stop) {
-    await nextTask();  // not requestAnimationFrame: a frame takes longer than a display refresh anyway
-    if (token.stop || video.readyState < 2 || video.paused && !video.ended) {
-      if (video.ended) break;
-      continue;
-    }
-    const start = performance.now();
-    const faces = await detector.classify(video, {track: true});
-    if (token.stop) break;
+  const inFlight = new Set();
+  // With a worker per core, up to detector.parallelism frames are classified at once; each video frame once.
+  let presented = 0;
+  let used = -1;
+  const hasFrameCallback = 'requestVideoFrameCallback' in video;
+  const onFrame = (now, meta) => {
+    presented = meta.presentedFrames;
+    if (!token.stop) video.requestVideoFrameCallback(onFrame);
+  };
+  if (hasFrameCallback) video.requestVideoFrameCallback(onFrame);
+
+  const finish = (faces, start) => {
+    if (token.stop || faces.stale) return;  // a later frame was already shown
     draw(video, faces);
     const end = performance.now();
     stats.frames += 1;
     stats.lastMs = end - start;
     stats.lastFaces = faces;
-    stats.history.push({at: end, ms: stats.lastMs, faces: faces.length, ...detector.timing});
+    stats.history.push({at: end, ms: stats.lastMs, faces: faces.length, ...faces.timing});
     if (stats.history.length > 1000) stats.history.shift();
     if (stats.firstResultAt === null) stats.firstResultAt = end;
     times.push(end);
@@ -137,8 +142,27 @@ async function runLive() {
     stats.fps = times.length > 1 ? (times.length - 1) * 1000 / (end - times[0]) : 0;
     $('fps').textContent = `${stats.fps.toFixed(1)} fps`;
     $('latency').textContent = `${stats.lastMs.toFixed(0)} ms/frame`;
-    if (video.ended) break;
+  };
+
+  while (!token.stop && !video.ended) {
+    await nextTask();  // not requestAnimationFrame: a frame takes longer than a display refresh anyway
+    if (inFlight.size >= detector.parallelism) {
+      await Promise.race(inFlight);
+      continue;
+    }
+    if (token.stop || video.readyState < 2 || video.paused) continue;
+    if (hasFrameCallback && presented === used) {  // this frame is being classified already: wait for the next
+      await new Promise((resolve) => video.requestVideoFrameCallback(() => resolve()));
+      continue;
+    }
+    used = presented;
+    const start = performance.now();
+    const job = detector.classify(video, {track: true}).then((faces) => finish(faces, start));
+    inFlight.add(job);
+    job.catch((err) => setStatus(`Classification failed: ${err.message || err}`, true))
+      .finally(() => inFlight.delete(job));
   }
+  await Promise.allSettled([...inFlight]);
   if (running === token) $('stop').disabled = true;
 }
 

@@ -107,47 +107,127 @@ export class FaceTracker {
   }
 }
 
+/** RGBA bytes of n faces stacked vertically -> float32 RGB 0..255 [n, height, width, 3] (classifier-worker.js
+ * has the same loop: workers load no ES modules). */
+function toRGB(pixels, n, height, width) {
+  const rgb = new Float32Array(n * height * width * 3);
+  for (let i = 0, j = 0; i < pixels.length; i += 4, j += 3) {
+    rgb[j] = pixels[i];
+    rgb[j + 1] = pixels[i + 1];
+    rgb[j + 2] = pixels[i + 2];
+  }
+  return tf.tensor4d(rgb, [n, height, width, 3]);
+}
+
+/** The emotion model on the page's own thread (GPU backends, or a single core). run() -> Float32Array [n * C]. */
+class LocalClassifier {
+  static async create(modelUrl) {
+    const model = await tf.loadGraphModel(modelUrl);
+    const [, height, width] = model.inputs[0].shape;
+    tf.tidy(() => model.execute(tf.zeros([1, height, width, 3])).dataSync());  // warm-up
+    return Object.assign(new LocalClassifier(), {model, inputSize: [height, width], size: 1});
+  }
+
+  async run(pixels, n, height, width) {
+    const output = tf.tidy(() => this.model.execute(toRGB(pixels, n, height, width)));
+    const probs = await output.data();
+    output.dispose();
+    return probs;
+  }
+}
+
+/** The emotion model in `size` Web Workers (classifier-worker.js), each on one WASM thread: consecutive frames
+ * are classified in parallel, one per core. run() goes to the worker with the fewest jobs waiting. */
+class WorkerPool {
+  static async create(size, {modelUrl, backend, wasmPath, workerUrl}) {
+    const pool = Object.assign(new WorkerPool(), {size, workers: [], pending: new Map(), nextId: 1});
+    // downloaded once here and copied to each worker: the page fetches the model's bytes once, not per worker
+    const artifacts = await tf.io.browserHTTPRequest(modelUrl).load();
+    const started = [];
+    for (let i = 0; i < size; i++) {
+      const worker = new Worker(workerUrl);
+      worker.jobs = 0;
+      pool.workers.push(worker);
+      started.push(new Promise((resolve, reject) => {
+        worker.onmessage = ({data}) => (data.type === 'ready' ? resolve(data) : reject(new Error(data.message)));
+        worker.onerror = (e) => reject(new Error(`classifier worker: ${e.message || 'failed to start'}`));
+      }));
+      worker.postMessage({type: 'init', artifacts, backend, wasmPath});
+    }
+    const [first] = await Promise.all(started);
+    for (const worker of pool.workers) worker.onmessage = ({data}) => pool.settle(worker, data);
+    pool.inputSize = first.inputShape;
+    return pool;
+  }
+
+  run(pixels, n, height, width) {
+    const worker = this.workers.reduce((a, b) => (b.jobs < a.jobs ? b : a));
+    const id = this.nextId++;
+    worker.jobs += 1;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, {resolve, reject});
+      worker.postMessage({type: 'classify', id, pixels, n, height, width}, [pixels.buffer]);
+    });
+  }
+
+  settle(worker, data) {
+    worker.jobs -= 1;
+    const job = this.pending.get(data.id);
+    this.pending.delete(data.id);
+    if (!job) return;
+    if (data.type === 'result') job.resolve(data.probs);
+    else job.reject(new Error(data.message));
+  }
+}
+
 export class EmotionDetector {
   /**
    * config: what src/web.py writes to config.json: {model, detector, classNames, cropMargin, cropDy, minScore,
-   * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect}; backend: 'webgpu' | 'webgl' | 'wasm' | 'cpu' to
-   * force one (default: the fastest that works here, see pickBackend).
+   * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect}. options: backend 'webgpu' | 'webgl' | 'wasm' | 'cpu'
+   * to force one (default: the fastest that works here, see pickBackend); workers: how many Web Workers run the
+   * emotion model on WASM (default: one per core, up to 4; 0 or 1 = on this thread).
    */
-  static async create(config, {backend = null, wasmPath = 'vendor/', threads = null} = {}) {
+  static async create(config, {backend = null, wasmPath = 'vendor/', threads = null, workers = null,
+    workerUrl = 'classifier-worker.js'} = {}) {
     const chosen = await pickBackend(backend, wasmPath, threads);
-    const [detector, model] = await Promise.all([tf.loadGraphModel(config.detector), tf.loadGraphModel(config.model)]);
-    const self = new EmotionDetector(config, detector, model, chosen);
-    self.warmUp();
+    const size = workers ?? Math.min(4, navigator.hardwareConcurrency || 1);
+    const modelUrl = new URL(config.model, location.href).href;
+    const [detector, runner] = await Promise.all([
+      tf.loadGraphModel(config.detector),
+      chosen.name === 'wasm' && size >= 2 && typeof Worker !== 'undefined'
+        ? WorkerPool.create(size, {modelUrl, backend: 'wasm', wasmPath: new URL(wasmPath, location.href).href,
+          workerUrl: new URL(workerUrl, location.href).href})
+        : LocalClassifier.create(modelUrl),
+    ]);
+    if (runner.size > 1) chosen.detail += ` x ${runner.size} workers`;
+    const self = new EmotionDetector(config, detector, runner, chosen);
+    tf.tidy(() => detector.execute(tf.zeros([1, self.detectorSize, self.detectorSize, 3])));  // warm-up
     return self;
   }
 
-  constructor(config, detector, model, backend) {
+  constructor(config, detector, runner, backend) {
     this.config = config;
     this.detector = detector;
-    this.model = model;
+    this.runner = runner;
     this.backend = backend;
+    this.parallelism = runner.size;  // frames the live loop may keep in flight
     this.classNames = config.classNames;
-    const shape = model.inputs[0].shape;  // [-1, H, W, 3]
-    this.inputSize = [shape[1], shape[2]];
+    this.inputSize = runner.inputSize;  // [H, W]
     this.detectorSize = detector.inputs[0].shape[1];  // 128: BlazeFace front-camera (short-range) model
     this.anchors = blazefaceAnchors(this.detectorSize);
     this.tracker = new FaceTracker({smoothing: config.smoothing});
-  }
-
-  /** One run of each model on blank input: the first real frame then pays no compilation or allocation. */
-  warmUp() {
-    tf.tidy(() => {
-      this.detector.execute(tf.zeros([1, this.detectorSize, this.detectorSize, 3]));
-      this.model.execute(tf.zeros([1, ...this.inputSize, 3])).dataSync();
-    });
+    this.calls = 0;
+    this.lastTracked = 0;
   }
 
   /**
    * Faces in a picture with their emotions: [{box, label, confidence, probabilities, detectorScore,
    * wholeImage, id}]. options.track: follow faces across calls and smooth their probabilities (live video);
-   * options.detect false: classify the whole picture as one face.
+   * options.detect false: classify the whole picture as one face. With workers, calls may overlap: a tracked
+   * call that finishes after a later one is marked `stale` (result.stale) and leaves the tracker alone.
    */
   async classify(source, {track = false, detect = true} = {}) {
+    const call = ++this.calls;
     const [width, height] = sourceSize(source);
     if (!width || !height) return [];
     const t0 = performance.now();
@@ -159,20 +239,21 @@ export class EmotionDetector {
       wholeImage = true;
     }
     if (!faces.length) return [];
-    const batch = wholeImage ? this.whole(source, width, height) : this.crops(source, faces, width, height);
-    const output = this.model.execute(batch);
-    const flat = await output.data();
-    tf.dispose([batch, output]);
-    this.timing = {detectMs: t1 - t0, classifyMs: performance.now() - t1};
+    const [h, w] = this.inputSize;
+    const pixels = wholeImage ? this.wholePixels(source, width, height) : this.cropPixels(source, faces, width, height);
+    const flat = await this.runner.run(pixels, faces.length, h, w);
+    const timing = {detectMs: t1 - t0, classifyMs: performance.now() - t1};
     const n = this.classNames.length;
     let rows = faces.map((_, i) => Array.from(flat.subarray(i * n, (i + 1) * n)));
     let ids = faces.map(() => null);
-    if (track) {
+    const stale = track && call < this.lastTracked;
+    if (track && !stale) {
+      this.lastTracked = call;
       const tracked = this.tracker.update(faces.map((f) => f.box), rows);
       rows = tracked.map((t) => t.probabilities);
       ids = tracked.map((t) => t.id);
     }
-    return faces.map((face, i) => {
+    const results = faces.map((face, i) => {
       const best = rows[i].indexOf(Math.max(...rows[i]));
       return {
         box: face.box.map((v) => Math.round(v)),
@@ -184,6 +265,9 @@ export class EmotionDetector {
         id: ids[i],
       };
     });
+    results.timing = timing;
+    if (stale) results.stale = true;
+    return results;
   }
 
   isTightFaceCrop(width, height) {
@@ -244,10 +328,10 @@ export class EmotionDetector {
     }).filter(({box}) => box[2] > 1 && box[3] > 1 && box[0] < width && box[1] < height && box[0] + box[2] > 0 && box[1] + box[3] > 0);
   }
 
-  /** Square crops framed like AffectNet's (src/faces.py crop_box), scaled to the model's input by the canvas,
-   * stacked in one canvas and read back as one batch. Where a crop leaves the picture it is black
-   * (src/faces.py repeats the edge pixels there). */
-  crops(source, faces, width, height) {
+  /** Square crops framed like AffectNet's (src/faces.py crop_box), scaled to the model's input by the canvas and
+   * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture it is black (src/faces.py
+   * repeats the edge pixels there). */
+  cropPixels(source, faces, width, height) {
     const {cropMargin, cropDy} = this.config;
     const [h, w] = this.inputSize;
     const canvas = this.canvas('crops', w, h * faces.length);
@@ -265,17 +349,18 @@ export class EmotionDetector {
       canvas.ctx.drawImage(source, sx0, sy0, sx1 - sx0, sy1 - sy0,
         (sx0 - x0) * k, i * h + (sy0 - y0) * k, (sx1 - sx0) * k, (sy1 - sy0) * k);
     });
-    return tf.tidy(() => tf.reshape(tf.cast(tf.browser.fromPixels(canvas), 'float32'), [faces.length, h, w, 3]));
+    return canvas.ctx.getImageData(0, 0, canvas.width, canvas.height).data;
   }
 
-  /** The whole picture as one face: its pixels as they are when it has the model's size, else resized. */
-  whole(source, width, height) {
+  /** The whole picture as one face, RGBA bytes at the model's input size: its own pixels when it already has
+   * that size (an AffectNet crop), else scaled by the canvas. */
+  wholePixels(source, width, height) {
     const [h, w] = this.inputSize;
-    if (width === w && height === h) {
-      return tf.tidy(() => tf.expandDims(tf.cast(tf.browser.fromPixels(source), 'float32'), 0));
-    }
-    return tf.tidy(() => tf.image.resizeBilinear(
-      tf.expandDims(tf.cast(tf.browser.fromPixels(source), 'float32'), 0), [h, w], false, true));
+    const canvas = this.canvas('whole', w, h);
+    canvas.ctx.clearRect(0, 0, w, h);
+    if (width === w && height === h) canvas.ctx.drawImage(source, 0, 0);
+    else canvas.ctx.drawImage(source, 0, 0, width, height, 0, 0, w, h);
+    return canvas.ctx.getImageData(0, 0, w, h).data;
   }
 }
 

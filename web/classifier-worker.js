@@ -1,0 +1,50 @@
+// One copy of the emotion model in a Web Worker (emotion-detector.js keeps a pool of them). TF.js 4.22's
+// WASM backend runs one XNNPACK thread whatever setThreadsCount says (tensorflow/tfjs#8513), so the page
+// uses the other cores by classifying consecutive frames in separate workers, each single-threaded.
+//
+// Messages in:  {type: 'init', artifacts, backend, wasmPath}     -> {type: 'ready', inputShape, backend}
+//   artifacts: the graph model as tf.io loaded it on the page (model.json + weights, fetched once there).
+//               {type: 'classify', id, pixels, n, height, width} -> {type: 'result', id, probs}
+//   pixels: RGBA bytes of n faces stacked vertically (n * height * width * 4), as getImageData gives them.
+/* global tf */
+importScripts('vendor/tf-core.min.js', 'vendor/tf-converter.min.js', 'vendor/tf-backend-cpu.min.js',
+  'vendor/tf-backend-wasm.min.js');
+
+let model = null;
+
+/** RGBA bytes -> float32 RGB 0..255 [n, height, width, 3], the model's input. */
+function toRGB(pixels, n, height, width) {
+  const rgb = new Float32Array(n * height * width * 3);
+  for (let i = 0, j = 0; i < pixels.length; i += 4, j += 3) {
+    rgb[j] = pixels[i];
+    rgb[j + 1] = pixels[i + 1];
+    rgb[j + 2] = pixels[i + 2];
+  }
+  return tf.tensor4d(rgb, [n, height, width, 3]);
+}
+
+async function init({artifacts, backend, wasmPath}) {
+  tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);  // the pool is the parallelism: no idle pthreads
+  tf.wasm.setWasmPaths(wasmPath);
+  if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start in a worker`);
+  await tf.ready();
+  model = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
+  const [, height, width] = model.inputs[0].shape;
+  tf.tidy(() => model.execute(tf.zeros([1, height, width, 3])).dataSync());  // warm-up
+  return {type: 'ready', inputShape: [height, width], backend: tf.getBackend()};
+}
+
+self.onmessage = async ({data}) => {
+  try {
+    if (data.type === 'init') {
+      self.postMessage(await init(data));
+    } else if (data.type === 'classify') {
+      const output = tf.tidy(() => model.execute(toRGB(data.pixels, data.n, data.height, data.width)));
+      const probs = await output.data();
+      output.dispose();
+      self.postMessage({type: 'result', id: data.id, probs}, [probs.buffer]);
+    }
+  } catch (err) {
+    self.postMessage({type: 'error', id: data.id, message: String(err && err.message || err)});
+  }
+};
