@@ -76,6 +76,8 @@ def main(argv=None) -> int:
             print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run")
             return code
         print(f"=== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
+    if "export" in present and not args.dry_run:
+        print("\nnext: make web (or python src/web.py) serves the live page on http://127.0.0.1:8000")
     return 0
 
 
