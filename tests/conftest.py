@@ -72,3 +72,20 @@ def tiny_config(tmp_path: Path, *overrides: str) -> list[str]:
 
 def as_set_args(overrides: list[str]) -> list[str]:
     return [a for o in overrides for a in ("--set", o)]
+
+
+def random_batchnorm_model(cfg, seed: int = 0):
+    """build_model(cfg) with random BatchNorm statistics in the backbone: a fresh model's are 0/1, so folding
+    or converting them would go untested (a trained model's are not). Imports Keras: call it in a fixture."""
+    import keras
+    import numpy as np
+
+    import model as model_lib
+    model = model_lib.build_model(cfg)
+    rng = np.random.default_rng(seed)
+    for layer in model_lib.backbone(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    return model

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import YOLO_SAMPLE, as_set_args, link_organized, require, run_script, tiny_config
+from conftest import (YOLO_SAMPLE, as_set_args, link_organized, random_batchnorm_model, require, run_script,
+                      tiny_config)
 
 import export
 import web
@@ -22,20 +23,13 @@ ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_f
 def exported(tmp_path_factory):
     """(keras model, output folder, report rows, val images float32, the run's stdout)."""
     require(YOLO_SAMPLE)
-    import keras
     import model as model_lib
     from config import load_config
 
     tmp = tmp_path_factory.mktemp("export")
     overrides = tiny_config(tmp)
     cfg = load_config(None, overrides)
-    model = model_lib.build_model(cfg)
-    rng = np.random.default_rng(0)
-    for layer in model_lib.backbone(model).layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    model = random_batchnorm_model(cfg)
     model_lib.save_model_atomic(model, cfg.model_save_path)
     link_organized(tmp / "data", per_class=2, splits=("train", "val"))
 

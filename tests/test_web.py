@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -20,31 +19,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized, require, run_script
+from conftest import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized,
+                      random_batchnorm_model, require, run_script)
 
 import web
 
-CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_SCRIPT = REPO / "web" / "tools" / "browser.mjs"
-NODE_MODULES = REPO / "web" / "node_modules"
-
-
 def _require_browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it: apt-get install chromium chromium-driver)")
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed (Node.js 18+ runs the browser tests)")
-    if not (NODE_MODULES / "playwright-core").is_dir():
-        pytest.skip("web/node_modules is missing: run npm ci --prefix web (make test does)")
+    missing = web.browser_missing()
+    if missing:
+        pytest.skip(f"no browser tests: {missing} (make test installs Chromium and runs npm ci --prefix web)")
 
 
-def browser(scenario: str, url: str, timeout: float = 240, **options) -> dict:
-    """Run one scenario of web/tools/browser.mjs and return what it printed (one JSON object)."""
-    proc = subprocess.run(["node", str(BROWSER_SCRIPT), json.dumps({"scenario": scenario, "url": url, **options})],
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO / "web")
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no output from {scenario}: {proc.stdout[-2000:]} {proc.stderr[-2000:]}"
-    result = json.loads(lines[-1])
+def browser(scenario: str, url: str, **options) -> dict:
+    """Run one scenario of web/tools/browser.mjs (see there) and return what it printed."""
+    result = web.run_browser(scenario, url, timeout=240, **options)
     assert "error" not in result, result["error"]
     return result
 
@@ -67,13 +55,8 @@ def site(tmp_path_factory):
     overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
                  f"performance_dir={tmp / 'performance'}", f"results_dir={tmp / 'results'}", "weights=null"]
     cfg = load_config(None, overrides)
-    model = model_lib.build_model(cfg)
-    rng = np.random.default_rng(0)
-    for layer in model_lib.backbone(model).layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma, beta, mean, var = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
-                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    model = random_batchnorm_model(cfg)
+    rng = np.random.default_rng(1)
 
     # Real faces as lossless PNGs (the browser decodes exactly these pixels): the AffectNet test split's
     # 96x96 crops, two per class, and 96x96 crops of the grayscale photos cut by the Python pipeline.
@@ -106,8 +89,8 @@ def site(tmp_path_factory):
     out = tmp / "export"
     assert export.main([*as_set_args(overrides), "--output", str(out), "--formats", "tfjs_float32,tfjs_uint8"]) == 0
     dist, dist_uint8 = tmp / "dist", tmp / "dist_uint8"
-    web.build(cfg, out / "tfjs_float32", dist, NODE_MODULES)
-    web.build(cfg, out / "tfjs_uint8", dist_uint8, NODE_MODULES)
+    web.build(cfg, out / "tfjs_float32", dist, web.WEB / "node_modules")
+    web.build(cfg, out / "tfjs_uint8", dist_uint8, web.WEB / "node_modules")
 
     for d in (dist, dist_uint8):
         (d / "testdata").mkdir()

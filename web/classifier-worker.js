@@ -14,13 +14,8 @@ let model = null;
 
 /** RGBA bytes -> float32 RGB 0..255 [n, height, width, 3], the model's input. */
 function toRGB(pixels, n, height, width) {
-  const rgb = new Float32Array(n * height * width * 3);
-  for (let i = 0, j = 0; i < pixels.length; i += 4, j += 3) {
-    rgb[j] = pixels[i];
-    rgb[j + 1] = pixels[i + 1];
-    rgb[j + 2] = pixels[i + 2];
-  }
-  return tf.tensor4d(rgb, [n, height, width, 3]);
+  return tf.tidy(() => tf.reshape(
+    tf.cast(tf.browser.fromPixels(new ImageData(pixels, width, height * n)), 'float32'), [n, height, width, 3]));
 }
 
 async function init({artifacts, backend, wasmPath}) {

@@ -107,16 +107,10 @@ export class FaceTracker {
   }
 }
 
-/** RGBA bytes of n faces stacked vertically -> float32 RGB 0..255 [n, height, width, 3] (classifier-worker.js
- * has the same loop: workers load no ES modules). */
+/** RGBA bytes of n faces stacked vertically -> float32 RGB 0..255 [n, height, width, 3]. */
 function toRGB(pixels, n, height, width) {
-  const rgb = new Float32Array(n * height * width * 3);
-  for (let i = 0, j = 0; i < pixels.length; i += 4, j += 3) {
-    rgb[j] = pixels[i];
-    rgb[j + 1] = pixels[i + 1];
-    rgb[j + 2] = pixels[i + 2];
-  }
-  return tf.tensor4d(rgb, [n, height, width, 3]);
+  return tf.tidy(() => tf.reshape(
+    tf.cast(tf.browser.fromPixels(new ImageData(pixels, width, height * n)), 'float32'), [n, height, width, 3]));
 }
 
 /** The emotion model on the page's own thread (GPU backends, or a single core). run() -> Float32Array [n * C]. */
