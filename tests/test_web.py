@@ -216,6 +216,23 @@ def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+def test_an_opened_photo_is_drawn_with_its_faces(site):
+    photo = site["dist"] / "testdata" / site["photos"][0]
+    result = browser("file", site["url"], file=str(photo))
+    assert not result["statusIsError"] and result["status"] == f"{photo.name}: 1 face."
+    assert len(result["list"]) == 1 and result["list"][0]["label"] in CLASS_NAMES
+    assert result["boxPixels"]["width"] == 350 and result["boxPixels"]["count"] > 200
+    assert result["errors"] == []
+
+
+def test_a_file_the_browser_cannot_decode_gets_a_message(site, tmp_path):
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"not an image at all")
+    result = browser("file", site["url"], file=str(bad))
+    assert result["statusIsError"]
+    assert result["status"] == "Cannot open notes.png: not an image or a video this browser can decode."
+
+
 def test_refused_camera_shows_a_message(site):
     result = browser("refused", site["url"], y4m=site["y4m"], timeoutSeconds=60)
     assert result["statusIsError"] and "Camera access was refused" in result["status"]

@@ -169,6 +169,7 @@ async function runLive() {
 function stopLive() {
   if (running) running.stop = true;
   running = null;
+  video.pause();
   const stream = video.srcObject;
   if (stream) stream.getTracks().forEach((t) => t.stop());
   video.srcObject = null;

@@ -9,6 +9,7 @@
 //             plays the .y4m file; waits until `frames` frames are classified (the page draws boxes and labels)
 //   refused   {url}                                 -> {status, statusIsError}: camera permission denied
 //   nocamera  {url}                                 -> the same with no camera at all
+//   file      {url, file}                           -> {status, list, boxPixels}: a file opened with the picker
 //   bench     {url, y4m, seconds?: 10}              -> {readyMs, firstResultMs, fps, framesPerFace..., modelBytes}
 import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
@@ -131,6 +132,26 @@ async function cameraFailure(withCamera) {
   }
 }
 
+async function openFile() {
+  const {page, errors, close} = await launch();
+  try {
+    await page.goto(opts.url);
+    await waitReady(page);
+    await page.setInputFiles('#file', opts.file);
+    const name = opts.file.split('/').pop();
+    await page.waitForFunction((n) => document.getElementById('status').textContent.includes(n), name, {timeout});
+    return {
+      status: await page.textContent('#status'),
+      statusIsError: await page.evaluate(() => document.getElementById('status').classList.contains('error')),
+      list: await page.$$eval('#faces li', (items) => items.map((li) => ({label: li.dataset.label, text: li.textContent}))),
+      boxPixels: await boxPixels(page),
+      errors,
+    };
+  } finally {
+    await close();
+  }
+}
+
 async function bench() {
   const {page, errors, close} = await launch({camera: opts.y4m, grant: true, fakeUi: true});
   const modelDownloads = [];  // bytes of each model file sent (workers' requests included; 304s send none)
@@ -178,7 +199,7 @@ async function bench() {
   }
 }
 
-const scenarios = {classify, camera, refused: () => cameraFailure(true), nocamera: () => cameraFailure(false), bench};
+const scenarios = {classify, camera, file: openFile, refused: () => cameraFailure(true), nocamera: () => cameraFailure(false), bench};
 try {
   if (!scenarios[opts.scenario]) throw new Error(`unknown scenario ${opts.scenario}: ${Object.keys(scenarios).join(', ')}`);
   console.log(JSON.stringify(await scenarios[opts.scenario]()));
