@@ -208,6 +208,9 @@ def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
     assert result["list"], "no face listed beside the video"
     for item in result["list"]:
         assert item["label"] in CLASS_NAMES and 0 < item["confidence"] <= 1 and item["bars"] == len(CLASS_NAMES)
+        drawn = item["fills"]  # bar lengths on screen: they sum to 1 and the longest is the label's
+        assert sum(drawn) == pytest.approx(1, abs=0.02)
+        assert drawn[CLASS_NAMES.index(item["label"])] == pytest.approx(item["confidence"], abs=0.01)
     canvas = result["boxPixels"]
     assert (canvas["width"], canvas["height"]) == (640, 480)  # the fake camera scales the clip to the request
     assert canvas["count"] > 200, canvas  # box outlines and label backgrounds drawn in the box colour

@@ -104,6 +104,9 @@ async function camera() {
     const list = await page.$$eval('#faces li', (items) => items.map((li) => ({
       label: li.dataset.label, confidence: Number(li.dataset.confidence), text: li.textContent,
       bars: li.querySelectorAll('.bar').length,
+      // drawn bar lengths as fractions of their tracks (what the eye sees, not the style attribute)
+      fills: [...li.querySelectorAll('.fill')].map((f) => f.getBoundingClientRect().width
+        / f.parentElement.getBoundingClientRect().width),
     })));
     const status = await page.textContent('#status');
     const fpsText = await page.textContent('#fps');
