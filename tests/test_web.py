@@ -228,6 +228,27 @@ def test_an_opened_photo_is_drawn_with_its_faces(site):
     assert result["errors"] == []
 
 
+def test_an_opened_video_file_plays_through_the_live_loop(site, tmp_path):
+    """A WebM (VP8) of the Megamind clip's first 48 frames, opened with the picker: classified frame by frame."""
+    import cv2
+    clip = tmp_path / "megamind.webm"
+    capture = cv2.VideoCapture(str(require(VIDEOS / "Megamind.avi")))
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"VP80"), 24, (720, 528))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV cannot write VP8 WebM")
+    for _ in range(48):
+        ok, frame = capture.read()
+        assert ok
+        writer.write(frame)
+    writer.release()
+    capture.release()
+    result = browser("file", site["url"], file=str(clip), frames=5)  # the clip lasts 2 s
+    assert result["status"] == "Playing megamind.webm." and not result["statusIsError"]
+    assert result["stats"]["frames"] >= 5 and result["list"]
+    assert (result["boxPixels"]["width"], result["boxPixels"]["height"]) == (720, 528)
+    assert result["boxPixels"]["count"] > 200 and result["errors"] == []
+
+
 def test_a_file_the_browser_cannot_decode_gets_a_message(site, tmp_path):
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"not an image at all")

@@ -9,7 +9,8 @@
 //             plays the .y4m file; waits until `frames` frames are classified (the page draws boxes and labels)
 //   refused   {url}                                 -> {status, statusIsError}: camera permission denied
 //   nocamera  {url}                                 -> the same with no camera at all
-//   file      {url, file}                           -> {status, list, boxPixels}: a file opened with the picker
+//   file      {url, file, frames?}                  -> {status, list, boxPixels, stats}: a file opened with the
+//             picker (a video: waits until `frames` frames are classified)
 //   bench     {url, y4m, seconds?: 10}              -> {readyMs, firstResultMs, fps, framesPerFace..., modelBytes}
 import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
@@ -143,7 +144,11 @@ async function openFile() {
     await page.setInputFiles('#file', opts.file);
     const name = opts.file.split('/').pop();
     await page.waitForFunction((n) => document.getElementById('status').textContent.includes(n), name, {timeout});
+    if (opts.frames) {  // a video: wait until that many frames are classified
+      await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n, opts.frames, {timeout});
+    }
     return {
+      stats: await page.evaluate(() => ({...window.emotionDetector.stats, history: undefined})),
       status: await page.textContent('#status'),
       statusIsError: await page.evaluate(() => document.getElementById('status').classList.contains('error')),
       list: await page.$$eval('#faces li', (items) => items.map((li) => ({label: li.dataset.label, text: li.textContent}))),
