@@ -10,6 +10,8 @@
 // (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
 // input; a small near-square picture with no face found is classified whole (an AffectNet-style crop).
 // Live tracking and smoothing follow src/tracking.py (exponential average of each face's probabilities).
+// On the WASM backend the emotion model runs in Web Workers (classifier-worker.js), one per core; BlazeFace,
+// cropping and tracking stay on the page's thread.
 
 const tf = globalThis.tf;
 
