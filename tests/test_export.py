@@ -82,6 +82,7 @@ def test_tflite_int8_gives_probabilities(exported):
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=0.02)
     ops = classifier.tflite_op_counts(out / "emotion_int8.tflite")
     assert "QUANTIZE" in ops  # float32 in, integer inside
+    assert "GATHER" in ops and "REVERSE_V2" not in ops  # int8 REVERSE_V2 left RGB unflipped
 
 
 def _tfjs(out: Path, name: str) -> tuple[dict, int]:
