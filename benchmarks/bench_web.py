@@ -25,7 +25,6 @@ import json
 import statistics
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -75,28 +74,23 @@ def main() -> int:
         y4m = tmp / "camera.y4m"
         frames_in_clip = web.write_y4m(Path(args.video), y4m)
 
-        servers = {name: web.make_server(dist) for name, dist in pages.items()}
-        for server in servers.values():
-            threading.Thread(target=server.serve_forever, daemon=True).start()
-        urls = {name: f"http://127.0.0.1:{s.server_address[1]}/" for name, s in servers.items()}
+        with web.serving(pages["ours"]) as ours_url, web.serving(pages["naive"]) as naive_url:
+            urls = {"ours": ours_url, "naive": naive_url}
 
-        def run(name: str, backend: str = "wasm", seconds: float = args.seconds) -> dict:
-            result = web.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
-                                     timeoutSeconds=300)
-            if "error" in result:
-                raise RuntimeError(result["error"])
-            return result
+            def run(name: str, backend: str = "wasm", seconds: float = args.seconds) -> dict:
+                result = web.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
+                                         timeoutSeconds=300)
+                if "error" in result:
+                    raise RuntimeError(result["error"])
+                return result
 
-        variants = {"ours": ("ours", "wasm"), "one_thread": ("ours", "wasm&workers=0"),
-                    "naive": ("naive", "wasm&workers=0")}
-        runs = {name: [] for name in variants}
-        for _ in range(args.rounds):
-            for name, (page, backend) in variants.items():
-                runs[name].append(run(page, backend))
-        cpu = run("ours", backend="cpu&workers=0", seconds=max(5.0, args.seconds / 2))
-        for server in servers.values():
-            server.shutdown()
-            server.server_close()
+            variants = {"ours": ("ours", "wasm"), "one_thread": ("ours", "wasm&workers=0"),
+                        "naive": ("naive", "wasm&workers=0")}
+            runs = {name: [] for name in variants}
+            for _ in range(args.rounds):
+                for name, (page, backend) in variants.items():
+                    runs[name].append(run(page, backend))
+            cpu = run("ours", backend="cpu&workers=0", seconds=max(5.0, args.seconds / 2))
 
     def med(name, key):
         values = [r[key] for r in runs[name] if r[key] is not None]

@@ -96,7 +96,7 @@ def float32_model(model):
 def fold_batch_norms(model):
     """(copy, n): a float32 copy of `model` in which every BatchNormalization that only reads a Conv2D with a
     bias (and is that convolution's only reader) is folded into the convolution's kernel and bias and
-    replaced by an Identity layer; n is how many were folded. Inference output is unchanged up to float
+    replaced by a pass-through layer; n is how many were folded. Inference output is unchanged up to float
     rounding (~1e-6). Graph converters that do not fold BatchNorm themselves (tensorflowjs keeps it as a
     Mul and an AddV2 after each of ResNet50's 53 convolutions) then get a plain conv + bias + relu.
 

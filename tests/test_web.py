@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -102,15 +101,9 @@ def site(tmp_path_factory):
     y4m = tmp / "megamind.y4m"
     web.write_y4m(require(VIDEOS / "Megamind.avi"), y4m, max_frames=48)
 
-    servers = [web.make_server(d, "127.0.0.1", 0) for d in (dist, dist_uint8)]
-    for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-    urls = [f"http://127.0.0.1:{s.server_address[1]}/" for s in servers]
-    yield {"url": urls[0], "url_uint8": urls[1], "dist": dist, "names": names, "keras": keras_probs,
-           "photos": [p.name for p in photos], "python_boxes": python_boxes, "y4m": str(y4m)}
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+    with web.serving(dist) as url, web.serving(dist_uint8) as url_uint8:
+        yield {"url": url, "url_uint8": url_uint8, "dist": dist, "names": names, "keras": keras_probs,
+               "photos": [p.name for p in photos], "python_boxes": python_boxes, "y4m": str(y4m)}
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,7 @@ export class FaceTracker {
       boxTrack.set(i, this.tracks[j]);
       usedTracks.add(j);
     }
-    for (const t of this.tracks) if (!usedTracks.has(this.tracks.indexOf(t))) t.misses += 1;
+    this.tracks.forEach((t, j) => { if (!usedTracks.has(j)) t.misses += 1; });
     const out = boxes.map((box, i) => {
       let track = boxTrack.get(i);
       if (!track) {
