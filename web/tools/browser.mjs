@@ -79,17 +79,32 @@ async function classify() {
   }
 }
 
-/** Pixels of the overlay canvas in the box colour (#00e676), and the canvas size. */
-function boxPixels(page) {
-  return page.evaluate(() => {
+/**
+ * What the page shows now: the faces listed beside the picture and the overlay's pixels in the box colour
+ * (#00e676), read in one task so both come from the same frame. Not with $$eval: that queries and evaluates
+ * in two round-trips, and a frame finishing in between replaces the list (detached elements measure 0 wide).
+ * `live`: wait for a frame that found a face (one frame of a clip may find none).
+ */
+async function shown(page, {live = false} = {}) {
+  const read = (requireFace) => {
+    const list = [...document.querySelectorAll('#faces li')].map((li) => ({
+      label: li.dataset.label, confidence: Number(li.dataset.confidence), text: li.textContent,
+      bars: li.querySelectorAll('.bar').length,
+      // drawn bar lengths as fractions of their tracks (what the eye sees, not the style attribute)
+      fills: [...li.querySelectorAll('.fill')].map((f) => f.getBoundingClientRect().width
+        / f.parentElement.getBoundingClientRect().width),
+    }));
+    if (requireFace && list.length === 0) return null;
     const canvas = document.getElementById('overlay');
     const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
     let count = 0;
     for (let i = 0; i < data.length; i += 4) {
       if (data[i] < 40 && data[i + 1] > 200 && Math.abs(data[i + 2] - 118) < 40) count += 1;
     }
-    return {count, width: canvas.width, height: canvas.height};
-  });
+    return {list, boxPixels: {count, width: canvas.width, height: canvas.height}};
+  };
+  if (!live) return page.evaluate(read, false);
+  return (await page.waitForFunction(read, true, {timeout})).jsonValue();
 }
 
 async function camera() {
@@ -101,18 +116,11 @@ async function camera() {
     await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n
       && window.emotionDetector.stats.lastFaces.length > 0, frames, {timeout});
     const stats = await page.evaluate(() => ({...window.emotionDetector.stats}));
-    const pixels = await boxPixels(page);
-    const list = await page.$$eval('#faces li', (items) => items.map((li) => ({
-      label: li.dataset.label, confidence: Number(li.dataset.confidence), text: li.textContent,
-      bars: li.querySelectorAll('.bar').length,
-      // drawn bar lengths as fractions of their tracks (what the eye sees, not the style attribute)
-      fills: [...li.querySelectorAll('.fill')].map((f) => f.getBoundingClientRect().width
-        / f.parentElement.getBoundingClientRect().width),
-    })));
+    const {list, boxPixels} = await shown(page, {live: true});
     const status = await page.textContent('#status');
     const fpsText = await page.textContent('#fps');
     if (opts.screenshot) await page.screenshot({path: opts.screenshot});
-    return {ready, stats, boxPixels: pixels, list, status, fpsText, errors};
+    return {ready, stats, boxPixels, list, status, fpsText, errors};
   } finally {
     await close();
   }
@@ -147,12 +155,13 @@ async function openFile() {
     if (opts.frames) {  // a video: wait until that many frames are classified
       await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n, opts.frames, {timeout});
     }
+    const {list, boxPixels} = await shown(page, {live: Boolean(opts.frames)});
     return {
       stats: await page.evaluate(() => ({...window.emotionDetector.stats, history: undefined})),
       status: await page.textContent('#status'),
       statusIsError: await page.evaluate(() => document.getElementById('status').classList.contains('error')),
-      list: await page.$$eval('#faces li', (items) => items.map((li) => ({label: li.dataset.label, text: li.textContent}))),
-      boxPixels: await boxPixels(page),
+      list,
+      boxPixels,
       errors,
     };
   } finally {
