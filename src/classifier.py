@@ -125,7 +125,10 @@ def fold_batch_norms(model):
         return layer.__class__.from_config(layer.get_config())
 
     copy = keras.models.clone_model(source, clone_function=clone, recursive=True)
-    old_layers, new_layers = list(_all_layers(source)), list(_all_layers(copy))
+    # Paired in order; input layers hold no weights, and the clone renames a nested model's input layer
+    # ("input_layer" -> "keras_tensor_1") when the model was built in this process rather than loaded.
+    old_layers, new_layers = ([layer for layer in _all_layers(m) if not isinstance(layer, keras.layers.InputLayer)]
+                              for m in (source, copy))
     if [l.name for l in old_layers] != [l.name for l in new_layers]:
         raise RuntimeError("fold_batch_norms: the clone's layers differ from the model's")
     new_by_old = {id(old): new for old, new in zip(old_layers, new_layers)}

@@ -191,3 +191,14 @@ def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "nothing" / "val") in message and "organize_data.py" in message
     assert not (tmp_path / "out").exists()
+
+
+def test_fold_batch_norms_on_a_model_built_in_this_process():
+    """Not loaded from a file: the clone renames the backbone's nested input layer (bench_web.py's random init)."""
+    import classifier
+    from config import load_config
+    model = random_batchnorm_model(load_config(None, ["weights=null"]), seed=3)
+    x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
+    folded, count = classifier.fold_batch_norms(model)
+    assert count == 53
+    np.testing.assert_allclose(_keras(folded, x), _keras(model, x), atol=1e-5)
