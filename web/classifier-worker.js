@@ -6,27 +6,20 @@
 //   artifacts: the graph model as tf.io loaded it on the page (model.json + weights, fetched once there).
 //               {type: 'classify', id, pixels, n, height, width} -> {type: 'result', id, probs}
 //   pixels: RGBA bytes of n faces stacked vertically (n * height * width * 4), as getImageData gives them.
-/* global tf */
+/* global tf, emotionModel */
 importScripts('vendor/tf-core.min.js', 'vendor/tf-converter.min.js', 'vendor/tf-backend-cpu.min.js',
-  'vendor/tf-backend-wasm.min.js');
+  'vendor/tf-backend-wasm.min.js', 'emotion-model.js');
 
 let model = null;
-
-/** RGBA bytes -> float32 RGB 0..255 [n, height, width, 3], the model's input. */
-function toRGB(pixels, n, height, width) {
-  return tf.tidy(() => tf.reshape(
-    tf.cast(tf.browser.fromPixels(new ImageData(pixels, width, height * n)), 'float32'), [n, height, width, 3]));
-}
 
 async function init({artifacts, backend, wasmPath}) {
   tf.env().set('WASM_HAS_MULTITHREAD_SUPPORT', false);  // the pool is the parallelism: no idle pthreads
   tf.wasm.setWasmPaths(wasmPath);
   if (!(await tf.setBackend(backend))) throw new Error(`backend ${backend} did not start in a worker`);
   await tf.ready();
-  model = await tf.loadGraphModel(tf.io.fromMemory(artifacts));
-  const [, height, width] = model.inputs[0].shape;
-  tf.tidy(() => model.execute(tf.zeros([1, height, width, 3])).dataSync());  // warm-up
-  return {type: 'ready', inputShape: [height, width], backend: tf.getBackend()};
+  const loaded = await emotionModel.load(tf.io.fromMemory(artifacts));
+  model = loaded.model;
+  return {type: 'ready', inputShape: loaded.inputSize, backend: tf.getBackend()};
 }
 
 self.onmessage = async ({data}) => {
@@ -34,9 +27,7 @@ self.onmessage = async ({data}) => {
     if (data.type === 'init') {
       self.postMessage(await init(data));
     } else if (data.type === 'classify') {
-      const output = tf.tidy(() => model.execute(toRGB(data.pixels, data.n, data.height, data.width)));
-      const probs = await output.data();
-      output.dispose();
+      const probs = await emotionModel.run(model, data.pixels, data.n, data.height, data.width);
       self.postMessage({type: 'result', id: data.id, probs}, [probs.buffer]);
     }
   } catch (err) {

@@ -55,7 +55,8 @@ function weightedNms(candidates, threshold) {
   return out;
 }
 
-function sourceSize(source) {
+/** [width, height] of a video, image, ImageData, canvas or ImageBitmap. */
+export function sourceSize(source) {
   if (source instanceof HTMLVideoElement) return [source.videoWidth, source.videoHeight];
   if (source instanceof HTMLImageElement) return [source.naturalWidth, source.naturalHeight];
   if (typeof ImageData !== 'undefined' && source instanceof ImageData) return [source.width, source.height];
@@ -109,26 +110,15 @@ export class FaceTracker {
   }
 }
 
-/** RGBA bytes of n faces stacked vertically -> float32 RGB 0..255 [n, height, width, 3]. */
-function toRGB(pixels, n, height, width) {
-  return tf.tidy(() => tf.reshape(
-    tf.cast(tf.browser.fromPixels(new ImageData(pixels, width, height * n)), 'float32'), [n, height, width, 3]));
-}
-
 /** The emotion model on the page's own thread (GPU backends, or a single core). run() -> Float32Array [n * C]. */
 class LocalClassifier {
   static async create(modelUrl) {
-    const model = await tf.loadGraphModel(modelUrl);
-    const [, height, width] = model.inputs[0].shape;
-    tf.tidy(() => model.execute(tf.zeros([1, height, width, 3])).dataSync());  // warm-up
-    return Object.assign(new LocalClassifier(), {model, inputSize: [height, width], size: 1});
+    const {model, inputSize} = await globalThis.emotionModel.load(modelUrl);
+    return Object.assign(new LocalClassifier(), {model, inputSize, size: 1});
   }
 
-  async run(pixels, n, height, width) {
-    const output = tf.tidy(() => this.model.execute(toRGB(pixels, n, height, width)));
-    const probs = await output.data();
-    output.dispose();
-    return probs;
+  run(pixels, n, height, width) {
+    return globalThis.emotionModel.run(this.model, pixels, n, height, width);
   }
 }
 
