@@ -5,7 +5,7 @@
 //
 // Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?workers=N sets how many Web Workers run
 // the model on WASM (0: on the page's thread), ?threads=N sets WASM threads, ?camera=1 starts the camera at load.
-import {EmotionDetector} from './emotion-detector.js';
+import {EmotionDetector, sourceSize} from './emotion-detector.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -49,8 +49,7 @@ window.emotionDetector = {
 // Drawing
 
 function draw(source, faces) {
-  const [w, h] = source instanceof HTMLVideoElement ? [source.videoWidth, source.videoHeight]
-    : [source.naturalWidth || source.width, source.naturalHeight || source.height];
+  const [w, h] = sourceSize(source);
   if (canvas.width !== w || canvas.height !== h) Object.assign(canvas, {width: w, height: h});
   ctx.drawImage(source, 0, 0, w, h);
   const line = Math.max(2, Math.round(Math.max(w, h) / 300));
