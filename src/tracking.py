@@ -126,8 +126,6 @@ class FaceTracker:
 
     def __init__(self, smoothing: float = 0.6, iou_threshold: float = 0.3, max_center_distance: float = 0.5,
                  max_missed: int = 5):
-        if not 0.0 <= float(smoothing) < 1.0:
-            raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
         if int(max_missed) < 0:
             raise ValueError(f"max_missed must be >= 0, got {max_missed}")
         self.smoothing = float(smoothing)
