@@ -145,7 +145,14 @@ def fold_batch_norms(model):
         if id(old) in scales:
             scale, shift = scales[id(old)]
             kernel, bias = (np.asarray(w, np.float64) for w in old.get_weights())
-            new.set_weights([(kernel * scale).astype(np.float32), (bias * scale + shift).astype(np.float32)])
+            bias = (bias * scale + shift).astype(np.float32)
+            if not bias.any():
+                # An all-zero bias (an untrained model: zero conv bias, identity BatchNorm) is removed by the
+                # converters' constant folding, and tensorflowjs then fuses the residual Add in as the
+                # convolution's bias, a rank-4 tensor TF.js's WASM backend rejects. The smallest normal float
+                # keeps the BiasAdd and changes no output.
+                bias[:] = np.finfo(np.float32).tiny
+            new.set_weights([(kernel * scale).astype(np.float32), bias])
         elif id(old) not in folds and not hasattr(old, "layers") and old.weights:
             new.set_weights(old.get_weights())
     return copy, len(folds)

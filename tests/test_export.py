@@ -193,12 +193,17 @@ def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_fold_batch_norms_on_a_model_built_in_this_process():
-    """Not loaded from a file: the clone renames the backbone's nested input layer (bench_web.py's random init)."""
+def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
+    """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
+    from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
+    the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
     import classifier
+    import model as model_lib
     from config import load_config
-    model = random_batchnorm_model(load_config(None, ["weights=null"]), seed=3)
+    model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
     folded, count = classifier.fold_batch_norms(model)
     assert count == 53
     np.testing.assert_allclose(_keras(folded, x), _keras(model, x), atol=1e-5)
+    export.convert_tfjs(classifier.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
+    assert export.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}
