@@ -89,3 +89,26 @@ def random_batchnorm_model(cfg, seed: int = 0):
             layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
                                rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
     return model
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder no file can be created in: a read-only bind mount as root (root ignores permission bits,
+    as on a read-only disk), else a folder with its write bits removed. Yields its path."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    mounted = subprocess.run(["mount", "--bind", str(folder), str(folder)], capture_output=True).returncode == 0
+    if not mounted or subprocess.run(["mount", "-o", "remount,bind,ro", str(folder)],
+                                     capture_output=True).returncode != 0:
+        if mounted:
+            subprocess.run(["umount", str(folder)], capture_output=True)
+        pytest.skip("cannot make a read-only bind mount here (mount refused)")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
