@@ -18,14 +18,16 @@ Speed (benchmarks/bench_inference.py, Megamind.avi, random-init 96x96 ResNet50, 
 
 Writes to cfg.results_dir:
   test_out.avi (--output NAME)   the annotated video (MJPG; .mp4 gives mp4v), same fps and size as the input,
-                                 one frame per frame read
+                                 one frame per frame read; never the input file itself (refused)
   predictions.json               per frame read: frame, source_frame, time_s and faces [{id, box, label,
-                                 confidence, probabilities, raw_probabilities, detector_score}] (written
-                                 atomically at the end, also after Ctrl-C)
-  labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none); earlier
-                                 frame_*.png there are removed first
+                                 confidence, probabilities, raw_probabilities, detector_score}]
+  labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none)
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)
+These four are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
+after Ctrl-C or an error once frames were written), so what lies there is always one complete run's outputs: a
+run killed on the way leaves the previous run's, and the next run removes its temporary files. A
+labeled_images/ folder this project did not write (no .written-by-emotion-recognition file) is never replaced.
 A window shows the annotated frames with an FPS counter when a display is available (not with --no-display).
 A frame that cannot be decoded in the middle of a file is skipped by seeking past it, and counted
 (skipped_frames); a file that cannot be read at all, or a missing camera, stops with one 'error:' line.
@@ -48,7 +50,8 @@ from pathlib import Path
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 import cli  # noqa: E402
-import atomic  # noqa: E402
+import outputs  # noqa: E402
+import paths  # noqa: E402
 from config import UserError  # noqa: E402
 
 WINDOW = "emotion recognition (q quits)"
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
         raise UserError(f"--output must end in {' or '.join(FOURCC)}, got {args.output}")
     if not output.is_absolute() and output.parent == Path("."):
         output = Path(cfg.results_dir) / output
+    check_outputs(args, cfg, output)
     source = open_source(args, cfg)  # a missing file or camera fails here, before the model loads
     try:
         started = time.perf_counter()
@@ -104,6 +108,20 @@ def main(argv=None) -> int:
         source.release()
     print(json.dumps(summary), flush=True)
     return 130 if summary.get("interrupted") else 0
+
+
+def check_outputs(args, cfg, output: Path) -> None:
+    """Before the model loads: the output video is not the input video, and both output folders are writable."""
+    if args.video is not None:
+        video = Path(args.video or cfg.video_path).expanduser()
+        if paths.same_file(video, output):
+            raise UserError(f"--output {output} is the input video {video}: it would be overwritten; "
+                            f"choose another --output")
+    results_dir = Path(cfg.results_dir)
+    paths.check_writable(results_dir, "results_dir")
+    if not paths.same_file(output.parent, results_dir):
+        paths.check_writable(output.parent, "--output folder", hint="--output PATH")
+    _staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride)).check()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -519,22 +537,18 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
     import recognizer
     import tracking
 
-    classifiers = _Classifiers(rec.classifier, workers or classifier_workers(rec.classifier))
     results_dir = Path(cfg.results_dir)
-    labeled_dir = results_dir / LABELED_DIR if cfg.labeled_frame_stride else None
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        if labeled_dir is not None:
-            labeled_dir.mkdir(parents=True, exist_ok=True)
-            for old in labeled_dir.glob("frame_*.png"):  # an earlier run's frames would mix with this run's
-                if old.stem[6:].isdigit():
-                    old.unlink(missing_ok=True)
-        log = open(results_dir / LOG_NAME, "w", encoding="utf-8", buffering=1 << 16)
-    except OSError as exc:
-        classifiers.shutdown()
-        raise UserError(f"cannot write to results_dir {results_dir}: {exc.strerror or exc}") from None
     log_path = results_dir / LOG_NAME
     predictions_path = results_dir / PREDICTIONS_NAME
+    staged = _staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride))
+    labeled_dir = staged.tmp.get("labeled") if cfg.labeled_frame_stride else None
+    try:
+        staged.prepare()
+        log = open(staged.tmp["log"], "w", encoding="utf-8", buffering=1 << 16)
+    except OSError as exc:
+        staged.discard()
+        raise UserError(f"cannot write to results_dir {results_dir}: {exc.strerror or exc}") from None
+    classifiers = _Classifiers(rec.classifier, workers or classifier_workers(rec.classifier))
     fps_in = source.fps or DEFAULT_FPS
     smoothing = float(cfg.smoothing)
     tracker = tracking.FaceTracker(smoothing=smoothing, max_missed=MAX_MISSED)   # ids: the producer's
@@ -545,7 +559,8 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
 
     stop = threading.Event()
     pool: queue.Queue = queue.Queue()
-    writer = _Writer(output, FOURCC[output.suffix.lower()], fps_in, labeled_dir, cfg.labeled_frame_stride, log, pool)
+    writer = _Writer(staged.tmp["video"], FOURCC[output.suffix.lower()], fps_in, labeled_dir, cfg.labeled_frame_stride,
+                     log, pool)
     producer = _Producer(source, rec, tracker, classify_every, max_frames, stop, pool)
     pending: collections.deque = collections.deque()
     predictions: list[dict] = []
@@ -663,7 +678,8 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
             track_frames = collections.Counter(face["id"] for p in predictions for face in p["faces"])
             if stop_reason is None:
                 stop_reason = source.stop_reason if error is None else f"error: {error}"
-            atomic.write_text(predictions_path, json.dumps(predictions, separators=(",", ":")) + "\n")
+            staged.tmp["predictions"].write_text(json.dumps(predictions, separators=(",", ":")) + "\n",
+                                                 encoding="utf-8")
             elapsed = time.perf_counter() - started
 
             def median(values):
@@ -692,6 +708,10 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
             }
             log.write(json.dumps(summary) + "\n")
             log.close()
+            if writer_started:  # a video with at least one frame: this run's outputs replace the last run's
+                staged.publish()
+            else:
+                staged.discard()
             if display:
                 try:
                     cv2.destroyAllWindows()
@@ -702,6 +722,22 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
     if error is not None:
         raise error
     return summary
+
+
+def _staged_outputs(results_dir: Path, video: Path, labeled: bool) -> outputs.Staged:
+    """The four outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
+    frames are labeled or when a previous run's folder would otherwise be left beside this run's outputs."""
+    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME}
+    folder = results_dir / LABELED_DIR
+    legacy = _is_frame_name
+    if labeled or outputs.is_own_folder(folder, legacy):
+        finals["labeled"] = folder
+    return outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys(), legacy=legacy)
+
+
+def _is_frame_name(name: str) -> bool:
+    """frame_NNN.png: what labeled_images/ held before folders were marked as this project's."""
+    return name.startswith("frame_") and name.endswith(".png") and name[6:-4].isdigit()
 
 
 def _ignore_sigint():

@@ -24,10 +24,11 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
-def check_writable(folder: Path, what: str) -> None:
+def check_writable(folder: Path, what: str, hint: str | None = None) -> None:
     """UserError unless files can be created in `folder` (or, when it does not exist yet, in the nearest
     existing folder above it, where it would be created). Tries a real file: permission bits say nothing
-    about a read-only mount. Leaves nothing behind."""
+    about a read-only mount. Leaves nothing behind. `hint`: how to choose another folder (default: the
+    config key `what`, --set what=PATH)."""
     folder = Path(folder)
     base = _nearest_existing(folder)
     if not base.is_dir():
@@ -36,7 +37,7 @@ def check_writable(folder: Path, what: str) -> None:
         fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=base)
     except OSError as exc:
         raise UserError(f"{what} {folder} is not writable ({exc.strerror or exc} in {base}): "
-                        f"point it at a folder you can write to (--set {what}=PATH)") from None
+                        f"point it at a folder you can write to ({hint or f'--set {what}=PATH'})") from None
     os.close(fd)
     os.unlink(probe)
 

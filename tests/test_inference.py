@@ -472,7 +472,7 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_json(model_overrides, tmp_path
                              *as_set_args([*model_overrides, f"results_dir={results}", "labeled_frame_stride=10"])],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        marker = results / "labeled_images" / "frame_020.png"  # written once 21 frames are out
+        marker = results / f".labeled_images.tmp-{proc.pid}" / "frame_020.png"  # written once 21 frames are out
         deadline = time.monotonic() + 180
         while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -538,5 +538,111 @@ def test_keras_backend_and_an_unwritable_results_dir(model_overrides, tmp_path):
     _check_outputs(results, summary)
     blocked = tmp_path / "file"
     blocked.write_text("")
-    with pytest.raises(UserError, match="cannot write to results_dir"):
+    with pytest.raises(UserError, match="results_dir .* cannot be created: .* is not a folder"):
         _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "2", results=blocked / "results")
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs: never the input, always one complete run's
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under folder (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_that_is_the_input_video_is_refused_before_the_model_loads(tmp_path):
+    """By name, through a symlink, as a hard link, and as the default output in results_dir: one error line,
+    the input byte-identical, nothing written. No model exists, so the refusal comes before loading one."""
+    original = require(MEGAMIND).read_bytes()
+    mine = tmp_path / "mine.avi"
+    mine.write_bytes(original)
+    (tmp_path / "link.avi").symlink_to(mine)
+    os.link(mine, tmp_path / "hard.avi")
+    results = tmp_path / "results"
+    results.mkdir()
+    default_out = results / "test_out.avi"
+    default_out.write_bytes(original)
+    cases = [(["-v", str(mine), "--output", str(mine)], mine),
+             (["-v", str(mine), "--output", str(tmp_path / "link.avi")], mine),
+             (["-v", str(tmp_path / "link.avi"), "--output", str(mine)], mine),
+             (["-v", str(mine), "--output", str(tmp_path / "hard.avi")], mine),
+             (["-v", str(default_out)], default_out)]
+    before = _snapshot(tmp_path)
+    for args, video in cases:
+        proc = run_script("inference.py", *args, "--no-display", "--set", f"results_dir={results}",
+                          "--set", f"model_save_path={tmp_path / 'no-model.h5'}", timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1 and len(lines) == 1, (args, proc.stderr)
+        assert lines[0].startswith("error: --output ") and "is the input video" in lines[0], lines
+        assert _snapshot(tmp_path) == before
+    assert (tmp_path / "link.avi").is_symlink() and sorted(p.name for p in results.iterdir()) == ["test_out.avi"]
+
+
+def test_a_read_only_results_dir_is_refused_before_the_model_loads(read_only_folder, tmp_path):
+    require(MEGAMIND)
+    for overrides in ([f"results_dir={read_only_folder / 'results'}"],
+                      [f"results_dir={tmp_path / 'results'}", "--output", str(read_only_folder / "out.avi")]):
+        setting, *more = overrides
+        proc = run_script("inference.py", "-v", str(MEGAMIND), "--no-display", *more, "--set", setting,
+                          "--set", f"model_save_path={tmp_path / 'no-model.h5'}", timeout=120)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 1 and len(lines) == 1 and "is not writable" in lines[0], proc.stderr
+        assert list(read_only_folder.iterdir()) == [] and not (tmp_path / "results").exists()
+
+
+def test_a_labeled_images_folder_the_project_did_not_write_is_refused(tmp_path):
+    require(MEGAMIND)
+    labeled = tmp_path / "results" / "labeled_images"
+    labeled.mkdir(parents=True)
+    (labeled / "holiday.jpg").write_bytes(b"mine")
+    before = _snapshot(tmp_path)
+    proc = run_script("inference.py", "-v", str(MEGAMIND), "--no-display", "--set", f"results_dir={labeled.parent}",
+                      "--set", f"model_save_path={tmp_path / 'no-model.h5'}", timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: {labeled} was not written by this project"), lines
+    assert _snapshot(tmp_path) == before and sorted(p.name for p in labeled.parent.iterdir()) == ["labeled_images"]
+
+
+def test_a_killed_run_leaves_the_previous_run_s_outputs_whole_and_the_next_run_replaces_them(model_overrides,
+                                                                                              tmp_path):
+    """kill -9 while a second run writes: the first run's four outputs byte-identical and consistent; the
+    next completed run cleans the dead run's temporary files and replaces all four together."""
+    require(MEGAMIND)
+    code, first, results = _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "30",
+                                "--set", "labeled_frame_stride=10")
+    assert code == 0
+    _check_outputs(results, first, stride=10)
+    before = _snapshot(results)
+    assert sorted(before) == ["inference_logs.txt", "labeled_images/.written-by-emotion-recognition",
+                              "labeled_images/frame_000.png", "labeled_images/frame_010.png",
+                              "labeled_images/frame_020.png", "predictions.json", "test_out.avi"]
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, str(REPO / "src" / "inference.py"), "-v", str(MEGAMIND), "--no-display",
+                             *as_set_args([*model_overrides, f"results_dir={results}", "labeled_frame_stride=7"])],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    temp_video = results / f".test_out.tmp-{proc.pid}.avi"
+    try:
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline:
+            if temp_video.exists() and temp_video.stat().st_size > 200_000:  # about 25 frames encoded
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
+        proc.kill()
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    after = _snapshot(results)
+    visible = {k: v for k, v in after.items() if f"tmp-{proc.pid}" not in k}
+    assert visible == before  # byte-identical, nothing extra but the dead run's temporary files
+    assert any(k.startswith(f".labeled_images.tmp-{proc.pid}/frame_") for k in after)
+
+    code, last, _ = _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "12",
+                         "--set", "labeled_frame_stride=5")
+    assert code == 0 and last["frames"] == 12
+    _check_outputs(results, last, stride=5)  # frame_020.png of the first run is gone with the rest
+    assert sorted(p.name for p in results.iterdir()) == ["inference_logs.txt", "labeled_images", "predictions.json",
+                                                          "test_out.avi"]
