@@ -15,8 +15,13 @@ images per classifier call.
 
 --json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
 [{box, label, confidence, probabilities, detector_score, whole_image}], whole_image, error}. --save-images
-writes annotated copies to <results_dir>/labeled_images/. An unreadable file gives one "error: cannot read
-image: PATH" line and the others carry on; the exit code is then 1. A path matching nothing: exit code 2.
+writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
+place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
+this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
+run's outputs. An unwritable results_dir is refused before any work.
+An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
+then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
+matching nothing: exit code 2.
 """
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ from pathlib import Path
 
 import cli
 import atomic
+import outputs
+import paths
 from config import UserError
 
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
@@ -63,14 +70,14 @@ def parse_args(argv=None):
 def collect_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
     """(image paths in order, specs that matched nothing). A folder gives its image files sorted by name, a
     glob its matching image files sorted, an existing file itself. A file reached twice is listed once."""
-    paths, unmatched, seen = [], [], set()
+    image_paths, unmatched, seen = [], [], set()
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
             found = [str(p / c.name) for c in sorted(p.iterdir())
                      if c.suffix.lower() in IMAGE_EXTENSIONS and c.is_file()]
         elif p.exists():
-            found = [spec]
+            found = [spec] if paths.is_regular_file(p) else []
         elif glob.has_magic(spec):
             found = [m for m in sorted(glob.glob(spec))
                      if Path(m).suffix.lower() in IMAGE_EXTENSIONS and Path(m).is_file()]
@@ -82,14 +89,16 @@ def collect_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
             key = os.path.realpath(path)
             if key not in seen:
                 seen.add(key)
-                paths.append(path)
-    return paths, unmatched
+                image_paths.append(path)
+    return image_paths, unmatched
 
 
 def _no_match_message(spec: str) -> str:
     p = Path(spec)
     if p.is_dir():
         return f"no images in the folder {spec} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+    if p.exists():
+        return f"{spec} is not a regular file (a pipe, socket or device): give an image file"
     if glob.has_magic(spec):
         return f"no image matches {spec}"
     return f"no such file or folder: {spec}"
@@ -102,6 +111,8 @@ def read_image(path: str):
     import numpy as np
     from faces import quiet_stderr
 
+    if not paths.is_regular_file(path):  # a pipe would block the read forever
+        return None
     try:
         data = np.fromfile(path, np.uint8)
     except OSError:
@@ -175,34 +186,51 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)  # a configuration mistake is reported first, as by every script
     if not args.image_path:
         args.parser.error("the following arguments are required: --image_path")
-    paths, unmatched = collect_inputs(args.image_path)
-    if not paths:
+    image_paths, unmatched = collect_inputs(args.image_path)
+    if not image_paths:
         raise NoInput(_no_match_message(unmatched[0]) if len(unmatched) == 1 else
                       "nothing matches any of " + ", ".join(args.image_path))
     results_dir = Path(cfg.results_dir)
-    labeled_dir = results_dir / "labeled_images"
+    labeled_final = results_dir / "labeled_images"
     json_path = results_dir / "predictions.json"
+    finals = {**({"json": json_path} if args.json else {}), **({"labeled": labeled_final} if args.save_images else {})}
+    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys())
+    if finals:
+        paths.check_writable(results_dir, "results_dir")
+        staged.check()
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import cv2  # OpenCV, and TensorFlow with the classifier, are imported after the arguments are parsed
-
-    import recognizer as rec_lib
+    import recognizer as rec_lib  # OpenCV, and TensorFlow with the classifier, are imported after parsing
     rec = rec_lib.EmotionRecognizer(cfg)
-    print(f"{len(paths)} image{'s' if len(paths) != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)
+    print(f"{len(image_paths)} image{'s' if len(image_paths) != 1 else ''}; model {rec.model_path} ({rec.backend})",
+          flush=True)
 
+    if finals:
+        staged.prepare()
+    try:
+        return _run(args, image_paths, unmatched, rec, staged)
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: outputs.Staged) -> int:
+    """Classify every image, print the blocks, write the staged outputs and publish them; the exit code."""
+    import cv2
+    import recognizer as rec_lib
+
+    json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
     entries: list[dict] = []
     failed = faces_total = read_ok = 0
     for spec in unmatched:
         print(f"error: {_no_match_message(spec)}", file=sys.stderr, flush=True)
         entries.append({"image": spec, "width": None, "height": None, "faces": [], "whole_image": False,
-                        "error": "no image matches"})
+                        "error": "not a regular file" if Path(spec).exists() else "no image matches"})
         failed += 1
-    if args.save_images:
-        labeled_dir.mkdir(parents=True, exist_ok=True)
     used_names: set[str] = set()
     start = time.perf_counter()
-    for first in range(0, len(paths), args.batch_size):
-        chunk = paths[first:first + args.batch_size]
+    for first in range(0, len(image_paths), args.batch_size):
+        chunk = image_paths[first:first + args.batch_size]
         images = [read_image(p) for p in chunk]
         ok = [i for i, im in enumerate(images) if im is not None]
         rgbs = [cv2.cvtColor(images[i], cv2.COLOR_BGR2RGB) for i in ok]
@@ -227,14 +255,17 @@ def main(argv=None) -> int:
                     rec_lib.draw_results(image, results)
                 else:
                     _mark_no_face(image)
-                write_image_atomic(labeled_dir / _unique_name(Path(path).name, used_names), image)
+                write_image_atomic(staged.tmp["labeled"] / _unique_name(Path(path).name, used_names), image)
     seconds = time.perf_counter() - start
     if args.json:
-        atomic.write_text(json_path, json.dumps(entries, indent=2) + "\n")
+        staged.tmp["json"].write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    if staged.finals:
+        staged.publish()
+    if args.json:
         print(f"wrote {json_path}")
     if args.save_images and read_ok:
         print(f"wrote {read_ok} annotated image{'s' if read_ok != 1 else ''} to {labeled_dir}")
-    print(json.dumps({"images": len(paths) + len(unmatched), "faces": faces_total, "failed": failed,
+    print(json.dumps({"images": len(image_paths) + len(unmatched), "faces": faces_total, "failed": failed,
                       "ms_per_image": round(1000 * seconds / read_ok, 2) if read_ok else None,
                       "json": str(json_path) if args.json else None,
                       "labeled_images": str(labeled_dir) if args.save_images else None}), flush=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -275,7 +276,7 @@ def test_glob_and_labeled_images(env, spy, tmp_path):
     assert [Path(e["image"]).name for e in data] == expected
     assert f"{folder / 'two.jpg'}: 2 faces" in out.splitlines()
     labeled = Path(env["cfg"].results_dir) / "labeled_images"
-    assert sorted(p.name for p in labeled.iterdir()) == sorted(expected)
+    assert sorted(p.name for p in labeled.iterdir()) == sorted(expected + [".written-by-emotion-recognition"])
     for e in data:
         original, annotated = cv2.imread(e["image"]), cv2.imread(str(labeled / Path(e["image"]).name))
         assert annotated.shape == original.shape
@@ -364,3 +365,77 @@ def test_tflite_backend(env, tmp_path):
     (face,) = entry["faces"]
     crop = faces.crop_face(rgb(image), face["box"], size=SIZE)
     np.testing.assert_allclose(list(face["probabilities"].values()), model_probs(tiny, crop[None])[0], atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outputs: one run's, published together; inputs: regular files only
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_s_outputs_are_that_run_s_and_an_interrupted_run_leaves_the_last_ones(env, spy, tmp_path):
+    """The second run's labeled_images/ holds its images only; a run stopped half-way (Ctrl-C in the classifier)
+    leaves the previous run's predictions.json and labeled_images/ byte-identical, and no temporary file."""
+    folder = photo_folder(tmp_path)
+    results = tmp_path / "results"
+    at = ["--set", f"results_dir={results}", "--json", "--save-images"]
+    code, _, err = run_main(["--image_path", str(folder), *at], env)
+    assert code == 0, err
+    code, _, err = run_main(["--image_path", str(folder / PHOTOS[0]), *at], env)
+    assert code == 0, err
+    before = _tree(results)
+    assert sorted(before) == ["labeled_images/.written-by-emotion-recognition", f"labeled_images/{PHOTOS[0]}",
+                              "predictions.json"]
+    assert [e["image"] for e in json.loads(before["predictions.json"])] == [str(folder / PHOTOS[0])]
+
+    calls = []
+
+    def interrupted(faces_):
+        calls.append(len(faces_))
+        raise KeyboardInterrupt
+
+    spy.predict = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_main(["--image_path", str(folder), "--batch-size", "2", *at], env)
+    assert calls and _tree(results) == before
+    assert sorted(p.name for p in results.iterdir()) == ["labeled_images", "predictions.json"]
+
+
+def test_a_labeled_images_folder_the_project_did_not_write_is_refused_before_the_model_loads(env, tmp_path):
+    labeled = tmp_path / "results" / "labeled_images"
+    labeled.mkdir(parents=True)
+    shutil.copy(photo(PHOTOS[0]), labeled / "mine.jpg")
+    before = _tree(tmp_path)
+    with pytest.raises(UserError, match=f"{labeled} was not written by this project"):
+        run_main(["--image_path", str(photo(PHOTOS[1])), "--save-images", "--set", f"results_dir={labeled.parent}",
+                  "--set", f"model_save_path={tmp_path / 'no-model.h5'}"], env)
+    assert _tree(tmp_path) == before and [p.name for p in labeled.parent.iterdir()] == ["labeled_images"]
+
+
+def test_a_read_only_results_dir_is_refused_before_the_model_loads(env, read_only_folder, tmp_path):
+    for flag in ("--json", "--save-images"):
+        with pytest.raises(UserError, match="results_dir .* is not writable"):
+            run_main(["--image_path", str(photo(PHOTOS[0])), flag, "--set", f"results_dir={read_only_folder}",
+                      "--set", f"model_save_path={tmp_path / 'no-model.h5'}"], env)
+    assert list(read_only_folder.iterdir()) == []
+
+
+def test_a_fifo_is_never_read(env, tmp_path):
+    """A named pipe given as an image (alone, beside a photo, or in a folder) is an error line, not a hang."""
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    proc = run_script("predict.py", "--image_path", str(pipe), *as_set_args(env["overrides"]), timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == [f"error: {pipe} is not a regular file (a pipe, socket or device): "
+                                                f"give an image file"]
+    good = tmp_path / PHOTOS[0]
+    shutil.copy(photo(PHOTOS[0]), good)
+    proc = run_script("predict.py", "--image_path", str(pipe), str(good), str(tmp_path), "--json",
+                      *as_set_args(env["overrides"]), timeout=300)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
+    assert errors == [f"error: {pipe} is not a regular file (a pipe, socket or device): give an image file"]
+    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    assert [(e["image"], e["error"]) for e in data] == [(str(pipe), "not a regular file"), (str(good), None)]
