@@ -10,7 +10,11 @@ Needs web/node_modules (`npm ci --prefix web`: TF.js with its WASM files, BlazeF
 network at run time: web/dist/ holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and
 config.json (class names, crop geometry, smoothing and detector threshold from the config and src/faces.py).
 
-The server adds Cross-Origin-Opener-Policy / Cross-Origin-Embedder-Policy, which make the page
+--dist is replaced whole by each build, so it must be a build (every build holds a
+.written-by-emotion-recognition file) or not exist yet: any other folder is refused, never replaced.
+A model.json whose weight files are not plain names inside the model folder (`../x`, `/x`) is refused.
+
+The server lists no folders (a folder without index.html is 404). It adds Cross-Origin-Opener-Policy / Cross-Origin-Embedder-Policy, which make the page
 cross-origin isolated, so TF.js's threaded WASM build can load (SharedArrayBuffer); the page's speed on
 WASM comes from running the model in one Web Worker per core, which needs no such headers. Open
 http://127.0.0.1:PORT/?backend=wasm to force a backend, ?workers=0 to keep the model on the page's thread,
@@ -23,10 +27,11 @@ import json
 import os
 import shutil
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import atomic
 import cli
+import outputs
 from config import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,6 +101,10 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
     if not model_json.is_file():
         raise UserError(f"no TF.js model at {model_dir}: run python src/export.py --formats tfjs_uint8 "
                         f"(or pass --model DIR of a TF.js graph model)")
+    if dist.exists() or dist.is_symlink():
+        if not is_previous_build(dist):
+            raise UserError(f"--dist {dist} exists and is not a build of this page (no {outputs.MARKER} file in "
+                            f"it): a build replaces the whole folder, so give a new or empty folder")
     spec = _read_json(model_json)
     classes = _output_size(spec)
     if classes is not None and classes != len(cfg.class_names):
@@ -107,6 +116,10 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
     for name in DETECTOR_FILES:
         sources[f"models/blazeface/{name}"] = node_modules / DETECTOR_PACKAGE / "models" / name
     weights = [p for group in spec.get("weightsManifest", []) for p in group.get("paths", [])]
+    for name in weights:
+        if not _plain_relative(name):
+            raise UserError(f"{model_json} names the weight file {name!r}, which is not a file name inside "
+                            f"{model_dir}: export the model again (python src/export.py --formats tfjs_uint8)")
     for name in ["model.json", *weights]:
         sources[f"models/emotion/{name}"] = model_dir / name
     missing = [str(path) for path in sources.values() if not path.is_file()]
@@ -134,9 +147,29 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(src, target)
         (tmp / "config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+        outputs.mark(tmp)
     model_bytes = sum((model_dir / name).stat().st_size for name in ["model.json", *weights])
     return {"dist": str(dist), "model": str(model_dir), "model_mb": round(model_bytes / 2 ** 20, 2),
             "classes": list(cfg.class_names)}
+
+
+def is_previous_build(dist: Path) -> bool:
+    """Whether `dist` is a folder build() wrote: marked, or empty, or (a build from before builds were marked)
+    holding the page, config.json, vendor/ and models/ and nothing else at its top."""
+    if outputs.is_own_folder(dist):
+        return True
+    if dist.is_symlink() or not dist.is_dir():
+        return False
+    names = {p.name for p in dist.iterdir()}
+    return {"index.html", "config.json", "vendor", "models"} <= names <= {*PAGE_FILES, "config.json", "vendor", "models"}
+
+
+def _plain_relative(name) -> bool:
+    """A weight file name that stays inside the model folder: relative, no '..', no backslash."""
+    if not isinstance(name, str) or not name or "\\" in name:
+        return False
+    path = PurePosixPath(name)
+    return not path.is_absolute() and ".." not in path.parts
 
 
 def _read_json(path: Path) -> dict:
@@ -276,6 +309,10 @@ def make_server(dist: Path, host: str = "127.0.0.1", port: int = 0):
 
         def log_message(self, format, *args):  # quiet: one line per file would bury the URL
             pass
+
+        def list_directory(self, path):  # a folder without index.html: no listing of what lies there
+            self.send_error(404, "File not found")
+            return None
 
     if not (dist / "index.html").is_file():
         raise UserError(f"{dist} has no index.html: build it first (python src/web.py --build-only)")

@@ -308,3 +308,88 @@ def test_write_y4m_keeps_every_frame(tmp_path):
     capture.release()
     y = np.frombuffer(rest[6:6 + 720 * 528], np.uint8).reshape(528, 720)
     np.testing.assert_array_equal(y, cv2.cvtColor(first, cv2.COLOR_BGR2YUV_I420)[:528])
+
+
+# ------------------------------------------------------------------------------------------------
+# src/web.py never replaces or serves what it did not build (no browser needed: a stand-in model folder)
+
+
+def _model_folder(tmp_path: Path, paths=("group1-shard1of1.bin",)) -> Path:
+    """A TF.js model folder as build() sees it: model.json naming its weight files, and the files."""
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text(json.dumps({"weightsManifest": [{"paths": list(paths)}]}))
+    for name in paths:
+        if ".." not in name and not name.startswith("/"):
+            (model_dir / name).write_bytes(b"weights")
+    return model_dir
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _build(model_dir: Path, dist: Path):
+    return run_script("web.py", "--build-only", "--model", str(model_dir), "--dist", str(dist), timeout=120)
+
+
+def test_build_replaces_only_a_previous_build_never_a_user_folder(tmp_path):
+    if web.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+        pytest.skip("web/node_modules is missing (npm ci --prefix web)")
+    model_dir = _model_folder(tmp_path)
+    site = tmp_path / "site"
+    (site / "photos").mkdir(parents=True)
+    (site / "thesis.docx").write_text("x")
+    (site / "index.html").write_text("<p>my own page</p>")
+    before = _tree(tmp_path)
+    proc = _build(model_dir, site)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+        f"error: --dist {site} exists and is not a build of this page (no .written-by-emotion-recognition file in "
+        f"it): a build replaces the whole folder, so give a new or empty folder"]
+    assert _tree(tmp_path) == before and (site / "photos").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "site"]  # no temporary folder left
+    link = tmp_path / "link"
+    link.symlink_to(site)  # not through a symlink either
+    assert _build(model_dir, link).returncode == 1 and _tree(tmp_path) == before
+
+    dist = tmp_path / "dist"
+    proc = _build(model_dir, dist)
+    assert proc.returncode == 0, proc.stderr
+    built = _tree(dist)
+    assert ".written-by-emotion-recognition" in built and built["models/emotion/group1-shard1of1.bin"] == b"weights"
+    (model_dir / "group1-shard1of1.bin").write_bytes(b"new weights")
+    proc = _build(model_dir, dist)  # a previous build is replaced
+    assert proc.returncode == 0, proc.stderr
+    assert _tree(dist) == {**built, "models/emotion/group1-shard1of1.bin": b"new weights"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dist", "link", "model", "site"]
+
+
+@pytest.mark.parametrize("name", ["../outside.bin", "/etc/hostname", "sub/../../outside.bin"])
+def test_weight_files_outside_the_model_folder_are_refused(tmp_path, name):
+    (tmp_path / "outside.bin").write_bytes(b"secret")
+    model_dir = _model_folder(tmp_path, paths=("group1-shard1of1.bin", name))
+    before = _tree(tmp_path)
+    proc = _build(model_dir, tmp_path / "dist")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {model_dir / 'model.json'} names the weight file {name!r}, which is not a file name inside "
+        f"{model_dir}: export the model again (python src/export.py --formats tfjs_uint8)"]
+    assert _tree(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == ["model", "outside.bin"]
+
+
+def test_the_server_lists_no_folders(tmp_path):
+    import urllib.error
+    if web.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+        pytest.skip("web/node_modules is missing (npm ci --prefix web)")
+    from config import load_config
+    dist = tmp_path / "dist"
+    web.build(load_config(), _model_folder(tmp_path), dist, web.WEB / "node_modules")
+    (dist / "empty").mkdir()
+    with web.serving(dist) as url:
+        with urllib.request.urlopen(url) as response:  # a folder with index.html: the page
+            assert response.status == 200 and response.read() == (dist / "index.html").read_bytes()
+        for folder in ("vendor/", "models/", "models/emotion/", "empty/", "vendor"):
+            with pytest.raises(urllib.error.HTTPError) as exc:
+                urllib.request.urlopen(url + folder)
+            assert exc.value.code == 404, folder
+            assert b"tf-core" not in exc.value.read()
