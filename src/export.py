@@ -21,6 +21,7 @@ is folded into its convolution first, giving 53 _FusedConv2D ops with rank-1 bia
 Relu), which TF.js's WASM backend runs. Any rank-4 [1, 1, 1, C] fused bias left is reshaped to [C] (same
 bytes), since that backend rejects it.
 
+Both folders are checked for writing before any work (a read-only one is one error line).
 Writes <performance_dir>/export_report.csv, one row per format: format, path, size_mb, latency_ms_batch1
 (median on this machine: SavedModel through its serving signature, TFLite through classifier.EmotionClassifier,
 TF.js through the web page's classify() in headless Chromium), val_accuracy, accuracy_drop_points (Keras minus
@@ -47,6 +48,7 @@ from pathlib import Path
 
 import cli
 import atomic
+import paths
 from config import UserError
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
@@ -108,6 +110,9 @@ def main(argv=None) -> int:
     if not model_path.is_file():
         raise UserError(f"no trained model at {model_path}: run python src/train.py first "
                         f"(or point --set model_save_path=PATH at one)")
+    if not args.dry_run:  # before minutes of work, not after them
+        paths.check_writable(out_dir, "--output folder", hint="--output DIR")
+        paths.check_writable(perf_dir, "performance_dir")
 
     import numpy as np
 

@@ -169,6 +169,23 @@ def test_missing_model_is_one_line(tmp_path):
     assert len(lines) == 1 and str(tmp_path / "models" / "model.h5") in lines[0] and "python src/train.py" in lines[0]
 
 
+def test_read_only_output_folders_are_refused_before_the_model_loads(tmp_path, read_only_folder):
+    """The model file is a stand-in: the refusal must come before it is read (and before TensorFlow loads)."""
+    model = tmp_path / "models" / "model.h5"
+    model.parent.mkdir()
+    model.write_bytes(b"not read")
+    for args, expected in (
+            (["--output", str(read_only_folder / "export")],
+             f"error: --output folder {read_only_folder / 'export'} is not writable"),
+            ([f"--set", f"performance_dir={read_only_folder / 'performance'}", "--output", str(tmp_path / "out")],
+             f"error: performance_dir {read_only_folder / 'performance'} is not writable")):
+        result = run_script("export.py", *as_set_args(tiny_config(tmp_path)), *args, timeout=120)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), result.stderr
+        assert list(read_only_folder.iterdir()) == [] and not (tmp_path / "out").exists()
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["models", "read-only"]
+
+
 def test_dry_run_writes_nothing(exported, tmp_path):
     """--dry-run on the module's model: checks and plans, writes no file."""
     model, out, rows, _, _ = exported
