@@ -112,16 +112,15 @@ def main(argv=None) -> int:
 
 def check_outputs(args, cfg, output: Path) -> None:
     """Before the model loads: the output video is not the input video, and both output folders are writable."""
-    if args.video is not None:
-        video = Path(args.video or cfg.video_path).expanduser()
-        if paths.same_file(video, output):
-            raise UserError(f"--output {output} is the input video {video}: it would be overwritten; "
-                            f"choose another --output")
+    video = Path(args.video or cfg.video_path).expanduser() if args.video is not None else None
+    if video is not None and paths.same_file(video, output):
+        raise UserError(f"--output {output} is the input video {video}: it would be overwritten; "
+                        f"choose another --output")
     results_dir = Path(cfg.results_dir)
     paths.check_writable(results_dir, "results_dir")
     if not paths.same_file(output.parent, results_dir):
         paths.check_writable(output.parent, "--output folder", hint="--output PATH")
-    _staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride)).check()
+    _staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride)).check(inputs=[video] if video else [])
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
+import paths
 from config import UserError
 
 MARKER = ".written-by-emotion-recognition"
@@ -108,9 +109,22 @@ class Staged:
             self.tmp[key].mkdir()
             mark(self.tmp[key])
 
-    def check(self) -> None:
+    def check(self, inputs: Iterable[Path] = ()) -> None:
         """UserError when an output would replace a folder this project did not write (also done by prepare;
-        call it alone to refuse before long work starts)."""
+        call it alone to refuse before long work starts), or one of the run's `inputs` (the same file, or a
+        file inside an output folder)."""
+        folders = [(self.finals[k], self.finals[k].resolve()) for k in self.folders]
+        files = [self.finals[k] for k in self.finals if k not in self.folders]
+        for path in inputs:
+            real = Path(path).resolve()
+            for final in files:
+                if paths.same_file(Path(path), final):
+                    raise UserError(f"{path} is an input of this run and {final} an output it writes: choose "
+                                    f"another output place; nothing was written")
+            for final, real_final in folders:
+                if real.is_relative_to(real_final):
+                    raise UserError(f"{path} is an input of this run and lies in {final}, which this run "
+                                    f"replaces: copy it elsewhere first; nothing was written")
         for key, final in self.finals.items():
             if key in self.folders:
                 if (final.exists() or final.is_symlink()) and not is_own_folder(final, self.legacy):

@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys())
     if finals:
         paths.check_writable(results_dir, "results_dir")
-        staged.check()
+        staged.check(inputs=[Path(p) for p in image_paths])
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import recognizer as rec_lib  # OpenCV, and TensorFlow with the classifier, are imported after parsing

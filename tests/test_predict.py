@@ -439,3 +439,19 @@ def test_a_fifo_is_never_read(env, tmp_path):
     assert errors == [f"error: {pipe} is not a regular file (a pipe, socket or device): give an image file"]
     data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
     assert [(e["image"], e["error"]) for e in data] == [(str(pipe), "not a regular file"), (str(good), None)]
+
+
+def test_inputs_inside_the_outputs_it_replaces_are_refused(env, spy, tmp_path):
+    """Annotated images of an earlier run given as input with --save-images (the folder would be replaced),
+    or predictions.json named as an image with --json: one error line, nothing changed."""
+    results = tmp_path / "results"
+    at = ["--set", f"results_dir={results}", "--json", "--save-images"]
+    code, _, err = run_main(["--image_path", str(photo(PHOTOS[0])), *at], env)
+    assert code == 0, err
+    before = _tree(results)
+    labeled = results / "labeled_images"
+    for given, match in ((labeled, f"{labeled / PHOTOS[0]} is an input of this run and lies in {labeled}"),
+                         (results / "predictions.json", "is an input of this run and .*predictions.json an output")):
+        with pytest.raises(UserError, match=match):
+            run_main(["--image_path", str(given), *at], env)
+        assert _tree(results) == before
