@@ -32,6 +32,7 @@ from pathlib import Path, PurePosixPath
 import atomic
 import cli
 import outputs
+import paths
 from config import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -101,6 +102,7 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
     if not model_json.is_file():
         raise UserError(f"no TF.js model at {model_dir}: run python src/export.py --formats tfjs_uint8 "
                         f"(or pass --model DIR of a TF.js graph model)")
+    paths.check_writable(dist.parent, "--dist folder", hint="--dist DIR")  # the build is renamed in there
     if dist.exists() or dist.is_symlink():
         if not is_previous_build(dist):
             raise UserError(f"--dist {dist} exists and is not a build of this page (no {outputs.MARKER} file in "

@@ -393,3 +393,11 @@ def test_the_server_lists_no_folders(tmp_path):
                 urllib.request.urlopen(url + folder)
             assert exc.value.code == 404, folder
             assert b"tf-core" not in exc.value.read()
+
+
+def test_a_read_only_dist_folder_is_one_line(tmp_path, read_only_folder):
+    proc = _build(_model_folder(tmp_path), read_only_folder / "dist")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: --dist folder {read_only_folder} is not writable"), lines
+    assert list(read_only_folder.iterdir()) == []
