@@ -547,7 +547,12 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
     except OSError as exc:
         staged.discard()
         raise UserError(f"cannot write to results_dir {results_dir}: {exc.strerror or exc}") from None
-    classifiers = _Classifiers(rec.classifier, workers or classifier_workers(rec.classifier))
+    try:
+        classifiers = _Classifiers(rec.classifier, workers or classifier_workers(rec.classifier))
+    except BaseException:
+        log.close()
+        staged.discard()
+        raise
     fps_in = source.fps or DEFAULT_FPS
     smoothing = float(cfg.smoothing)
     tracker = tracking.FaceTracker(smoothing=smoothing, max_missed=MAX_MISSED)   # ids: the producer's

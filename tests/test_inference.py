@@ -646,3 +646,7 @@ def test_a_killed_run_leaves_the_previous_run_s_outputs_whole_and_the_next_run_r
     _check_outputs(results, last, stride=5)  # frame_020.png of the first run is gone with the rest
     assert sorted(p.name for p in results.iterdir()) == ["inference_logs.txt", "labeled_images", "predictions.json",
                                                           "test_out.avi"]
+    # labeled_frame_stride 0: the last run's labeled frames do not stay beside this run's outputs
+    code, _, _ = _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "3",
+                      "--set", "labeled_frame_stride=0")
+    assert code == 0 and [p.name for p in (results / "labeled_images").iterdir()] == [".written-by-emotion-recognition"]
