@@ -83,6 +83,14 @@ def _install(tmp: Path, final: Path, aside: Path) -> None:
         os.replace(tmp, final)
 
 
+def _read_journal(path: Path) -> list[tuple[Path, Path]]:
+    try:
+        pairs = json.loads(path.read_text(encoding="utf-8"))
+        return [(Path(tmp), Path(final)) for tmp, final in pairs]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 class Staged:
     """The outputs of one run, by key: final paths in `finals`, the keys in `folders` being folders.
     `legacy(name)` recognises the entries of an unmarked folder an older version wrote (see is_own_folder)."""
@@ -155,10 +163,11 @@ class Staged:
             if not match or pid_alive(int(match.group(1))):
                 continue
             if match.group(2) is None:  # a complete journal: its outputs were complete, finish the renames
-                pid = match.group(1)
-                for tmp, final in json.loads(entry.read_text(encoding="utf-8")):
-                    if Path(tmp).exists() or Path(tmp).is_symlink():
-                        _install(Path(tmp), Path(final), Path(final).with_name(f".{Path(final).name}.old-{pid}"))
+                pid = int(match.group(1))
+                for tmp, final in _read_journal(entry):
+                    # only what a publication does: .NAME.tmp-PID beside NAME becomes NAME
+                    if tmp == temp_path(final, pid) and (tmp.exists() or tmp.is_symlink()):
+                        _install(tmp, final, final.with_name(f".{final.name}.old-{pid}"))
             entry.unlink(missing_ok=True)
 
     def _clean_dead_temps(self) -> None:

@@ -96,3 +96,16 @@ def test_a_folder_the_project_did_not_write_is_never_replaced(tmp_path):
     labeled.symlink_to(tmp_path / "elsewhere")  # a link to a marked folder: still not a folder we wrote here
     with pytest.raises(UserError, match="was not written by this project"):
         _staged(tmp_path).check()
+
+
+def test_a_journal_renames_only_temporary_outputs_to_their_own_names(tmp_path, dead_pid):
+    """A journal left in results_dir (damaged or hostile) cannot move other files about."""
+    (tmp_path / "precious.txt").write_text("mine")
+    (tmp_path / f".predictions.tmp-{dead_pid}.json").write_text("x")
+    (tmp_path / f".publish-{dead_pid}.json").write_text(json.dumps(
+        [[str(tmp_path / "precious.txt"), str(tmp_path / "predictions.json")],
+         [str(tmp_path / f".predictions.tmp-{dead_pid}.json"), str(tmp_path / "elsewhere.json")]]))
+    (tmp_path / f".publish-{dead_pid + 1_000_000}.json").write_text("{not json")
+    _staged(tmp_path).prepare()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".labeled_images.tmp-{os.getpid()}", "precious.txt"]
+    assert (tmp_path / "precious.txt").read_text() == "mine"
