@@ -20,6 +20,7 @@ import errno
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import zipfile
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import cli
 import config
+import paths
 from config import UserError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -38,6 +40,8 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 SPLITS = (("train", "train"), ("valid", "val"), ("val", "val"), ("test", "test"))
 OUTPUT_SPLITS = ("train", "val", "test")
 UNCLASSIFIED = "unclassified"
+# A download extracted as DATA itself: its labels move to DATA/yolo_labels/<source split>/, out of the class tree.
+KEPT_LABELS = "yolo_labels"
 LOG_NAME = "organize_log.csv"
 LOCK_NAME = ".organize.lock"
 TMP_PREFIX = ".organize-tmp-"          # partial copies; a killed run leaves at most one per folder
@@ -45,7 +49,8 @@ EXTRACT_PREFIX = ".organize-extract-"  # zip extraction in progress
 ZIP_MARKER = ".organize-source"        # written into an extracted folder: which zip it came from
 SEARCH_DEPTH = 4
 KAGGLE_URL = "https://www.kaggle.com/datasets/{handle}"
-# Test-only hook: SIGKILL this process after N files have been placed, to test resuming a killed run.
+# Test-only hook: SIGKILL this process after N steps (files placed, labels moved, folders removed), to test
+# resuming a killed run.
 DIE_AFTER_ENV = "ORGANIZE_DATA_TEST_DIE_AFTER"
 _CLASH_SUFFIX = re.compile(r"__\d+$")
 _LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP,
@@ -64,7 +69,8 @@ class Summary:
     placed[split][class]: of those, files moved/linked there by this run,
     moved: files placed by this run; already: source files found already in place (re-runs),
     renamed: files placed under a new name because a different file held theirs,
-    orphan_labels: labels without an image, reasons: unclassified images of this run by reason.
+    orphan_labels: labels without an image, reasons: unclassified images of this run by reason,
+    labels_kept: label files of a download extracted as data_path moved to data_path/yolo_labels/.
     """
 
     source: Path
@@ -78,6 +84,7 @@ class Summary:
     already: int = 0
     renamed: int = 0
     orphan_labels: int = 0
+    labels_kept: int = 0
     reasons: Counter = field(default_factory=Counter)
     examples: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -113,6 +120,9 @@ class Summary:
             lines.append(f"{sum(self.reasons.values())} images {would}unclassified ({detail})")
         if self.orphan_labels:
             lines.append(f"{self.orphan_labels} labels have no image")
+        if self.labels_kept:
+            lines.append(f"{self.labels_kept} label files {would or 'were '}moved to "
+                         f"{self.data_path / KEPT_LABELS}/<split>/, out of the class folders")
         if (self.reasons or self.orphan_labels or self.renamed) and self.log_path and not self.dry_run:
             lines.append(f"details: {self.log_path}")
         if self.examples:
@@ -335,18 +345,27 @@ def parse_label(data: bytes, n_classes: int) -> tuple[int | None, str, str]:
     return class_id, "", ""
 
 
-def _read_labels(labels_dir: str, n_classes: int) -> dict[str, tuple[int | None, str, str]]:
-    """stem -> parse_label(...) for every .txt in labels_dir (one pass)."""
-    labels = {}
+def _is_label_name(name: str) -> bool:
+    return name.lower().endswith(".txt") and not name.startswith(".")
+
+
+def _read_labels(labels_dir: str, n_classes: int) -> tuple[dict[str, tuple[int | None, str, str]], list[str]]:
+    """(stem -> parse_label(...) for every .txt file in labels_dir, names skipped because they are not
+    regular files: a FIFO would block the read forever). A missing folder has no labels."""
+    labels, skipped = {}, []
+    if not os.path.isdir(labels_dir):
+        return labels, skipped
     for entry in os.scandir(labels_dir):
-        stem, ext = os.path.splitext(entry.name)
-        if ext.lower() != ".txt" or entry.name.startswith("."):
+        if not _is_label_name(entry.name):
+            continue
+        if not paths.is_regular_file(entry.path):
+            skipped.append(entry.name)
             continue
         try:
-            labels[stem] = parse_label(_read_small(entry.path), n_classes)
+            labels[os.path.splitext(entry.name)[0]] = parse_label(_read_small(entry.path), n_classes)
         except OSError as exc:
             raise UserError(f"cannot read label {entry.path}: {exc.strerror or exc}") from None
-    return labels
+    return labels, sorted(skipped)
 
 
 def _check_data_yaml(root: Path, class_names: list[str]) -> list[str]:
@@ -425,11 +444,11 @@ def _base_stem(name: str) -> str:
 
 
 def _same_file(a: str, b: str) -> bool:
-    """Same inode, or same size and bytes."""
+    """Same inode, or two regular files of the same size and bytes (a FIFO is never opened)."""
     sa, sb = os.stat(a), os.stat(b)
     if os.path.samestat(sa, sb):
         return True
-    if sa.st_size != sb.st_size:
+    if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)) or sa.st_size != sb.st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
         while True:
@@ -458,14 +477,18 @@ def _choose_name(folder: _Folder, name: str, src: str) -> tuple[str, bool]:
 
 
 class _Transfer:
-    """Places one file: rename (move) or hard link (link), with a copy when that cannot work."""
+    """Places one file: rename (move) or hard link (link), with a copy when that cannot work.
+
+    A source that is a symbolic link is never renamed (a relative link would dangle in its new folder):
+    the file it points to is hard-linked (or copied) into place, then a move drops the link itself.
+    """
 
     def __init__(self, mode: str):
         self.mode = mode
         self.can_link = True
 
     def __call__(self, src: str, dst: str) -> None:
-        if self.mode == "move":
+        if self.mode == "move" and not os.path.islink(src):
             try:
                 os.rename(src, dst)
             except OSError as exc:
@@ -474,6 +497,11 @@ class _Transfer:
                 _copy_then_rename(src, dst)  # another disk: copy, then drop the source
                 os.unlink(src)
             return
+        self._link_or_copy(src, dst)
+        if self.mode == "move":
+            os.unlink(src)
+
+    def _link_or_copy(self, src: str, dst: str) -> None:
         if self.can_link:
             try:
                 os.link(src, dst)
@@ -511,7 +539,7 @@ class _Log:
             self._writer = csv.writer(self._file)
             if new:
                 self._writer.writerow(["time", "split", "file", "destination", "reason"])
-        self._writer.writerow([self.time, split, file, destination, reason])
+        self._writer.writerow([printable(v) for v in (self.time, split, file, destination, reason)])
         self._file.flush()  # the row must be on disk before the file moves, in case of a kill
 
     def close(self) -> None:
@@ -538,6 +566,25 @@ class _Lock:
         os.close(self.fd)
 
 
+def printable(text: str) -> str:
+    """text with file-name bytes that are not UTF-8 (held as surrogates by os.fsdecode) written as \\xNN,
+    so a log or a terminal can always take it: printable(os.fsdecode(b"z_\\xff.png")) == "z_\\\\xff.png"."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class _Steps:
+    """Counts the steps that change the disk; the test hook DIE_AFTER_ENV kills the process after N."""
+
+    def __init__(self):
+        self.done = 0
+        self.die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
+
+    def step(self) -> None:
+        self.done += 1
+        if self.die_after and self.done >= self.die_after:
+            os.kill(os.getpid(), 9)
+
+
 def _progress(total: int, verb: str):
     from tqdm import tqdm  # imported here so --help stays fast
     return tqdm(total=total, unit="file", desc=verb, file=sys.stderr, disable=None, leave=False,
@@ -548,23 +595,55 @@ def _progress(total: int, verb: str):
 # Organizing
 
 
-def _source_splits(root: Path) -> list[tuple[str, str]]:
-    return [(src, out) for src, out in SPLITS
-            if (root / src / "images").is_dir() and (root / src / "labels").is_dir()]
+def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _list_images(images_dir: str) -> tuple[list[str], int]:
-    """(sorted image names, number of other entries left in place)."""
-    images, other = [], 0
+def _source_splits(root: Path, in_place: bool = False) -> list[tuple[str, str]]:
+    """(source split, output split) pairs of a download: the splits with images/ and labels/. In place
+    (a download extracted as DATA itself, which a killed run may have half tidied up), also those with
+    either, or with labels kept in DATA/yolo_labels/<split>/ by an earlier run."""
+    def present(split: str) -> bool:
+        found = [(root / split / sub).is_dir() for sub in ("images", "labels")]
+        if not in_place:
+            return all(found)
+        return any(found) or (root / KEPT_LABELS / split).is_dir()
+    return [(src, out) for src, out in SPLITS if present(src)]
+
+
+def _unfinished_in_place(data_path: Path) -> bool:
+    """data_path holds yolo_labels/ and a source split's images/ or labels/: an in-place organize that was
+    killed while tidying up, or whose images/ was left for the entries that are not images."""
+    return (data_path / KEPT_LABELS).is_dir() and any(
+        (data_path / split / sub).is_dir() for split, _ in SPLITS for sub in ("images", "labels"))
+
+
+def _list_images(images_dir: str) -> tuple[list[str], list[str]]:
+    """(sorted image names, sorted names of the other entries, which stay). Only regular files are images:
+    reading a FIFO named like one would block forever."""
+    images, other = [], []
+    if not os.path.isdir(images_dir):
+        return images, other
     for entry in os.scandir(images_dir):
         if entry.name.startswith("."):
             continue
-        if entry.is_file() and os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS:
+        if os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and paths.is_regular_file(entry.path):
             images.append(entry.name)
         else:
-            other += 1
-    images.sort()
-    return images, other
+            other.append(entry.name)
+    return sorted(images), sorted(other)
+
+
+def _check_not_into_source(destinations: list[str], root: Path, splits: list[tuple[str, str]]) -> None:
+    """UserError when a destination folder leads (through a symbolic link) into one of the download's own
+    images/ or labels/ folders: its files would be moved onto themselves, or deleted as duplicates."""
+    sources = [os.path.realpath(root / split / sub) for split, _ in splits for sub in ("images", "labels")]
+    for folder in destinations:
+        real = os.path.realpath(folder)
+        for source in sources:
+            if real == source or real.startswith(source + os.sep):
+                raise UserError(f"{folder} leads to {source}, a folder of the download itself (a symbolic "
+                                "link?); remove the link (or pass another data_path) and run again")
 
 
 def organize(source: Path, data_path: Path, class_names: list[str], mode: str = "move",
@@ -572,20 +651,28 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
     """Sort a YOLO_format download (or a folder holding one) into data_path/<split>/<class>/.
 
     mode "move" renames the images (the source's images/ folders end empty); "link" hard-links
-    them (copies where linking fails) and leaves the source intact. Labels are only read.
+    them (copies where linking fails) and leaves the source intact. Labels are only read, except
+    for a download extracted as data_path itself (data_path/train/images, ...): there a move also
+    moves the labels to data_path/yolo_labels/<split>/ and removes the emptied images/, labels/ and
+    valid/ folders, so data_path holds only class folders.
     Idempotent and resumable: files already in place (same name and same inode or same bytes)
     are skipped. dry_run plans everything and changes nothing.
     """
     if mode not in ("move", "link"):
         raise ValueError(f"mode must be 'move' or 'link', got {mode!r}")
     _check_class_names(class_names)
-    root = find_yolo_root(Path(source))
-    data_path = Path(data_path)
-    splits = _source_splits(root)
+    source, data_path = Path(source), Path(data_path)
+    if source.is_dir() and _same_path(source, data_path) and not _is_yolo_root(source) \
+            and _unfinished_in_place(source):
+        root = source
+    else:
+        root = find_yolo_root(source)
+    in_place = _same_path(root, data_path)
+    splits = _source_splits(root, in_place)
     if mode == "move" and not dry_run:
         for src_split, _ in splits:
             images_dir = root / src_split / "images"
-            if not images_dir.stat().st_mode & 0o222:
+            if images_dir.is_dir() and not images_dir.stat().st_mode & 0o222:
                 raise UserError(f"{images_dir} is read-only; organize it with --link, which leaves it intact")
     out_splits = {out for _, out in splits}
     for name in OUTPUT_SPLITS:
@@ -598,8 +685,10 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
     summary = Summary(source=root, data_path=data_path, class_names=list(class_names), mode=mode,
                       dry_run=dry_run, warnings=_check_data_yaml(root, class_names))
     folder_names = [*class_names, UNCLASSIFIED]
-    folders = {(s, c): _Folder(os.path.join(data_path, s, c), dry_run)
-               for s in [o for o in OUTPUT_SPLITS if o in out_splits] for c in folder_names}
+    destinations = {(s, c): os.path.join(data_path, s, c)
+                    for s in [o for o in OUTPUT_SPLITS if o in out_splits] for c in folder_names}
+    _check_not_into_source(list(destinations.values()), root, splits)
+    folders = {key: _Folder(path, dry_run) for key, path in destinations.items()}
 
     lock = None
     if not dry_run:
@@ -607,8 +696,14 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
         lock = _Lock(data_path)
         summary.log_path = data_path / LOG_NAME
     log = _Log(summary.log_path)
+    transfer, steps = _Transfer(mode), _Steps()
     try:
-        _organize_splits(root, splits, folders, summary, log, _Transfer(mode), dry_run)
+        _organize_splits(root, splits, folders, summary, log, transfer, dry_run, in_place, steps)
+        if in_place and mode == "move":
+            _tidy_in_place(root, splits, summary, log, transfer, dry_run, steps)
+        elif in_place:
+            summary.warnings.append(f"the download's images/ and labels/ folders stay in {data_path}'s split "
+                                    "folders (--link), where train.py refuses them: organize with --move")
     finally:
         log.close()
         if lock is not None:
@@ -620,23 +715,29 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
 
 
 def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, summary: Summary,
-                     log: _Log, transfer: _Transfer, dry_run: bool) -> None:
+                     log: _Log, transfer: _Transfer, dry_run: bool, in_place: bool, steps: _Steps) -> None:
     """The work of organize(): one pass over each split's labels, then one over its images."""
     class_names = summary.class_names
     verb = {"move": "moving", "link": "linking"}[transfer.mode]
-    die_after = int(os.environ.get(DIE_AFTER_ENV, "0") or 0)
     plan = []
     for src_split, out_split in splits:
-        labels = _read_labels(str(root / src_split / "labels"), len(class_names))
+        labels, skipped = _read_labels(str(root / src_split / "labels"), len(class_names))
+        for name in skipped:
+            summary.warnings.append(f"{root / src_split / 'labels' / name} is not a regular file "
+                                    "(a pipe or a device?); skipped")
+            log.write(out_split, f"{src_split}/labels/{name}", "", "not a regular file: skipped")
         images, other = _list_images(str(root / src_split / "images"))
-        if other:
-            summary.warnings.append(f"{other} entries of {root / src_split / 'images'} are not images; left there")
-        plan.append((src_split, out_split, labels, images))
+        if other and not in_place:  # in place, the tidy-up says what to do with them
+            summary.warnings.append(f"{len(other)} entries of {root / src_split / 'images'} are not images "
+                                    f"(e.g. {other[0]}); left there")
+        # Labels an earlier in-place run moved out of the way still count for "already in place".
+        kept = _read_labels(str(root / KEPT_LABELS / src_split), len(class_names))[0] if in_place else {}
+        plan.append((src_split, out_split, labels, images, {**kept, **labels}))
 
     bar = _progress(sum(len(p[3]) for p in plan), verb)
     src = dst = ""
     try:
-        for src_split, out_split, labels, images in plan:
+        for src_split, out_split, labels, images, all_labels in plan:
             placed = summary.placed.setdefault(out_split, {})
             images_dir = os.path.join(root, src_split, "images")
             image_stems = set()
@@ -651,8 +752,9 @@ def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, s
                 dst = os.path.join(folder.path, target)
                 if already:
                     summary.already += 1
-                    if transfer.mode == "move" and not dry_run:
-                        os.unlink(src)  # the same bytes are in place already: a duplicate
+                    # Drop the duplicate, unless dst *is* src (through a link): that would delete both.
+                    if transfer.mode == "move" and not dry_run and not _same_path(src, dst):
+                        os.unlink(src)
                     bar.update()
                     continue
                 rel = f"{src_split}/images/{name}"
@@ -669,13 +771,12 @@ def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, s
                 else:
                     folder.ensure()
                     transfer(src, dst)
-                    if die_after and summary.moved + 1 >= die_after:
-                        os.kill(os.getpid(), 9)
+                    steps.step()
                 folder.add(target)
                 placed[cls] = placed.get(cls, 0) + 1
                 summary.moved += 1
                 bar.update()
-            _report_orphans(labels, image_stems, src_split, out_split, folders, summary, log)
+            _report_orphans(all_labels, image_stems, src_split, out_split, folders, summary, log)
     except OSError as exc:
         what = f"{verb} {src} to {dst}" if src else verb
         raise UserError(f"failed {what}: {exc.strerror or exc} ({summary.moved} files done; "
@@ -700,6 +801,78 @@ def _report_orphans(labels: dict, image_stems: set[str], src_split: str, out_spl
             continue
         summary.orphan_labels += 1
         log.write(out_split, f"{src_split}/labels/{stem}.txt", "", "label without an image")
+
+
+def _tidy_in_place(data_path: Path, splits: list[tuple[str, str]], summary: Summary, log: _Log,
+                   transfer: _Transfer, dry_run: bool, steps: _Steps) -> None:
+    """After an in-place move: the labels go to data_path/yolo_labels/<source split>/ (they are the
+    user's data, kept whole) and the emptied images/, labels/ and source split folders are removed with
+    rmdir, which never removes a folder that holds anything. Runs after every image is placed, so a
+    killed run finds the labels of the images still to place in labels/."""
+    src = ""
+    try:
+        for src_split, _ in splits:
+            split_dir = os.path.join(data_path, src_split)
+            labels_dir = os.path.join(split_dir, "labels")
+            if os.path.isdir(labels_dir):
+                kept = _Folder(os.path.join(data_path, KEPT_LABELS, src_split), dry_run)
+                for name in sorted(os.listdir(labels_dir)):
+                    src = os.path.join(labels_dir, name)
+                    if _is_label_name(name) and paths.is_regular_file(src):
+                        _keep_label(src, name, kept, src_split, log, transfer, dry_run)
+                        summary.labels_kept += 1
+                        if not dry_run:
+                            steps.step()
+            if dry_run:
+                continue
+            for folder in (os.path.join(split_dir, "images"), labels_dir):
+                src = folder
+                removed = _remove_if_empty(folder)
+                if removed:
+                    steps.step()
+                elif removed is False:
+                    left = sorted(os.listdir(folder))
+                    summary.warnings.append(
+                        f"{folder} still holds {len(left)} entries that are not images or labels (e.g. "
+                        f"{left[0]}); left there: move them elsewhere and run organize_data.py again to "
+                        "remove the folder")
+            if src_split not in OUTPUT_SPLITS:  # valid/: the class folders went to val/
+                _remove_if_empty(split_dir)
+    except OSError as exc:
+        raise UserError(f"failed tidying up {src}: {exc.strerror or exc} (all images are in place; "
+                        "fix this and run again to finish)") from None
+
+
+def _keep_label(src: str, name: str, kept: _Folder, src_split: str, log: _Log, transfer: _Transfer,
+                dry_run: bool) -> None:
+    """Move one label file into kept (yolo_labels/<split>/), never over a different file."""
+    target, already = _choose_name(kept, name, src)
+    dst = os.path.join(kept.path, target)
+    if dry_run:
+        return
+    if already:
+        if not _same_path(src, dst):
+            os.unlink(src)  # the same bytes are kept already
+        return
+    if target != name:
+        log.write(src_split, f"{src_split}/labels/{name}", f"{KEPT_LABELS}/{src_split}/{target}",
+                  f"renamed: {KEPT_LABELS}/{src_split}/{name} is a different file")
+    kept.ensure()
+    transfer(src, dst)
+    kept.add(target)
+
+
+def _remove_if_empty(folder: str) -> bool | None:
+    """rmdir folder: True when removed, False when it holds something, None when it is not a folder."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        return None
+    try:
+        os.rmdir(folder)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
 
 
 def existing_summary(data_path: Path, class_names: list[str]) -> Summary:
@@ -730,6 +903,8 @@ def _default_source(data_path: Path, class_names: list[str], handle: str, dry_ru
                             "pass one of them with --source")
         if found:
             return found[0], "move"
+        if _unfinished_in_place(data_path):
+            return data_path, "move"
         if _has_organized_splits(data_path, class_names):
             return None, ""
     if dry_run:
@@ -775,7 +950,7 @@ def main(argv=None):
                            dry_run=args.dry_run)
         if args.dry_run and args.source is not None and Path(args.source).expanduser().is_file():
             summary.source = Path(args.source)  # not the scratch folder, which is gone after this
-    print(summary.report())
+    print(printable(summary.report()))
     return 0
 
 
