@@ -504,7 +504,7 @@ class _Transfer:
     def _link_or_copy(self, src: str, dst: str) -> None:
         if self.can_link:
             try:
-                os.link(src, dst)
+                os.link(os.path.realpath(src), dst)  # link(2) would hard-link a symbolic link itself
                 return
             except OSError as exc:
                 if exc.errno not in _LINK_FALLBACK_ERRNOS:
@@ -669,6 +669,8 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
         root = find_yolo_root(source)
     in_place = _same_path(root, data_path)
     splits = _source_splits(root, in_place)
+    if not dry_run:
+        paths.check_writable(data_path, "data_path")
     if mode == "move" and not dry_run:
         for src_split, _ in splits:
             images_dir = root / src_split / "images"
@@ -911,6 +913,7 @@ def _default_source(data_path: Path, class_names: list[str], handle: str, dry_ru
         print(f"dry run: no download found in {data_path}; would download {handle} with kagglehub "
               "and link it into class folders")
         return None, "dry"
+    paths.check_writable(data_path, "data_path")  # before a download that could take an hour
     print(f"no download found in {data_path}: downloading {handle} with kagglehub", file=sys.stderr)
     return find_yolo_root(download_kaggle(handle)), "link"
 
@@ -945,6 +948,7 @@ def main(argv=None):
             # A dry run must not extract into data_path: look inside the zip in a scratch folder.
             root, default_mode = prepare_source(Path(args.source), Path(scratch))
         else:
+            paths.check_writable(data_path, "data_path")  # a zip is extracted into it
             root, default_mode = prepare_source(Path(args.source), data_path)
         summary = organize(root, data_path, cfg.class_names, mode=args.mode or default_mode,
                            dry_run=args.dry_run)
