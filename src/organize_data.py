@@ -15,8 +15,10 @@ fails) so they stay intact; --move or --link picks the mode yourself.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
+import functools
 import os
 import re
 import shutil
@@ -27,6 +29,7 @@ import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -213,7 +216,7 @@ def extract_zip(zip_path: Path, into: Path) -> Path:
     which lets a killed organize run resume without extracting again.
     """
     zip_path = Path(zip_path)
-    try:
+    with _zip_errors(zip_path, "extract", into):
         with zipfile.ZipFile(zip_path) as archive:
             names = archive.namelist()
             prefix = _zip_yolo_prefix(names)
@@ -241,14 +244,21 @@ def extract_zip(zip_path: Path, into: Path) -> Path:
                 os.rename(extracted, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@contextlib.contextmanager
+def _zip_errors(zip_path: Path, verb: str, into: Path | None = None):
+    """Turn what a broken archive or a full disk raises into one UserError line."""
+    try:
+        yield
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, RuntimeError,
             NotImplementedError) as exc:  # corrupt, truncated, encrypted or exotic archives
         raise UserError(f"{zip_path} is not a readable zip archive ({exc}); download it again") from None
     except OSError as exc:
-        if exc.errno == errno.ENOSPC:
-            raise UserError(f"no space left on the disk of {into} to extract {zip_path}") from None
-        raise UserError(f"could not extract {zip_path}: {exc.strerror or exc}") from None
-    return target
+        if exc.errno == errno.ENOSPC and into is not None:
+            raise UserError(f"no space left on the disk of {into} to {verb} {zip_path}") from None
+        raise UserError(f"could not {verb} {zip_path}: {exc.strerror or exc}") from None
 
 
 def _remove_stale_extractions(folder: Path) -> None:
@@ -266,15 +276,22 @@ def _is_within(path: Path, folder: Path) -> bool:
         return False
 
 
+def is_zip_source(source: Path) -> bool:
+    """True for a zip archive, False for a folder; UserError for a missing path or another kind of file."""
+    if not source.exists():
+        raise UserError(f"source not found: {source}")
+    if source.is_dir():
+        return False
+    if not zipfile.is_zipfile(source):
+        raise UserError(f"{source} is not a zip archive (corrupt or incomplete download?) nor a folder")
+    return True
+
+
 def prepare_source(source: Path, data_path: Path) -> tuple[Path, str]:
     """(YOLO_format folder, mode) for --source: a zip is extracted into data_path and moved from;
     a folder inside data_path is moved from; a folder outside it is linked, so it stays intact."""
     source = Path(source).expanduser()
-    if not source.exists():
-        raise UserError(f"source not found: {source}")
-    if source.is_file():
-        if not zipfile.is_zipfile(source):
-            raise UserError(f"{source} is not a zip archive (corrupt or incomplete download?) nor a folder")
+    if is_zip_source(source):
         return extract_zip(source, Path(data_path)), "move"
     root = find_yolo_root(source)
     return root, ("move" if _is_within(root, data_path) else "link")
@@ -368,13 +385,13 @@ def _read_labels(labels_dir: str, n_classes: int) -> tuple[dict[str, tuple[int |
     return labels, sorted(skipped)
 
 
-def _check_data_yaml(root: Path, class_names: list[str]) -> list[str]:
-    """Warnings when data.yaml's class names differ from class_names (its paths are ignored)."""
-    path = root / "data.yaml"
-    if not path.is_file():
+def _check_data_yaml(text: str | None, path: str | Path, class_names: list[str]) -> list[str]:
+    """Warnings when data.yaml's class names differ from class_names (its paths are ignored).
+    text: the file's content (None when there is none), path: where it lies, for the message."""
+    if text is None:
         return []
     try:
-        data = config.parse_yaml(path.read_text(encoding="utf-8", errors="replace"))
+        data = config.parse_yaml(text)
         names = data.get("names") if isinstance(data, dict) else None
         if isinstance(names, dict):
             names = [names[k] for k in sorted(names)]
@@ -451,19 +468,33 @@ def _same_file(a: str, b: str) -> bool:
     if not (stat.S_ISREG(sa.st_mode) and stat.S_ISREG(sb.st_mode)) or sa.st_size != sb.st_size:
         return False
     with open(a, "rb") as fa, open(b, "rb") as fb:
-        while True:
-            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
-            if ca != cb:
-                return False
-            if not ca:
-                return True
+        return _same_bytes(fa, fb)
 
 
-def _choose_name(folder: _Folder, name: str, src: str) -> tuple[str, bool]:
-    """(name to place src under, already there?). A taken name never gets overwritten: NAME__1.ext..."""
+def _same_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: str) -> bool:
+    """Whether the regular file at path holds the bytes of a zip member (read from the archive, not extracted)."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_size != info.file_size:
+        return False
+    with archive.open(info) as fa, open(path, "rb") as fb:
+        return _same_bytes(fa, fb)
+
+
+def _same_bytes(fa, fb) -> bool:
+    while True:
+        ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+        if ca != cb:
+            return False
+        if not ca:
+            return True
+
+
+def _choose_name(folder: _Folder, name: str, same: Callable[[str], bool]) -> tuple[str, bool]:
+    """(name to place a file under, already there?); same(path) tells whether the file at path holds the
+    same bytes. A taken name never gets overwritten: NAME__1.ext..."""
     if name not in folder.names:
         return name, False
-    if _same_file(src, os.path.join(folder.path, name)):
+    if same(os.path.join(folder.path, name)):
         return name, True
     stem, ext = os.path.splitext(name)
     n = 1
@@ -471,7 +502,7 @@ def _choose_name(folder: _Folder, name: str, src: str) -> tuple[str, bool]:
         candidate = f"{stem}__{n}{ext}"
         if candidate not in folder.names:
             return candidate, False
-        if _same_file(src, os.path.join(folder.path, candidate)):
+        if same(os.path.join(folder.path, candidate)):
             return candidate, True
         n += 1
 
@@ -646,6 +677,70 @@ def _check_not_into_source(destinations: list[str], root: Path, splits: list[tup
                                 "link?); remove the link (or pass another data_path) and run again")
 
 
+@dataclass
+class _SplitListing:
+    """One split of a download, read before anything moves.
+
+    labels: stem -> parse_label(...) of labels/; images: image names in images/; other: the other names in
+    images/ (they stay); skipped_labels: label names that are not regular files; same(name, path): whether
+    the file at path holds image `name`'s bytes; images_dir: where the images lie (None inside a zip, which
+    is only planned from); kept: labels an earlier in-place run moved to yolo_labels/; where: for messages.
+    """
+    src_split: str
+    out_split: str
+    labels: dict
+    images: list[str]
+    other: list[str]
+    skipped_labels: list[str]
+    same: Callable[[str, str], bool]
+    images_dir: str | None
+    where: str
+    kept: dict = field(default_factory=dict)
+
+
+def _folder_listing(root: Path, src_split: str, out_split: str, n_classes: int, in_place: bool) -> _SplitListing:
+    images_dir = str(root / src_split / "images")
+    labels, skipped = _read_labels(str(root / src_split / "labels"), n_classes)
+    images, other = _list_images(images_dir)
+    kept = _read_labels(str(root / KEPT_LABELS / src_split), n_classes)[0] if in_place else {}
+    return _SplitListing(src_split, out_split, labels, images, other, skipped,
+                         lambda name, path: _same_file(os.path.join(images_dir, name), path), images_dir,
+                         str(root / src_split), kept)
+
+
+def _zip_listings(archive: zipfile.ZipFile, prefix: str, n_classes: int) -> list[_SplitListing]:
+    """The splits of the YOLO_format folder at `prefix` in archive, from its member list: labels are read
+    from the archive in memory, nothing is extracted."""
+    top = f"{prefix}/" if prefix else ""
+    members: dict[tuple[str, str], dict[str, zipfile.ZipInfo]] = {}
+    below: dict[tuple[str, str], set[str]] = {}  # folders inside images/ or labels/
+    for info in archive.infolist():
+        parts = info.filename[len(top):].split("/") if info.filename.startswith(top) else []
+        if len(parts) < 3 or parts[1] not in ("images", "labels"):
+            continue
+        key, name = (parts[0], parts[1]), parts[2]
+        entries = members.setdefault(key, {})
+        if name and not name.startswith("."):
+            if len(parts) > 3:
+                below.setdefault(key, set()).add(name)
+            else:
+                entries[name] = info
+    listings = []
+    for src_split, out_split in SPLITS:
+        if (src_split, "images") not in members or (src_split, "labels") not in members:
+            continue
+        labels = {os.path.splitext(name)[0]: parse_label(archive.read(info), n_classes)
+                  for name, info in members[src_split, "labels"].items() if _is_label_name(name)}
+        in_images = members[src_split, "images"]
+        images = sorted(n for n in in_images if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS)
+        other = sorted((set(in_images) - set(images)) | below.get((src_split, "images"), set()))
+        listings.append(_SplitListing(
+            src_split, out_split, labels, images, other, [],
+            lambda name, path, in_images=in_images: _same_member(archive, in_images[name], path), None,
+            f"{archive.filename}:{top}{src_split}"))
+    return listings
+
+
 def organize(source: Path, data_path: Path, class_names: list[str], mode: str = "move",
              dry_run: bool = False) -> Summary:
     """Sort a YOLO_format download (or a folder holding one) into data_path/<split>/<class>/.
@@ -676,21 +771,58 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
             images_dir = root / src_split / "images"
             if images_dir.is_dir() and not images_dir.stat().st_mode & 0o222:
                 raise UserError(f"{images_dir} is read-only; organize it with --link, which leaves it intact")
-    out_splits = {out for _, out in splits}
-    for name in OUTPUT_SPLITS:
-        if (data_path / name).is_dir():
-            out_splits.add(name)
     if any((data_path / out).resolve() == (root / src).resolve() for src, out in splits) and \
             {c.lower() for c in class_names} & {"images", "labels"}:
         raise UserError("class names 'images' and 'labels' would collide with the download's own folders")
+    _check_not_into_source(list(_destinations(data_path, splits, class_names).values()), root, splits)
 
-    summary = Summary(source=root, data_path=data_path, class_names=list(class_names), mode=mode,
-                      dry_run=dry_run, warnings=_check_data_yaml(root, class_names))
-    folder_names = [*class_names, UNCLASSIFIED]
-    destinations = {(s, c): os.path.join(data_path, s, c)
-                    for s in [o for o in OUTPUT_SPLITS if o in out_splits] for c in folder_names}
-    _check_not_into_source(list(destinations.values()), root, splits)
-    folders = {key: _Folder(path, dry_run) for key, path in destinations.items()}
+    yaml_path = root / "data.yaml"
+    yaml_text = yaml_path.read_text(encoding="utf-8", errors="replace") if paths.is_regular_file(yaml_path) else None
+    warnings = _check_data_yaml(yaml_text, yaml_path, class_names)
+    if in_place and mode == "link":
+        warnings.append(f"the download's images/ and labels/ folders stay in {data_path}'s split folders "
+                        "(--link), where train.py refuses them: organize with --move")
+    listings = [_folder_listing(root, s, o, len(class_names), in_place) for s, o in splits]
+    tidy = None
+    if in_place and mode == "move":
+        def tidy(summary, log, transfer, steps):
+            _tidy_in_place(root, splits, summary, log, transfer, dry_run, steps)
+    return _place(root, listings, data_path, class_names, mode, dry_run, warnings, in_place, tidy)
+
+
+def plan_zip(zip_path: Path, data_path: Path, class_names: list[str], mode: str = "move") -> Summary:
+    """What organizing a Kaggle zip into data_path would do (a dry run), planned from the archive's
+    member list and labels: nothing is extracted or written anywhere."""
+    _check_class_names(class_names)
+    zip_path = Path(zip_path)
+    with _zip_errors(zip_path, "read"), zipfile.ZipFile(zip_path) as archive:
+        prefix = _zip_yolo_prefix(archive.namelist())
+        if prefix is None:
+            raise UserError(f"{zip_path} does not hold a YOLO_format download (train/ and valid/ "
+                            "folders, each with images/ and labels/)")
+        yaml_name = f"{prefix}/data.yaml" if prefix else "data.yaml"
+        yaml_text = (archive.read(yaml_name).decode("utf-8", "replace")
+                     if yaml_name in archive.NameToInfo else None)
+        warnings = _check_data_yaml(yaml_text, f"{zip_path}:{yaml_name}", class_names)
+        listings = _zip_listings(archive, prefix, len(class_names))
+        return _place(zip_path, listings, Path(data_path), class_names, mode, True, warnings, False, None)
+
+
+def _destinations(data_path: Path, splits: list[tuple[str, str]], class_names: list[str]) -> dict:
+    """(output split, class or unclassified) -> folder, for the splits of the download and those already
+    in data_path."""
+    out_splits = {out for _, out in splits} | {name for name in OUTPUT_SPLITS if (data_path / name).is_dir()}
+    return {(s, c): os.path.join(data_path, s, c)
+            for s in [o for o in OUTPUT_SPLITS if o in out_splits] for c in [*class_names, UNCLASSIFIED]}
+
+
+def _place(source: Path, listings: list[_SplitListing], data_path: Path, class_names: list[str], mode: str,
+           dry_run: bool, warnings: list[str], in_place: bool, tidy: Callable | None) -> Summary:
+    """organize() once the download is listed: place every image, then tidy(...) up when given."""
+    summary = Summary(source=source, data_path=data_path, class_names=list(class_names), mode=mode,
+                      dry_run=dry_run, warnings=warnings)
+    splits = [(listing.src_split, listing.out_split) for listing in listings]
+    folders = {key: _Folder(path, dry_run) for key, path in _destinations(data_path, splits, class_names).items()}
 
     lock = None
     if not dry_run:
@@ -700,12 +832,9 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
     log = _Log(summary.log_path)
     transfer, steps = _Transfer(mode), _Steps()
     try:
-        _organize_splits(root, splits, folders, summary, log, transfer, dry_run, in_place, steps)
-        if in_place and mode == "move":
-            _tidy_in_place(root, splits, summary, log, transfer, dry_run, steps)
-        elif in_place:
-            summary.warnings.append(f"the download's images/ and labels/ folders stay in {data_path}'s split "
-                                    "folders (--link), where train.py refuses them: organize with --move")
+        _organize_splits(listings, folders, summary, log, transfer, dry_run, in_place, steps)
+        if tidy is not None:
+            tidy(summary, log, transfer, steps)
     finally:
         log.close()
         if lock is not None:
@@ -716,41 +845,35 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
     return summary
 
 
-def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, summary: Summary,
-                     log: _Log, transfer: _Transfer, dry_run: bool, in_place: bool, steps: _Steps) -> None:
-    """The work of organize(): one pass over each split's labels, then one over its images."""
+def _organize_splits(listings: list[_SplitListing], folders: dict, summary: Summary, log: _Log,
+                     transfer: _Transfer, dry_run: bool, in_place: bool, steps: _Steps) -> None:
+    """The work of organize(): each split's images, placed by their labels."""
     class_names = summary.class_names
     verb = {"move": "moving", "link": "linking"}[transfer.mode]
-    plan = []
-    for src_split, out_split in splits:
-        labels, skipped = _read_labels(str(root / src_split / "labels"), len(class_names))
-        for name in skipped:
-            summary.warnings.append(f"{root / src_split / 'labels' / name} is not a regular file "
+    for listing in listings:
+        for name in listing.skipped_labels:
+            summary.warnings.append(f"{listing.where}/labels/{name} is not a regular file "
                                     "(a pipe or a device?); skipped")
-            log.write(out_split, f"{src_split}/labels/{name}", "", "not a regular file: skipped")
-        images, other = _list_images(str(root / src_split / "images"))
-        if other and not in_place:  # in place, the tidy-up says what to do with them
-            summary.warnings.append(f"{len(other)} entries of {root / src_split / 'images'} are not images "
-                                    f"(e.g. {other[0]}); left there")
-        # Labels an earlier in-place run moved out of the way still count for "already in place".
-        kept = _read_labels(str(root / KEPT_LABELS / src_split), len(class_names))[0] if in_place else {}
-        plan.append((src_split, out_split, labels, images, {**kept, **labels}))
+            log.write(listing.out_split, f"{listing.src_split}/labels/{name}", "", "not a regular file: skipped")
+        if listing.other and not in_place:  # in place, the tidy-up says what to do with them
+            summary.warnings.append(f"{len(listing.other)} entries of {listing.where}/images are not images "
+                                    f"(e.g. {listing.other[0]}); left there")
 
-    bar = _progress(sum(len(p[3]) for p in plan), verb)
+    bar = _progress(sum(len(listing.images) for listing in listings), verb)
     src = dst = ""
     try:
-        for src_split, out_split, labels, images, all_labels in plan:
+        for listing in listings:
+            src_split, out_split = listing.src_split, listing.out_split
             placed = summary.placed.setdefault(out_split, {})
-            images_dir = os.path.join(root, src_split, "images")
             image_stems = set()
-            for name in images:
+            for name in listing.images:
                 stem = os.path.splitext(name)[0]
                 image_stems.add(stem)
-                class_id, reason, detail = labels.get(stem) or (None, "no label", f"no labels/{stem}.txt")
+                class_id, reason, detail = listing.labels.get(stem) or (None, "no label", f"no labels/{stem}.txt")
                 cls = class_names[class_id] if class_id is not None else UNCLASSIFIED
                 folder = folders[out_split, cls]
-                src = os.path.join(images_dir, name)
-                target, already = _choose_name(folder, name, src)
+                src = os.path.join(listing.images_dir or "", name)
+                target, already = _choose_name(folder, name, functools.partial(listing.same, name))
                 dst = os.path.join(folder.path, target)
                 if already:
                     summary.already += 1
@@ -778,7 +901,9 @@ def _organize_splits(root: Path, splits: list[tuple[str, str]], folders: dict, s
                 placed[cls] = placed.get(cls, 0) + 1
                 summary.moved += 1
                 bar.update()
-            _report_orphans(all_labels, image_stems, src_split, out_split, folders, summary, log)
+            # Labels an earlier in-place run moved out of the way still count for "already in place".
+            _report_orphans({**listing.kept, **listing.labels}, image_stems, src_split, out_split, folders,
+                            summary, log)
     except OSError as exc:
         what = f"{verb} {src} to {dst}" if src else verb
         raise UserError(f"failed {what}: {exc.strerror or exc} ({summary.moved} files done; "
@@ -848,7 +973,7 @@ def _tidy_in_place(data_path: Path, splits: list[tuple[str, str]], summary: Summ
 def _keep_label(src: str, name: str, kept: _Folder, src_split: str, log: _Log, transfer: _Transfer,
                 dry_run: bool) -> None:
     """Move one label file into kept (yolo_labels/<split>/), never over a different file."""
-    target, already = _choose_name(kept, name, src)
+    target, already = _choose_name(kept, name, lambda path: _same_file(src, path))
     dst = os.path.join(kept.path, target)
     if dry_run:
         return
@@ -935,25 +1060,24 @@ def main(argv=None):
     data_path = Path(cfg.data_path)
     _check_class_names(cfg.class_names)
 
-    with tempfile.TemporaryDirectory(prefix="organize-dry-run-") as scratch:
-        if args.source is None:
-            root, default_mode = _default_source(data_path, cfg.class_names, cfg.kaggle_dataset, args.dry_run)
-            if root is None:
-                if default_mode != "dry":
-                    print(f"nothing to organize: {data_path} already holds class folders and no download "
-                          "(pass --source PATH to add one)")
-                    print(existing_summary(data_path, cfg.class_names).table())
-                return 0
-        elif args.dry_run and Path(args.source).expanduser().is_file():
-            # A dry run must not extract into data_path: look inside the zip in a scratch folder.
-            root, default_mode = prepare_source(Path(args.source), Path(scratch))
-        else:
+    source = Path(args.source).expanduser() if args.source is not None else None
+    if source is None:
+        root, default_mode = _default_source(data_path, cfg.class_names, cfg.kaggle_dataset, args.dry_run)
+        if root is None:
+            if default_mode != "dry":
+                print(f"nothing to organize: {data_path} already holds class folders and no download "
+                      "(pass --source PATH to add one)")
+                print(existing_summary(data_path, cfg.class_names).table())
+            return 0
+    elif args.dry_run and is_zip_source(source):
+        # Planned from the archive's member list: a dry run extracts nothing, anywhere.
+        print(printable(plan_zip(source, data_path, cfg.class_names, mode=args.mode or "move").report()))
+        return 0
+    else:
+        if not args.dry_run:
             paths.check_writable(data_path, "data_path")  # a zip is extracted into it
-            root, default_mode = prepare_source(Path(args.source), data_path)
-        summary = organize(root, data_path, cfg.class_names, mode=args.mode or default_mode,
-                           dry_run=args.dry_run)
-        if args.dry_run and args.source is not None and Path(args.source).expanduser().is_file():
-            summary.source = Path(args.source)  # not the scratch folder, which is gone after this
+        root, default_mode = prepare_source(source, data_path)
+    summary = organize(root, data_path, cfg.class_names, mode=args.mode or default_mode, dry_run=args.dry_run)
     print(printable(summary.report()))
     return 0
 

@@ -538,3 +538,63 @@ def test_a_read_only_data_path_is_one_error_line_and_nothing_changes(read_only_f
                 assert code != 0 and err.count("\n") == 1 and "is not writable" in err, (src, mode, err)
                 assert err.startswith(f"error: data_path {data}")
     assert list(read_only_folder.iterdir()) == [] and digests(source) == before
+
+
+def _outcome(report: str) -> list[str]:
+    """A report's table and counts, the same words for a dry run and a real one (no head line, examples,
+    details path, or warnings, which name the zip's folder or the extracted one)."""
+    lines, keep = [], True
+    for line in report.splitlines()[1:]:
+        if line == "for example:":
+            keep = False
+        elif not line.startswith("  "):
+            keep = True
+        if keep and not line.startswith(("details: ", "warning: ")):
+            lines.append(line.replace("would be ", ""))
+    return lines
+
+
+def test_dry_run_on_a_zip_plans_from_its_member_list_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "download"
+    copied = copy_subset(source, 2)
+    first = sorted(n for (s, k, n) in copied if (s, k) == ("train", "images"))
+    (source / "train" / "labels" / (Path(first[0]).stem + ".txt")).write_text("9 0.5 0.5 1 1\n")  # unclassified
+    (source / "valid" / "images" / "notes.docx").write_bytes(b"not an image")
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            zf.write(path, "YOLO_format/" + str(path.relative_to(source)))
+    data = tmp_path / "data"
+    same, clash = (data / "train" / copied["train", "images", n][0] / n for n in first[1:3])
+    for path in (same, clash):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    same.write_bytes((source / "train" / "images" / same.name).read_bytes())  # already in place
+    clash.write_bytes(b"a different file of that name")  # renamed
+    args = ["--source", str(archive), "--set", f"data_path={data}"]
+
+    # As a user runs it. (An extraction into TMPDIR would be cleaned up by the end: the check that nothing
+    # is extracted at all is the one below, in this process.)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    snapshot = digests(tmp_path)
+    dry = run_script("organize_data.py", *args, "--dry-run", env={"TMPDIR": str(scratch)}, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "47 files would be moved, 1 already in place, 1 would be renamed" in dry.stdout, dry.stdout
+    assert "1 images would be unclassified (class id out of range: 1)" in dry.stdout
+    assert "1 entries of " in dry.stdout and "notes.docx" in dry.stdout
+    assert digests(tmp_path) == snapshot and list(scratch.iterdir()) == []
+
+    def no_extraction(*a, **k):
+        raise AssertionError("a dry run extracted the archive")
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", no_extraction)
+    monkeypatch.setattr(zipfile.ZipFile, "extract", no_extraction)
+    code, planned, _ = main_out([*args, "--dry-run"], capsys)
+    assert code == 0 and digests(tmp_path) == snapshot
+    monkeypatch.undo()
+
+    code, done, _ = main_out(args, capsys)
+    assert code == 0 and _outcome(done) == _outcome(planned), (done, planned)
+    assert "notes.docx); left there" in done and "notes.docx); left there" in planned
+
+    code, out, _ = main_out(["--source", str(archive), "--dry-run", "--set", f"data_path={tmp_path / 'new'}"], capsys)
+    assert code == 0 and "48 files would be moved" in out and not (tmp_path / "new").exists()
