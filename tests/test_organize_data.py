@@ -266,6 +266,8 @@ def test_zip_source_is_extracted_into_data_path_and_organized(yolo_sample, tmp_p
     assert code == 0 and "6320 files moved" in out
     assert organized(data) == label_classes(yolo_sample)
     assert not any((data / "YOLO_format").glob("*/images/*"))
+    assert len(list((data / "YOLO_format").glob("*/labels/*.txt"))) == 6320  # kept where the zip put them
+    assert not (data / organize_data.KEPT_LABELS).exists()
     assert not any(p.name.startswith(organize_data.EXTRACT_PREFIX) for p in data.iterdir())
 
     snapshot = listing(data)
