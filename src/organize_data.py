@@ -790,10 +790,7 @@ def organize(source: Path, data_path: Path, class_names: list[str], mode: str = 
         warnings.append(f"the download's images/ and labels/ folders stay in {data_path}'s split folders "
                         "(--link), where train.py refuses them: organize with --move")
     listings = [_folder_listing(root, s, o, len(class_names), in_place) for s, o in splits]
-    tidy = None
-    if in_place and mode == "move":
-        def tidy(summary, log, transfer, steps):
-            _tidy_in_place(root, splits, summary, log, transfer, dry_run, steps)
+    tidy = functools.partial(_tidy_in_place, root, splits, dry_run=dry_run) if in_place and mode == "move" else None
     return _place(root, listings, data_path, class_names, mode, dry_run, warnings, in_place, tidy)
 
 
@@ -938,7 +935,7 @@ def _report_orphans(labels: dict, image_stems: set[str], src_split: str, out_spl
 
 
 def _tidy_in_place(data_path: Path, splits: list[tuple[str, str]], summary: Summary, log: _Log,
-                   transfer: _Transfer, dry_run: bool, steps: _Steps) -> None:
+                   transfer: _Transfer, steps: _Steps, dry_run: bool) -> None:
     """After an in-place move: the labels go to data_path/yolo_labels/<source split>/ (they are the
     user's data, kept whole) and the emptied images/, labels/ and source split folders are removed with
     rmdir, which never removes a folder that holds anything. Runs after every image is placed, so a
