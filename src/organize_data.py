@@ -1025,8 +1025,10 @@ def _has_organized_splits(data_path: Path, class_names: list[str]) -> bool:
 # Command line
 
 
-def _default_source(data_path: Path, class_names: list[str], handle: str, dry_run: bool) -> tuple[Path | None, str]:
-    """(YOLO_format folder, mode) when --source is omitted; (None, '') when there is nothing to do."""
+def _default_source(data_path: Path, class_names: list[str], handle: str | None,
+                    dry_run: bool) -> tuple[Path | None, str]:
+    """(YOLO_format folder, mode) when --source is omitted (or is data_path itself: handle None, which never
+    downloads); (None, '') when there is nothing to do."""
     if data_path.is_dir():
         found = _search_yolo_roots(data_path, skip_top=frozenset(OUTPUT_SPLITS))
         if len(found) > 1:
@@ -1038,6 +1040,8 @@ def _default_source(data_path: Path, class_names: list[str], handle: str, dry_ru
             return data_path, "move"
         if _has_organized_splits(data_path, class_names):
             return None, ""
+    if handle is None:
+        return find_yolo_root(data_path), "move"  # UserError: no download there
     if dry_run:
         print(f"dry run: no download found in {data_path}; would download {handle} with kagglehub "
               "and link it into class folders")
@@ -1065,8 +1069,10 @@ def main(argv=None):
     _check_class_names(cfg.class_names)
 
     source = Path(args.source).expanduser() if args.source is not None else None
-    if source is None:
-        root, default_mode = _default_source(data_path, cfg.class_names, cfg.kaggle_dataset, args.dry_run)
+    is_data_path = source is not None and source.is_dir() and _same_path(source, data_path)
+    if source is None or is_data_path:  # data_path: organized in place, or organized already
+        handle = None if is_data_path else cfg.kaggle_dataset
+        root, default_mode = _default_source(data_path, cfg.class_names, handle, args.dry_run)
         if root is None:
             if default_mode != "dry":
                 print(f"nothing to organize: {data_path} already holds class folders and no download "

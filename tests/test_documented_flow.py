@@ -85,6 +85,8 @@ def test_extract_as_data_organize_then_train(tmp_path):
     snapshot = {f: _digest(data / f) for f in files(data)}
     again = run_script("organize_data.py", "--set", f"data_path={data}", timeout=60)
     assert again.returncode == 0 and "nothing to organize" in again.stdout, again.stderr
+    named = run_script("organize_data.py", "--source", str(data), "--set", f"data_path={data}", timeout=60)
+    assert named.returncode == 0 and "nothing to organize" in named.stdout, named.stderr
     assert {f: _digest(data / f) for f in files(data)} == snapshot
 
     overrides = tiny_config(tmp_path, "num_epochs=1", "fine_tune_epochs=0")
@@ -98,13 +100,15 @@ def test_extract_as_data_organize_then_train(tmp_path):
 
 @pytest.mark.parametrize("die_after", [1, 60, 121, 200, 241, 243, 245])
 def test_a_killed_in_place_run_finishes_when_started_again(tmp_path, die_after):
-    """Steps: 120 images placed, then per split its labels moved and its images/ and labels/ removed."""
+    """Steps: 120 images placed, then per split its labels moved and its images/ and labels/ removed.
+    Killed while tidying up, data/ is no longer a whole download: resumed with --source data/ too."""
     data = tmp_path / "data"
     copied = copy_subset(data, PER_CLASS)
     args = ("--set", f"data_path={data}")
     killed = run_script("organize_data.py", *args, env={DIE_AFTER_ENV: str(die_after)}, timeout=60)
     assert killed.returncode == -9, killed.stderr
-    resumed = run_script("organize_data.py", *args, timeout=60)
+    resumed = run_script("organize_data.py", *args, *(["--source", str(data)] if die_after > 240 else []),
+                         timeout=60)
     assert resumed.returncode == 0, resumed.stderr
     placed = min(die_after, 120)
     assert f"{120 - placed} files moved, {placed} already in place" in resumed.stdout
