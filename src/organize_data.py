@@ -3,7 +3,7 @@
 Usage:
     python src/organize_data.py --source ~/Downloads/archive.zip     # the Kaggle zip: extracted into DATA, then moved
     python src/organize_data.py --source PATH/TO/YOLO_format          # a folder (or one holding it) outside DATA: hard-linked
-    python src/organize_data.py                                       # DATA itself or a YOLO_format folder inside it, else a kagglehub download
+    python src/organize_data.py                                       # DATA itself or a download in it, else kagglehub's
     python src/organize_data.py --source PATH --dry-run               # show what would happen; change nothing
 
 DATA is the config key data_path. Label id i goes to class_names[i]; the split valid/ becomes val/.
