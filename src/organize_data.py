@@ -964,7 +964,7 @@ def _tidy_in_place(data_path: Path, splits: list[tuple[str, str]], summary: Summ
                 elif removed is False:
                     left = sorted(os.listdir(folder))
                     summary.warnings.append(
-                        f"{folder} still holds {len(left)} entries that are not images or labels (e.g. "
+                        f"{folder} still holds {len(left)} entries that are not image or label files (e.g. "
                         f"{left[0]}); left there: move them elsewhere and run organize_data.py again to "
                         "remove the folder")
             if src_split not in OUTPUT_SPLITS:  # valid/: the class folders went to val/

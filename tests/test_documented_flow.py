@@ -123,7 +123,7 @@ def test_an_images_folder_holding_other_files_stays_with_a_warning(tmp_path):
     (data / "valid" / "images" / "notes.docx").write_bytes(b"the user's notes")
     first = run_script("organize_data.py", "--set", f"data_path={data}", timeout=60)
     assert first.returncode == 0, first.stderr
-    warning = (f"warning: {data / 'valid' / 'images'} still holds 1 entries that are not images or labels "
+    warning = (f"warning: {data / 'valid' / 'images'} still holds 1 entries that are not image or label files "
                "(e.g. notes.docx)")
     assert warning in first.stdout
     assert (data / "valid" / "images" / "notes.docx").read_bytes() == b"the user's notes"
