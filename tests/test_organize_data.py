@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import os
+import stat
 import time
 import zipfile
 from collections import Counter
@@ -15,6 +17,7 @@ import cli
 import organize_data
 from config import UserError
 from conftest import run_script
+from test_documented_flow import copy_subset
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 SPLIT_OUT = {"train": "train", "valid": "val", "test": "test"}
@@ -263,6 +266,8 @@ def test_zip_source_is_extracted_into_data_path_and_organized(yolo_sample, tmp_p
     assert code == 0 and "6320 files moved" in out
     assert organized(data) == label_classes(yolo_sample)
     assert not any((data / "YOLO_format").glob("*/images/*"))
+    assert len(list((data / "YOLO_format").glob("*/labels/*.txt"))) == 6320  # kept where the zip put them
+    assert not (data / organize_data.KEPT_LABELS).exists()
     assert not any(p.name.startswith(organize_data.EXTRACT_PREFIX) for p in data.iterdir())
 
     snapshot = listing(data)
@@ -405,3 +410,193 @@ def test_help_is_fast_and_imports_no_tensorflow():
     assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
     probe = run_script("organize_data.py", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"}, timeout=30)
     assert "tensorflow" not in probe.stderr and "kagglehub" not in probe.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Links, odd names, pipes, read-only outputs (issue 12)
+
+
+def digests(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under root (links followed), with names as bytes-safe text."""
+    return {os.fsencode(str(p.relative_to(root))).decode("utf-8", "backslashreplace"): _digest(p)
+            for p in root.rglob("*") if p.is_file()}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_class_folder_linked_into_the_source_is_refused_and_nothing_is_lost(tmp_path, capsys):
+    source = tmp_path / "download"
+    copied = copy_subset(source, 2)
+    before = digests(source)
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    (data / "train" / "happy").symlink_to(source / "train" / "images")
+    argv = ["--source", str(source), "--move", "--set", f"data_path={data}"]
+    code, out, err = main_out(argv, capsys)
+    assert code != 0 and err.count("\n") == 1 and "leads to" in err and "remove the link" in err, err
+    assert digests(source) == before  # every image still there, byte-identical
+    assert sorted(p.name for p in data.rglob("*")) == ["happy", "train"]  # nothing created
+
+    (data / "train" / "happy").unlink()  # as the error says
+    code, out, _ = main_out(argv, capsys)
+    assert code == 0 and "48 files moved, 0 already in place" in out
+    happy = next(line for line in out.splitlines() if line.startswith("happy"))
+    assert happy.split() == ["happy", "2", "2", "2"]
+    for (split, kind, name), (cls, digest) in copied.items():
+        if kind == "images":
+            assert _digest(data / SPLIT_OUT[split] / cls / name) == digest
+
+
+def test_a_linked_file_in_place_keeps_its_target_and_a_linked_source_image_never_dangles(tmp_path, capsys):
+    source = tmp_path / "download"
+    copied = copy_subset(source, 1)
+    images = source / "train" / "images"
+    happy_name = next(n for (s, k, n), (c, _) in copied.items() if (s, k, c) == ("train", "images", "happy"))
+    data = tmp_path / "data"
+    (data / "train" / "happy").mkdir(parents=True)
+    (data / "train" / "happy" / happy_name).symlink_to(images / happy_name)  # dst is a link to src
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    sad_name = next(n for (s, k, n), (c, _) in copied.items() if (s, k, c) == ("train", "images", "sad"))
+    (images / sad_name).rename(elsewhere / sad_name)
+    (images / sad_name).symlink_to(Path("..", "..", "..", "elsewhere", sad_name))  # relative: src is a link
+    code, out, _ = main_out(["--source", str(source), "--move", "--set", f"data_path={data}"], capsys)
+    assert code == 0 and "23 files moved, 1 already in place" in out, out
+    want = copied["train", "images", happy_name][1]
+    assert _digest(images / happy_name) == want  # not deleted as a duplicate of itself
+    assert _digest(data / "train" / "happy" / happy_name) == want  # the link still resolves
+    sad = data / "train" / "sad" / sad_name
+    assert not sad.is_symlink() and _digest(sad) == copied["train", "images", sad_name][1]
+    assert _digest(elsewhere / sad_name) == copied["train", "images", sad_name][1]  # the target is untouched
+    assert not os.path.lexists(images / sad_name)
+
+
+def test_names_that_are_not_utf8_are_logged_escaped_and_the_run_finishes(yolo_sample, tmp_path):
+    source = tmp_path / "download"
+    copied = copy_subset(source, 1)
+    image = next(p for p in sorted((source / "test" / "images").iterdir()))
+    image_bytes = image.read_bytes()
+    odd = os.fsdecode(b"z_\xff") + image.suffix  # no label for it: it is logged as unclassified
+    odd_path = source / "test" / "images" / odd
+    odd_path.write_bytes(image_bytes)
+    data = tmp_path / "data"
+    (data / "test" / "happy").mkdir(parents=True)
+    clash = data / "test" / "happy" / (os.fsdecode(b"w_\xfe") + ".png")
+    clash.write_bytes(b"the user's own file")
+    labelled = source / "test" / "images" / clash.name  # labelled happy, and its name is taken: renamed
+    labelled.write_bytes(image_bytes)
+    (source / "test" / "labels" / (os.fsdecode(b"w_\xfe") + ".txt")).write_text("4 0.5 0.5 1 1\n")
+    args = ["--source", str(source), "--move", "--set", f"data_path={data}"]
+
+    dry = run_script("organize_data.py", *args, "--dry-run", timeout=60)
+    assert dry.returncode == 0 and "26 files would be moved" in dry.stdout, dry.stderr
+    assert "test/images/z_\\xff" in dry.stdout  # its example line, escaped
+    real = run_script("organize_data.py", *args, timeout=60)
+    assert real.returncode == 0 and "26 files moved" in real.stdout, real.stderr
+    assert (data / "test" / "unclassified" / odd).read_bytes() == image_bytes
+    assert (data / "test" / "happy" / (os.fsdecode(b"w_\xfe") + "__1.png")).read_bytes() == image_bytes
+    assert clash.read_bytes() == b"the user's own file"
+    rows = {r["file"]: r for r in read_log(data)}
+    assert rows[f"test/images/z_\\xff{image.suffix}"]["reason"].startswith("no label")
+    assert rows["test/images/w_\\xfe.png"]["destination"] == "test/happy/w_\\xfe__1.png"
+    again = run_script("organize_data.py", *args, timeout=60)
+    assert again.returncode == 0 and "0 files moved" in again.stdout, again.stderr
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_fifo_in_labels_or_images_is_skipped_with_a_warning_not_a_hang(tmp_path, in_place):
+    data = tmp_path / "data"
+    source = data if in_place else tmp_path / "download"
+    copied = copy_subset(source, 1)
+    os.mkfifo(source / "train" / "labels" / "pipe.txt")
+    os.mkfifo(source / "train" / "images" / "pipe.jpg")
+    result = run_script("organize_data.py", *([] if in_place else ["--source", str(source)]), "--move",
+                        "--set", f"data_path={data}", timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {source / 'train' / 'labels' / 'pipe.txt'} is not a regular file" in result.stdout
+    assert "24 files moved" in result.stdout
+    for (split, kind, name), (cls, digest) in copied.items():
+        if kind == "images":
+            assert _digest(data / SPLIT_OUT[split] / cls / name) == digest
+    assert stat.S_ISFIFO(os.lstat(source / "train" / "labels" / "pipe.txt").st_mode)
+    assert stat.S_ISFIFO(os.lstat(source / "train" / "images" / "pipe.jpg").st_mode)
+    assert any(r["file"] == "train/labels/pipe.txt" and "not a regular file" in r["reason"] for r in read_log(data))
+
+
+def test_a_read_only_data_path_is_one_error_line_and_nothing_changes(read_only_folder, tmp_path, capsys):
+    source = tmp_path / "download"
+    copy_subset(source, 1)
+    before = digests(source)
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            zf.write(path, "YOLO_format/" + str(path.relative_to(source)))
+    for data in (read_only_folder, read_only_folder / "data"):
+        for src in (source, archive):
+            for mode in ("--move", "--link"):
+                code, out, err = main_out(["--source", str(src), mode, "--set", f"data_path={data}"], capsys)
+                assert code != 0 and err.count("\n") == 1 and "is not writable" in err, (src, mode, err)
+                assert err.startswith(f"error: data_path {data}")
+    assert list(read_only_folder.iterdir()) == [] and digests(source) == before
+
+
+def _outcome(report: str) -> list[str]:
+    """A report's table and counts, the same words for a dry run and a real one (no head line, examples,
+    details path, or warnings, which name the zip's folder or the extracted one)."""
+    lines, keep = [], True
+    for line in report.splitlines()[1:]:
+        if line == "for example:":
+            keep = False
+        elif not line.startswith("  "):
+            keep = True
+        if keep and not line.startswith(("details: ", "warning: ")):
+            lines.append(line.replace("would be ", ""))
+    return lines
+
+
+def test_dry_run_on_a_zip_plans_from_its_member_list_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "download"
+    copied = copy_subset(source, 2)
+    first = sorted(n for (s, k, n) in copied if (s, k) == ("train", "images"))
+    (source / "train" / "labels" / (Path(first[0]).stem + ".txt")).write_text("9 0.5 0.5 1 1\n")  # unclassified
+    (source / "valid" / "images" / "notes.docx").write_bytes(b"not an image")
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(source.rglob("*")):
+            zf.write(path, "YOLO_format/" + str(path.relative_to(source)))
+    data = tmp_path / "data"
+    same, clash = (data / "train" / copied["train", "images", n][0] / n for n in first[1:3])
+    for path in (same, clash):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    same.write_bytes((source / "train" / "images" / same.name).read_bytes())  # already in place
+    clash.write_bytes(b"a different file of that name")  # renamed
+    args = ["--source", str(archive), "--set", f"data_path={data}"]
+
+    # As a user runs it. (An extraction into TMPDIR would be cleaned up by the end: the check that nothing
+    # is extracted at all is the one below, in this process.)
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    snapshot = digests(tmp_path)
+    dry = run_script("organize_data.py", *args, "--dry-run", env={"TMPDIR": str(scratch)}, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    assert "47 files would be moved, 1 already in place, 1 would be renamed" in dry.stdout, dry.stdout
+    assert "1 images would be unclassified (class id out of range: 1)" in dry.stdout
+    assert "1 entries of " in dry.stdout and "notes.docx" in dry.stdout
+    assert digests(tmp_path) == snapshot and list(scratch.iterdir()) == []
+
+    def no_extraction(*a, **k):
+        raise AssertionError("a dry run extracted the archive")
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", no_extraction)
+    monkeypatch.setattr(zipfile.ZipFile, "extract", no_extraction)
+    code, planned, _ = main_out([*args, "--dry-run"], capsys)
+    assert code == 0 and digests(tmp_path) == snapshot
+    monkeypatch.undo()
+
+    code, done, _ = main_out(args, capsys)
+    assert code == 0 and _outcome(done) == _outcome(planned), (done, planned)
+    assert "notes.docx); left there" in done and "notes.docx); left there" in planned
+
+    code, out, _ = main_out(["--source", str(archive), "--dry-run", "--set", f"data_path={tmp_path / 'new'}"], capsys)
+    assert code == 0 and "48 files would be moved" in out and not (tmp_path / "new").exists()
