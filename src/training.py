@@ -98,7 +98,7 @@ def compile_model(model: keras.Model, cfg: Config, phase: str, steps_per_epoch: 
     """Set the phase's trainable layers and attach a fresh optimizer for the phase.
 
     Keras reads `trainable` at compile time, hence one compile per phase. The optimizer (and its
-    state) is saved with every checkpoint, which is what makes a resumed run continue exactly.
+    state) is saved with every checkpoint and the dropout states in state.json: a resumed run continues exactly.
     """
     model_lib.set_phase(model, phase, cfg)
     if phase == "head":
