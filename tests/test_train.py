@@ -66,6 +66,14 @@ def test_train_writes_every_output(tiny, capsys):
     with pytest.raises(config.UserError, match="another config: pass --restart"):
         train.main(as_set_args(overrides + ["dropout=0.5"]))
 
+    # A damaged state.json is one line that says what to do, and nothing is touched.
+    state = tiny / "models" / "checkpoints" / "state.json"
+    state.write_text(state.read_text()[:40])
+    before = _snapshot(tiny / "models", tiny / "performance")
+    with pytest.raises(config.UserError, match=r"state.json is damaged \(not JSON: .*\): pass --restart"):
+        train.main(as_set_args(overrides))
+    assert _snapshot(tiny / "models", tiny / "performance") == before
+
 
 # A train.py run with deterministic ops (no hook in src/: the flag is set before train.main runs).
 DETERMINISTIC_TRAIN = ("import sys, tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
