@@ -411,3 +411,44 @@ def test_read_only_output_folder_fails_before_any_work(tiny, read_only_folder, k
         train.main(as_set_args(tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=0", f"{key}={value}")))
     assert capsys.readouterr().out == ""  # before the data summary: no work done
     assert list(read_only_folder.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size_bytes) -> a fresh folder on a tmpfs of that size (root only; skipped elsewhere). Unmounted after."""
+    mounted = []
+
+    def mount(size: int) -> Path:
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here (needs root)")
+        mounted.append(folder)
+        return folder
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_the_disk_estimate_holds_on_a_real_small_disk(tiny, small_disk):
+    """Checkpoints and models on a disk of exactly the estimated peak: 2 epochs train with no ENOSPC. A disk
+    a little smaller is refused before training, with one line and nothing written."""
+    import checkpoints
+    import model as model_lib
+    import train
+
+    flags = ["num_epochs=2", "fine_tune_epochs=0"]
+    params = model_lib.build_model(config.load_config(None, tiny_config(tiny, *flags))).count_params()
+    peak = checkpoints.peak_bytes(params, "adam", cross_device=False)
+
+    short = small_disk(peak - (8 << 20))
+    with pytest.raises(config.UserError, match=rf"MB free at {short}/checkpoints; checkpoints need about"):
+        train.main(as_set_args(tiny_config(tiny, *flags, f"model_save_path={short}/model.h5",
+                                           f"checkpoint_dir={short}/checkpoints")))
+    assert not any(p.is_file() for p in short.rglob("*"))
+
+    disk = small_disk(peak)
+    assert train.main(as_set_args(tiny_config(tiny, *flags, f"model_save_path={disk}/model.h5",
+                                              f"checkpoint_dir={disk}/checkpoints"))) == 0
+    assert json.loads((disk / "checkpoints" / "state.json").read_text())["epoch"] == 2
