@@ -107,14 +107,16 @@ class RunFiles:
 
     # ---- start of a run
 
-    def clear(self) -> None:
+    def clear(self, published: set[str] = frozenset()) -> None:
         """--restart: delete train.py's own files in checkpoint_dir (state.json first); refuse, deleting nothing,
-        when the folder holds anything else (a folder, a symlink, a file of another name) or a live writer's temp."""
+        when the folder holds anything else (a folder, a symlink, a file of another name) or a live writer's temp.
+        published: names of other files train.py writes when they share this folder (model_save_path put in
+        checkpoint_dir): kept, and not counted as foreign."""
         if not self.dir.exists():
             return
         if not self.dir.is_dir():
             raise UserError(f"checkpoint_dir {self.dir} is not a folder: point --set checkpoint_dir=PATH at one")
-        entries = sorted(self.dir.iterdir())
+        entries = [e for e in sorted(self.dir.iterdir()) if not (e.name in published and e.is_file())]
         foreign = [e.name for e in entries if not (is_own_name(e.name) and e.is_file() and not e.is_symlink())]
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")

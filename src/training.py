@@ -404,7 +404,10 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
         files.remove_stale_temps({best_path.parent: {best_path.name, last_path.name, _config_copy(best_path).name},
                                   perf_dir: {*PERFORMANCE_FILES}})
         if restart:
-            files.clear()
+            own_outputs = {best_path: best_path.name, last_path: last_path.name,
+                           _config_copy(best_path): _config_copy(best_path).name,
+                           **{perf_dir / name: name for name in PERFORMANCE_FILES}}
+            files.clear({name for path, name in own_outputs.items() if path.parent.resolve() == ckpt_dir.resolve()})
     saved = None if restart else files.load_state(fingerprint)
     state = saved or {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None, "last_model": None,
                       "best_model": None, "rows": [], "random_states": {}}

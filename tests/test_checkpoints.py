@@ -87,6 +87,17 @@ def test_restart_deletes_only_own_files(tmp_path):
     assert run.dir.is_dir() and list(run.dir.iterdir()) == []
 
 
+def test_restart_keeps_published_models_in_the_same_folder(tmp_path):
+    """checkpoint_dir and model_save_path in one folder: the published model is train.py's too, and it stays."""
+    models = tmp_path / "models"
+    run = checkpoints.RunFiles(models, models / "model.h5", models / "model_last.h5", tmp_path / "log.csv")
+    _committed(run)
+    run.publish(json.loads(run.state_path.read_text()))
+    run.clear({"model.h5", "model_last.h5"})
+    assert sorted(p.name for p in models.iterdir()) == ["model.h5", "model_last.h5"]
+    assert (models / "model.h5").read_bytes() == b"best 1"
+
+
 def test_restart_refuses_while_another_process_writes_there(tmp_path):
     run = _run_files(tmp_path)
     _committed(run)
