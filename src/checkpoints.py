@@ -206,10 +206,11 @@ class RunFiles:
                 raise
             for key in ("checkpoint", "last_model") + (("best_model",) if improved else ()):
                 (self.dir / names[key]).unlink(missing_ok=True)
-            self.disk_full(exc, f"saving epoch {epoch}")
+            self._disk_full(exc, f"saving epoch {epoch}")
         return names
 
-    def disk_full(self, exc: OSError, doing: str):
+    def _disk_full(self, exc: OSError, doing: str):
+        """Raise the one-line UserError for a full disk met while `doing`."""
         free = shutil.disk_usage(self.dir).free / 2 ** 20
         raise UserError(f"disk full while {doing} ({free:.0f} MB free at {self.dir}): the last finished epoch is "
                         f"kept; free some space and run the same command again to resume") from None
@@ -221,7 +222,7 @@ class RunFiles:
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            self.disk_full(exc, "writing state.json")
+            self._disk_full(exc, "writing state.json")
 
     def publish(self, state: dict) -> None:
         """Make model_save_path, <model>_last.h5 and training_log.csv what state.json says (idempotent)."""
@@ -235,7 +236,7 @@ class RunFiles:
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            self.disk_full(exc, "publishing the models")
+            self._disk_full(exc, "publishing the models")
 
     def prune(self, state: dict) -> None:
         """Delete checkpoint files that state.json does not name (earlier epochs, an uncommitted epoch)."""
