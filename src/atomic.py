@@ -6,12 +6,14 @@
     write_bytes(Path("models/model.tflite"), data)
     with atomic_dir(Path("models/export/tfjs_uint8")) as tmp:   # a folder: filled in tmp, then swapped in
         convert(into=tmp)
+    remove_stale_temps(Path("models"), lambda name: name == "model.h5")   # temps of killed writers of model.h5
 
 A crash or Ctrl-C leaves the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,3 +66,49 @@ class atomic_dir:
         finally:
             shutil.rmtree(self.tmp, ignore_errors=True)
         return False
+
+
+# The temp names above: "." + target stem + ".tmp-" + writer's PID + target suffix.
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.tmp-(?P<pid>\d+)(?P<suffix>\.[^.]*)?$")
+
+
+def temp_target(name: str) -> tuple[str, int] | None:
+    """(target file name, writer PID) when `name` is one of this module's temp names, else None.
+
+        temp_target(".epoch_002.tmp-4242.keras")  ->  ("epoch_002.keras", 4242)
+    """
+    match = _TEMP_NAME.match(name)
+    if not match:
+        return None
+    return match["stem"] + (match["suffix"] or ""), int(match["pid"])
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (ours included)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path, is_target) -> list[Path]:
+    """Delete the temp files/folders in `folder` left by killed writers: only our temp-name pattern, only for
+    targets where is_target(name) is true, only when the writing PID is no longer alive. Returns what went."""
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for entry in Path(folder).iterdir():
+        found = temp_target(entry.name)
+        if found is None or not is_target(found[0]) or pid_alive(found[1]):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry)
+    return removed

@@ -21,8 +21,11 @@ What the datasets yield: (images float32 [B, H, W, 3] RGB in 0..255, labels int3
 itself, so training, evaluation and inference all feed raw RGB.
 
 How it reads:
-  * a fast pre-scan (check_images) drops files that are not JPEG/PNG/GIF/BMP or are visibly truncated,
-    each named in one warning line on stderr; `ignore_errors` after decoding is the safety net for the rest,
+  * a fast pre-scan (check_images) drops files that are not JPEG/PNG/GIF/BMP or are visibly truncated, then
+    check_decoding decodes each file once per process (in parallel) and drops those that do not decode (a
+    JPEG corrupt in the middle); each dropped file is named in one warning line on stderr and counted in
+    info.num_skipped. `ignore_errors` after decoding stays as a safety net. A file name that is not valid
+    UTF-8 is skipped with a warning naming it (TensorFlow cannot hold it),
   * decoding runs in parallel; decoded uint8 images are cached in memory when the split fits under
     cache_max_mb MiB. The cache is kept per process (all caches together stay under cache_max_mb, least
     recently used dropped first) and shared by every dataset made from the same files, so a training loop
@@ -100,6 +103,8 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
             for e in it:
                 if e.name.startswith(".") or not e.is_file():
                     continue
+                if not _utf8_name(e.path):
+                    continue
                 if e.name.lower().endswith(IMAGE_EXTENSIONS):
                     files.append(e.path)
                 else:
@@ -111,6 +116,25 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
         log.warning("warning: ignoring %d file(s) in %s that are not %s by name, e.g. %s", len(other_files),
                     split_dir, "/".join(x[1:] for x in IMAGE_EXTENSIONS), sorted(other_files)[0])
     return found
+
+
+def printable_path(path: str) -> str:
+    """A path for messages: bytes that are not UTF-8 shown as \\xNN (os.fsencode undoes the surrogates)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _utf8_name(path: str) -> bool:
+    """False (after one warning naming it) for a file name that is not valid UTF-8: TensorFlow's string tensors
+    cannot hold it, so the file is skipped; renaming it makes it usable."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        if ("name", path) not in _WARNED:
+            _WARNED.add(("name", path))
+            log.warning("warning: skipping %s: its file name is not valid UTF-8 (rename it to use it)",
+                        printable_path(path))
+        return False
 
 
 def list_split(split_dir: str | os.PathLike, class_names: Sequence[str],
@@ -209,9 +233,16 @@ def check_images(paths: Sequence[str], max_warnings: int = MAX_WARNINGS,
     At most max_warnings lines are logged, then one line with the count of the rest. warn_once: stay quiet
     about files already reported by an earlier warn_once call in this process (make_dataset runs per epoch).
     """
+    problems = {i: image_problem(p) for i, p in enumerate(paths)}
+    return _report(paths, problems, max_warnings, warn_once)
+
+
+def _report(paths: Sequence[str], problems: Mapping[int, str | None], max_warnings: int,
+            warn_once: bool) -> tuple[list[int], list[str]]:
+    """check_images' result and warnings for {index: problem or None}."""
     keep, bad, to_report = [], [], []
     for i, p in enumerate(paths):
-        problem = image_problem(p)
+        problem = problems.get(i)
         if problem is None:
             keep.append(i)
             continue
@@ -226,6 +257,34 @@ def check_images(paths: Sequence[str], max_warnings: int = MAX_WARNINGS,
         log.warning("warning: skipped %d more unreadable image(s) (%d in all)",
                     len(to_report) - max_warnings, len(bad))
     return keep, bad
+
+
+# {(path, size, mtime_ns, height, width): decodes} for files check_decoding has decoded in this process
+_DECODES: dict[tuple, bool] = {}
+
+
+def check_decoding(paths: Sequence[str], input_shape: Sequence[int], max_warnings: int = MAX_WARNINGS,
+                   warn_once: bool = False) -> tuple[list[int], list[str]]:
+    """Decode every file once (in parallel), like check_images: (indices of those that decode, the others),
+    one warning naming each file that does not (a JPEG corrupt in the middle passes check_images' look at
+    its ends, and libjpeg's own "Corrupt JPEG data" lines name no file). Results are remembered per file
+    (path, size, mtime) in this process, so a training loop's make_dataset per epoch decodes nothing twice.
+
+        keep, bad = check_decoding(paths, cfg.input_shape)
+    """
+    h, w = _hw(input_shape)
+    keys = [(k, h, w) for k in _file_key(paths)]
+    todo = [i for i, k in enumerate(keys) if k not in _DECODES]
+    if todo:
+        ds = tf.data.Dataset.from_tensor_slices((tf.constant(todo, tf.int64), tf.constant([paths[i] for i in todo])))
+        # the output depends on the pixels, so the decode cannot be optimised away
+        ds = ds.map(lambda i, p: (i, tf.reduce_max(decode_uint8(tf.io.read_file(p), input_shape))),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=False).ignore_errors()
+        decoded = {int(i) for i, _ in ds.as_numpy_iterator()}
+        for i in todo:
+            _DECODES[keys[i]] = i in decoded
+    problems = {i: None if _DECODES[k] else "cannot be decoded (corrupt image data)" for i, k in enumerate(keys)}
+    return _report(paths, problems, max_warnings, warn_once)
 
 
 def _hw(input_shape: Sequence[int]) -> tuple[int, int]:
@@ -460,6 +519,8 @@ def make_dataset(split_dir: str | os.PathLike, cfg: Mapping[str, Any], training:
     keep, skipped = check_images(all_paths, warn_once=True)
     paths = [all_paths[i] for i in keep]
     labels = all_labels[keep] if keep else np.zeros((0,), np.int32)
+    decodes, undecodable = check_decoding(paths, input_shape, warn_once=True)
+    paths, labels, skipped = [paths[i] for i in decodes], labels[decodes], skipped + undecodable
     if not paths:
         raise UserError(f"no readable images in {split_dir} ({len(skipped)} unreadable files skipped)")
     counts = {name: int(np.sum(labels == i)) for i, name in enumerate(class_names)}

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import cli
+import paths
 from atomic import atomic_path
 from config import Config, UserError
 
@@ -53,6 +54,7 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)
     split_dir = Path(cfg.data_path) / args.split
     perf_dir = Path(cfg.performance_dir)
+    paths.check_writable(perf_dir, "performance_dir")  # before the work, not after it
 
     import data_preprocessing as dp  # TensorFlow is imported here, after the arguments are parsed
     import model as model_lib
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     y, probs = training.predict_probs(model, ds, forward=forward)
     seconds = time.perf_counter() - start
-    paths = _aligned_paths(info, y, cfg.input_shape)
+    image_paths = _aligned_paths(info, y, cfg.input_shape)
 
     from metrics import classification_metrics
     result = classification_metrics(y, probs, cfg.class_names)
@@ -87,7 +89,7 @@ def main(argv=None) -> int:
         "model": str(model_path), "model_sha256": sha256_file(model_path), "batch_size": info.batch_size,
         "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    write_outputs(perf_dir, result, paths, y, probs, cfg.class_names)
+    write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
           f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | "
           f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")

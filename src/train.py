@@ -8,8 +8,9 @@ Phase 1 trains the head on a frozen ImageNet backbone (num_epochs at learning_ra
 top fine_tune_blocks stages, BatchNorm kept frozen (fine_tune_epochs at fine_tune_learning_rate). With
 weights=null there is nothing to freeze: both phases train the whole network.
 
-A run killed at any point resumes from its last finished epoch when started again with the same config
-(--restart starts over). Writes: model_save_path (best by `monitor`), <model>_last.h5 beside it,
+A run killed at any point resumes from its last finished epoch when started again with the same config,
+exactly as if uninterrupted (bit for bit with deterministic ops); --restart starts over, deleting only
+train.py's own files in checkpoint_dir (it refuses when that folder holds anything else). Writes: model_save_path (best by `monitor`), <model>_last.h5 beside it,
 <performance_dir>/training_log.csv, loss_accuracy_plot.png, train_config.yaml and versions.json.
 Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
 """

@@ -4,22 +4,23 @@ Usage:
     summary = train(cfg, max_images_per_class=None, restart=False, dry_run=False)
 
 Each epoch runs TrainEpoch (a distributed step loop) on a dataset seeded with `seed + epoch`, so a resumed run sees the
-same data order and augmentation as an uninterrupted one. After every epoch, on the chief only:
-  1. the full training state (model + optimizer) goes to <checkpoint_dir>/epoch_NNN.keras,
-  2. the best model (by `monitor`) and the last model are written atomically,
-  3. a row is appended to training_log.csv,
-  4. state.json is replaced, pointing at the new checkpoint (the commit point: a kill before it
-     resumes from the previous epoch and rewrites what came after).
+same data order and augmentation as an uninterrupted one; the checkpoint restores the weights, the optimizer
+(its step included) and the state of every Keras SeedGenerator (dropout), so that with deterministic ops
+(tf.config.experimental.enable_op_determinism) a resumed run is bit for bit the uninterrupted one.
+After every epoch, on the chief only (checkpoints.RunFiles):
+  1. the checkpoint (model + optimizer), the last model and, when it improved, the best model are written
+     under epoch-numbered names in checkpoint_dir,
+  2. state.json is replaced, naming them and holding the log rows and random states (the commit point),
+  3. model_save_path, <model>_last.h5 and training_log.csv are published from them, older epochs deleted.
+A kill before 2 resumes from the previous epoch; a kill after it is completed at the next start.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -29,13 +30,13 @@ import numpy as np
 import tensorflow as tf
 
 import atomic
+import checkpoints
 import data_preprocessing as dp
 import model as model_lib
+import paths
 from config import Config, UserError
 from metrics import classification_metrics
 
-LOG_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
-              "learning_rate", "images_per_s", "seconds"]
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
 RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",
                "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_blocks", "optimizer", "lr_schedule",
@@ -97,7 +98,7 @@ def compile_model(model: keras.Model, cfg: Config, phase: str, steps_per_epoch: 
     """Set the phase's trainable layers and attach a fresh optimizer for the phase.
 
     Keras reads `trainable` at compile time, hence one compile per phase. The optimizer (and its
-    state) is saved with every checkpoint, which is what makes a resumed run continue exactly.
+    state) is saved with every checkpoint and the dropout states in state.json: a resumed run continues exactly.
     """
     model_lib.set_phase(model, phase, cfg)
     if phase == "head":
@@ -196,17 +197,6 @@ class TrainEpoch:
         return totals[0] / totals[2], totals[1] / totals[2]
 
 
-def check_disk(paths: list[Path], model: keras.Model) -> None:
-    """Stop before training when a checkpoint (weights + optimizer slots) and two models will not fit."""
-    need = model.count_params() * 4 * 5 + (64 << 20)
-    for path in paths:
-        path.mkdir(parents=True, exist_ok=True)
-        free = shutil.disk_usage(path).free
-        if free < need:
-            raise UserError(f"only {free / 2**20:.0f} MB free at {path}; checkpoints need about "
-                            f"{need / 2**20:.0f} MB: free some space or point checkpoint_dir/model_save_path elsewhere")
-
-
 # ------------------------------------------------------------------------------------------------
 # Validation
 
@@ -269,9 +259,43 @@ def config_fingerprint(cfg: Config, max_images_per_class) -> str:
     return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
+PERFORMANCE_FILES = ("training_log.csv", "loss_accuracy_plot.png", "train_config.yaml", "versions.json")
+
+
+def _config_copy(best_path: Path) -> Path:
+    return best_path.with_suffix(".config.yaml")
+
+
+def load_checkpoint(path: Path, compile: bool) -> keras.Model:
+    """A checkpoint that state.json names; one line when it cannot be read."""
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except Exception as exc:  # Keras raises many kinds for a damaged zip/HDF5 file
+        raise UserError(f"cannot load the checkpoint {path} ({model_lib._first_line(exc)}): pass --restart to "
+                        f"start over") from None
+
+
 def last_model_path(cfg: Config) -> Path:
     best = Path(cfg.model_save_path)
     return best.with_name(f"{best.stem}_last{best.suffix}")
+
+
+def random_states(model: keras.Model) -> dict[str, list[int]]:
+    """The state of every Keras SeedGenerator in the model (dropout's masks): a .keras file does not save them."""
+    return {key: [int(v) for v in keras.ops.convert_to_numpy(gen.state.value)]
+            for key, gen in _seed_generators(model)}
+
+
+def restore_random_states(model: keras.Model, states: dict[str, list[int]]) -> None:
+    for key, gen in _seed_generators(model):
+        if key in states:
+            gen.state.assign(np.array(states[key], dtype=keras.backend.standardize_dtype(gen.state.dtype)))
+
+
+def _seed_generators(model: keras.Model):
+    for layer in model._flatten_layers(include_self=False):
+        for i, gen in enumerate(getattr(layer, "_seed_generators", [])):
+            yield f"{layer.name}/{i}", gen
 
 
 def library_versions() -> dict:
@@ -282,23 +306,6 @@ def library_versions() -> dict:
             "numpy": np.__version__, "pandas": pandas.__version__, "scikit-learn": sklearn.__version__,
             "opencv": cv2.__version__, "platform": platform.platform(), "machine": platform.machine(),
             "cpu_count": os.cpu_count(), "gpus": [d.name for d in tf.config.list_physical_devices("GPU")]}
-
-
-def read_log(path: Path, upto_epoch: int) -> list[dict]:
-    """Rows of an earlier run's log up to and including `upto_epoch` (later rows were never committed)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return [row for row in csv.DictReader(f) if int(row["epoch"]) <= upto_epoch]
-
-
-def write_log(path: Path, rows: list[dict]) -> None:
-    import io
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic.write_text(path, buf.getvalue())
 
 
 def plot_history(rows: list[dict], path: Path) -> None:
@@ -345,6 +352,13 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
         keras.mixed_precision.set_global_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
     strategy = make_strategy(cfg.strategy)
     chief = is_chief()
+    perf_dir, ckpt_dir = Path(cfg.performance_dir), Path(cfg.checkpoint_dir)
+    best_path, last_path = Path(cfg.model_save_path), last_model_path(cfg)
+    if chief:  # before any work: a folder that cannot be written fails now, not after the first epoch
+        for folder, key in ((best_path.parent, "model_save_path"), (ckpt_dir, "checkpoint_dir"),
+                            (perf_dir, "performance_dir")):
+            paths.check_writable(folder, key)
+    files = checkpoints.RunFiles(ckpt_dir, best_path, last_path, perf_dir / "training_log.csv")
     data_path = Path(cfg.data_path)
     train_dir, val_dir = data_path / "train", data_path / "val"
     replicas = strategy.num_replicas_in_sync
@@ -368,10 +382,6 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
     plan = phase_plan(cfg)
     total_epochs = sum(n for _, n in plan)
 
-    perf_dir = Path(cfg.performance_dir)
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    best_path, last_path = Path(cfg.model_save_path), last_model_path(cfg)
-    log_path = perf_dir / "training_log.csv"
     fingerprint = config_fingerprint(cfg, max_images_per_class)
 
     with strategy.scope():
@@ -388,25 +398,28 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
                 "steps_per_epoch": steps, "epochs": total_epochs, "parameters": total}
     if total_epochs == 0:
         raise UserError("nothing to train: num_epochs and fine_tune_epochs are both 0")
-    if chief:
-        check_disk([ckpt_dir, best_path.parent, perf_dir], model)
 
-    # ---- resume
-    state = {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None}
-    state_path = ckpt_dir / "state.json"
-    if restart and chief and ckpt_dir.exists():
-        shutil.rmtree(ckpt_dir)
-    elif state_path.exists():
-        saved = json.loads(state_path.read_text())
-        if saved.get("fingerprint") != fingerprint:
-            raise UserError(f"{ckpt_dir} holds a checkpoint of a run with another config: pass --restart "
-                            f"to start over, or point --set checkpoint_dir=PATH elsewhere")
-        state = saved
-    rows = read_log(log_path, state["epoch"]) if state["epoch"] else []
+    # ---- resume (and complete what a kill after the last commit left undone)
     if chief:
+        files.remove_stale_temps({best_path.parent: {best_path.name, last_path.name, _config_copy(best_path).name},
+                                  perf_dir: {*PERFORMANCE_FILES}})
+        if restart:
+            own_outputs = {best_path: best_path.name, last_path: last_path.name,
+                           _config_copy(best_path): _config_copy(best_path).name,
+                           **{perf_dir / name: name for name in PERFORMANCE_FILES}}
+            files.clear({name for path, name in own_outputs.items() if path.parent.resolve() == ckpt_dir.resolve()})
+    saved = None if restart else files.load_state(fingerprint)
+    state = saved or {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None, "last_model": None,
+                      "best_model": None, "rows": [], "random_states": {}}
+    rows = state["rows"]
+    if chief:
+        if saved:
+            files.publish(saved)
+            files.prune(saved)
+        files.check_disk(total, cfg.optimizer)
         perf_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(perf_dir / "train_config.yaml", cfg.to_yaml())
-        atomic.write_text(best_path.with_suffix(".config.yaml"), cfg.to_yaml())
+        atomic.write_text(_config_copy(best_path), cfg.to_yaml())
         atomic.write_text(perf_dir / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
 
     resumed_from = state["epoch"]  # epochs an earlier run finished; the model built above has none
@@ -420,13 +433,15 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
             continue
         with strategy.scope():
             if resumed_from > phase_start:  # resume inside this phase: model + optimizer as saved
-                model = keras.models.load_model(ckpt_dir / state["checkpoint"])
+                model = load_checkpoint(ckpt_dir / state["checkpoint"], compile=True)
                 log(f"resuming {phase} from epoch {resumed_from} ({ckpt_dir / state['checkpoint']})")
             else:
                 if resumed_from == phase_start > 0:  # resume at a phase boundary: the weights only
-                    model = keras.models.load_model(ckpt_dir / state["checkpoint"], compile=False)
+                    model = load_checkpoint(ckpt_dir / state["checkpoint"], compile=False)
                     log(f"resuming at the start of {phase} from epoch {resumed_from}")
                 compile_model(model, cfg, phase, steps)
+            if resumed_from >= max(phase_start, 1):  # loaded from the checkpoint: its dropout states too
+                restore_random_states(model, state.get("random_states", {}))
             run_epoch = TrainEpoch(model, strategy, cfg, class_weight, jit)
         epoch = max(resumed_from, phase_start)
         while epoch < phase_start + phase_epochs:
@@ -437,6 +452,10 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
             loss, accuracy = run_epoch(ds, info.steps_per_epoch, label)
             seconds = time.perf_counter() - start
             y_val, p_val = predict_probs(model, val_ds)
+            if not np.isfinite(p_val).all():
+                raise UserError(f"validation loss became nan after {label}: the model diverged; lower the learning "
+                                f"rate (now {lr:.2g}); nothing of this epoch was saved (the last finished epoch "
+                                f"is kept)")
             val = classification_metrics(y_val, p_val, cfg.class_names)
             epoch += 1
             row = {"epoch": epoch, "phase": phase, "loss": round(loss, 5),
@@ -444,28 +463,21 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
                    "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
                    "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
                    "seconds": round(seconds, 1)}
-            rows.append(row)
             score = monitor_value(cfg, val)
             improved = state["best"] is None or score > state["best"]
             log(f"{label}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss {row['val_loss']:.4f} "
                 f"acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} | lr {row['learning_rate']} | "
                 f"{row['images_per_s']} img/s{' | best so far, saved' if improved else ''}")
+            names = files.save_epoch(model, epoch, improved, state["best_model"]) if chief else {}
+            rows = [*rows, row]
+            state = {**state, **names, "epoch": epoch, "rows": rows, "fingerprint": fingerprint,
+                     "random_states": random_states(model)}
             if improved:
                 state.update(best=score, best_epoch=epoch)
             if chief:
-                ckpt_name = f"epoch_{epoch:03d}.keras"
-                model_lib.save_model_atomic(model, ckpt_dir / ckpt_name)
-                if improved:
-                    model_lib.save_model_atomic(model, best_path)
-                model_lib.save_model_atomic(model, last_path)
-                write_log(log_path, rows)
-                previous = state.get("checkpoint")
-                state.update(epoch=epoch, checkpoint=ckpt_name, fingerprint=fingerprint)
-                atomic.write_text(state_path, json.dumps(state, indent=2) + "\n")
-                if previous and previous != ckpt_name:
-                    (ckpt_dir / previous).unlink(missing_ok=True)
-            else:
-                state.update(epoch=epoch)
+                files.commit(state)
+                files.publish(state)
+                files.prune(state)
 
     if chief and rows:
         plot_history(rows, perf_dir / "loss_accuracy_plot.png")

@@ -305,31 +305,31 @@ def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, caplog):
         split / "sad" / "truncated.jpg": good_jpg[: len(good_jpg) // 2],
         split / "anger" / "notes.jpg": b"this is a text file, not a JPEG\n" * 20,
         split / "fear" / "empty.png": b"",
+        # passes the pre-scan (JPEG magic, ends with EOI) but does not decode: check_decoding drops it
+        split / "fear" / "garbage.jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 500 + b"\xff\xd9",
     }
     for path, data in bad.items():
         path.write_bytes(data)
-    # passes the pre-scan (JPEG magic, ends with EOI) but does not decode: the ignore_errors safety net
-    (split / "fear" / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 500 + b"\xff\xd9")
 
     with caplog.at_level(logging.WARNING, logger=dp.log.name):
         ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
-    assert info.num_skipped == 4 and sorted(info.skipped) == sorted(map(str, bad))
+    assert info.num_skipped == 5 and sorted(info.skipped) == sorted(map(str, bad))
     warned = [r.getMessage() for r in caplog.records]
     for path in bad:
         assert sum(str(path) in line for line in warned) == 1
-    assert info.num_images == 48 + 1 and info.class_counts["fear"] == PER_CLASS + 1
+    assert info.num_images == 48 and info.class_counts["fear"] == PER_CLASS
     x, y = collect(ds)
-    assert len(x) == 48  # garbage.jpg dropped while decoding; the epoch still completes
+    assert len(x) == 48  # the count reported is the count fed
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=dp.log.name):
         ds, info = dp.make_dataset(split, CFG, training=True, batch_size=7)  # the next epoch
-    assert len(collect(ds)[0]) == 48 and info.num_skipped == 4
+    assert len(collect(ds)[0]) == 48 and info.num_skipped == 5
     assert not caplog.records  # each bad file is named once per process, not once per epoch
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        keep, skipped = dp.check_images([str(p) for p in bad] * 3, max_warnings=5)
+        keep, skipped = dp.check_images([str(p) for p in bad if p.name != "garbage.jpg"] * 3, max_warnings=5)
     assert keep == [] and len(skipped) == 12
     assert len(caplog.records) == 6 and "7 more" in caplog.records[-1].getMessage()
 
@@ -358,3 +358,37 @@ def test_float32_under_mixed_precision(train_dir):
     finally:
         keras.mixed_precision.set_global_policy(previous)
     assert images.dtype == tf.float32
+
+
+def test_jpeg_corrupt_in_the_middle_is_named_and_counted(tmp_path, train_dir, caplog):
+    """A real JPEG whose middle bytes are overwritten keeps its start and end markers, so only decoding it finds
+    it out: it is named in a warning and counted as skipped, and the images reported are the images fed."""
+    split = tmp_path / "split"
+    shutil.copytree(train_dir, split)
+    jpg = next(p for p in sorted((split / "sad").iterdir()) if p.suffix == ".jpg")
+    data = jpg.read_bytes()
+    jpg.unlink()  # a hard link to ../shared: write a new file, never into the shared one
+    middle = len(data) // 2
+    jpg.write_bytes(data[:middle] + b"\xff" * 50 + data[middle + 50:])
+    assert dp.image_problem(jpg) is None  # the pre-scan cannot see it
+    with caplog.at_level(logging.WARNING, logger=dp.log.name):
+        ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
+    assert info.skipped == [str(jpg)] and info.num_skipped == 1
+    assert [r.getMessage() for r in caplog.records] == [f"warning: skipping {jpg}: cannot be decoded (corrupt image data)"]
+    assert info.num_images == 47 == len(collect(ds)[0]) and str(jpg) not in info.paths
+
+
+def test_file_name_not_utf8_is_skipped_with_a_warning(tmp_path, train_dir, caplog):
+    split = tmp_path / "split"
+    shutil.copytree(train_dir, split)
+    image = next(iter(sorted((split / "happy").iterdir())))
+    odd = os.fsdecode(bytes(split / "happy") + b"/z_\xff" + image.suffix.encode())
+    shutil.copyfile(image, odd)
+    with caplog.at_level(logging.WARNING, logger=dp.log.name):
+        paths, _ = dp.list_split(split, CLASSES)
+        ds, info = dp.make_dataset(split, CFG, training=True, batch_size=16)
+    assert odd not in paths and info.num_images == 48 == len(collect(ds)[0])
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [f"warning: skipping {split}/happy/z_\\xff{image.suffix}: its file name is not valid UTF-8 "
+                      f"(rename it to use it)"]
+    assert Path(odd).read_bytes() == image.read_bytes()  # left as it was

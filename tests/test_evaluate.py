@@ -166,3 +166,13 @@ def test_missing_model_is_one_line(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert lines[-1].startswith("error: ") and str(missing) in lines[-1] and "train.py" in lines[-1], proc.stderr
     assert not (tmp_path / "performance").exists()
+
+
+def test_read_only_performance_dir_fails_before_any_work(read_only_folder, tmp_path, capsys):
+    """The check comes first: a missing model and data would otherwise be reported, after loading TensorFlow."""
+    import evaluate
+    perf = read_only_folder / "performance"
+    with pytest.raises(config.UserError, match=r"performance_dir .*read-only/performance is not writable .*"
+                                               r"--set performance_dir=PATH"):
+        evaluate.main(as_set_args(tiny_config(tmp_path, f"performance_dir={perf}")))
+    assert capsys.readouterr().out == "" and list(read_only_folder.iterdir()) == []
