@@ -1,6 +1,8 @@
 """config.py and cli.py: every key validated, overrides typed, one-line errors, fast --help."""
 from __future__ import annotations
 
+import codecs
+import os
 import re
 import time
 from pathlib import Path
@@ -54,8 +56,16 @@ def test_overrides_keep_types_and_resolve_paths(tmp_path):
 @pytest.mark.parametrize("override,pattern", [
     ("learning_rat=0.1", r"unknown config key 'learning_rat'.*did you mean 'learning_rate'"),
     ("train_bach_size=4", r"did you mean 'train_batch_size'"),
-    ("train_batch_size=abc", r"'train_batch_size' must be an integer >= 1, got 'abc'"),
-    ("train_batch_size=0", r"'train_batch_size' must be an integer >= 1"),
+    ("train_batch_size=abc", r"'train_batch_size' must be an integer from 1 to 2147483647, got 'abc'"),
+    ("train_batch_size=0", r"'train_batch_size' must be an integer from 1 to"),
+    ("seed=-1", r"'seed' must be an integer from 0 to 2146483647, got -1 \(from --set seed=-1\)"),
+    ("seed=99999999999999999999", r"'seed' must be an integer from 0 to 2146483647, got 99999999999999999999"),
+    ("seed=2147483647", r"'seed' must be an integer from 0 to 2146483647"),
+    ("num_epochs=100001", r"'num_epochs' must be an integer from 0 to 100000"),
+    ("fine_tune_epochs=-1", r"'fine_tune_epochs' must be an integer from 0 to 100000"),
+    ("shuffle_buffer=9223372036854775808", r"'shuffle_buffer' must be an integer from 1 to 2147483647"),
+    ("cache_max_mb=2147483648", r"'cache_max_mb' must be an integer from 0 to 2147483647"),
+    ("class_names={a: 1, a: 2}", r"--set class_names: key 'a' appears twice \(line 1\)"),
     ("train_batch_size=2.5", r"'train_batch_size' must be an integer"),
     ("learning_rate=-1", r"'learning_rate' must be a number > 0"),
     ("learning_rate=fast", r"'learning_rate' must be a number"),
@@ -89,6 +99,63 @@ def test_bad_config_files(tmp_path):
         config.load_config(partial)
 
 
+def test_largest_seed_and_epochs_still_fit_int32():
+    """The bounds are what training needs: seed + epoch (+ the augmentation layers' seed + 0..4) <= 2**31 - 1."""
+    cfg = config.load_config(None, [f"seed={config.SEED_MAX}", f"num_epochs={config.MAX_EPOCHS}",
+                                    f"fine_tune_epochs={config.MAX_EPOCHS}"])
+    assert cfg.seed + cfg.num_epochs + cfg.fine_tune_epochs + 5 <= 2 ** 31 - 1
+    assert config.load_config(None, ["seed=0"]).seed == 0
+
+
+def _config_text() -> str:
+    return (REPO / "config.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name,make,pattern", [
+    ("notepad.yaml", lambda p: p.write_bytes(_config_text().encode("utf-16")),  # BOM + UTF-16-LE, as Notepad
+     r"is UTF-16 text: save it as UTF-8"),
+    ("utf16be.yaml", lambda p: p.write_bytes(codecs.BOM_UTF16_BE + _config_text().encode("utf-16-be")),
+     r"is UTF-16 text: save it as UTF-8"),
+    ("garbage.yaml", lambda p: p.write_bytes(bytes(range(256)) * 8), r"is not (UTF-8 text|a text file)"),
+    ("latin1.yaml", lambda p: p.write_bytes("data_path: ./donn\xe9es\n".encode("latin-1")),
+     r"is not UTF-8 text \(byte 17 cannot be read\): pass --config PATH to a YAML file saved as UTF-8"),
+    ("nul.yaml", lambda p: p.write_bytes(b"seed: 1\x00\n"), r"is not a text file \(it holds NUL bytes\)"),
+    ("bell.yaml", lambda p: p.write_text("seed: \x07\n"), r"is not valid YAML: special characters are not allowed"),
+    ("folder.yaml", lambda p: p.mkdir(), r"is a folder: pass --config PATH to a YAML file"),
+    ("fifo.yaml", lambda p: os.mkfifo(p), r"is not a regular file \(a pipe, socket or device\)"),
+    ("twice.yaml", lambda p: p.write_text(_config_text() + "seed: 7\n"),
+     r"key 'seed' appears twice \(lines 10 and 55\): keep one"),
+])
+def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
+    path = tmp_path / name
+    make(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(config.ConfigError, match=pattern) as info:
+        config.load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and info.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside it
+
+
+def test_utf8_bom_is_fine(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(codecs.BOM_UTF8 + _config_text().encode("utf-8"))
+    cfg, default = config.load_config(path), config.load_config()
+    assert cfg.data_path == str(tmp_path / "data")  # relative to the file, as always
+    assert {k: v for k, v in cfg.items() if not config.SCHEMA[k].is_path} == \
+        {k: v for k, v in default.items() if not config.SCHEMA[k].is_path}
+
+
+def test_duplicate_keys_refused_at_any_depth(tmp_path):
+    path = tmp_path / "nested.yaml"
+    path.write_text(_config_text().replace("seed: 42", "seed: {a: 1,\n  a: 2}"))
+    with pytest.raises(config.ConfigError, match=r"nested.yaml: key 'a' appears twice \(lines 10 and 11\)"):
+        config.load_config(path)
+    path.write_text(_config_text().replace("seed: 42", "seed: 42\n'seed': 43"))  # same key, quoted
+    with pytest.raises(config.ConfigError, match=r"key 'seed' appears twice \(lines 10 and 11\)"):
+        config.load_config(path)
+
+
 # Every script of src/ (the modules with a __main__ block).
 SCRIPTS = sorted(p.name for p in (REPO / "src").glob("*.py") if "\nif __name__ == \"__main__\":" in p.read_text())
 
@@ -113,3 +180,22 @@ def test_scripts_reject_bad_config_in_one_line(script):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["error: unknown config key 'learning_rat' in --set learning_rat=0.1 (did you mean 'learning_rate'?)"]
+
+
+@pytest.mark.parametrize("make,args,expected", [
+    (lambda p: p.write_bytes(_config_text().encode("utf-16")), [],
+     "error: config file {path} is UTF-16 text: save it as UTF-8 (in Notepad: Save as, Encoding UTF-8)"),
+    (lambda p: p.write_text(_config_text() + "seed: 7\n"), [],
+     "error: config file {path}: key 'seed' appears twice (lines 10 and 55): keep one"),
+    (lambda p: p.write_text(_config_text()), ["--set", "seed=-1"],
+     "error: config key 'seed' must be an integer from 0 to 2146483647, got -1 (from --set seed=-1)"),
+    (lambda p: os.mkfifo(p), [],
+     "error: config file {path} is not a regular file (a pipe, socket or device): pass --config PATH to a YAML file"),
+])
+def test_script_reports_a_bad_config_file_in_one_line(tmp_path, make, args, expected):
+    path = tmp_path / "my.yaml"
+    make(path)
+    proc = run_script("evaluate.py", "--config", str(path), *args, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [expected.format(path=path)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.yaml"]
