@@ -38,7 +38,6 @@ Importing this module is fast: TensorFlow is imported only when a blazeface dete
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
@@ -50,6 +49,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from cli import quiet_stderr  # noqa: F401  (also used by predict.py as faces.quiet_stderr)
 from config import UserError
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
@@ -198,26 +198,6 @@ def ssd_anchors(size: int = _INPUT, strides: Sequence[int] = _STRIDES) -> np.nda
         out.append(np.repeat(centres, per_cell, axis=0))
         layer = last
     return np.concatenate(out).astype(np.float32)
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence C-level stderr (TFLite prints 'INFO: Created TensorFlow Lite XNNPACK delegate')."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
 
 
 class _BlazeFace:

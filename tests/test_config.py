@@ -4,13 +4,15 @@ from __future__ import annotations
 import codecs
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import config
-from conftest import REPO, run_script
+from conftest import REPO, link_organized, run_script
 
 
 def test_default_config_loads_and_matches_schema():
@@ -199,3 +201,38 @@ def test_script_reports_a_bad_config_file_in_one_line(tmp_path, make, args, expe
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [expected.format(path=path)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["my.yaml"]
+
+
+def _run_without_tf_log_level(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """run_script sets TF_CPP_MIN_LOG_LEVEL=2; these tests need the user's environment without it."""
+    full_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | env
+    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=full_env)
+
+
+@pytest.fixture
+def broken_model_run(tmp_path):
+    """evaluate.py arguments that fail after TensorFlow has loaded: real test images, a model file that is
+    not a model."""
+    link_organized(tmp_path / "data", per_class=1, splits=("test",))
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not an HDF5 file\n" * 64)
+    return ["--set", f"data_path={tmp_path / 'data'}", "--set", f"model_save_path={model}",
+            "--set", f"performance_dir={tmp_path / 'performance'}"], model
+
+
+def test_error_after_tensorflow_loaded_is_the_only_line(broken_model_run, tmp_path):
+    args, model = broken_model_run
+    proc = _run_without_tf_log_level("evaluate.py", *args)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load the model {model}:"), proc.stderr
+    assert not (tmp_path / "performance").exists()
+
+
+def test_users_tf_log_level_shows_tensorflow_logging_error_still_last(broken_model_run):
+    args, model = broken_model_run
+    proc = _run_without_tf_log_level("evaluate.py", *args, TF_CPP_MIN_LOG_LEVEL="0")
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) > 1, proc.stderr  # TensorFlow's own lines are back
+    assert lines[-1].startswith(f"error: cannot load the model {model}:")
