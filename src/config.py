@@ -195,7 +195,7 @@ SCHEMA: dict[str, Field] = {
     "mixed_precision": Field(_choice("auto", "on", "off")),
     "xla": Field(_choice("auto", "on", "off")),
     "strategy": Field(_choice("default", "mirrored", "multi_worker")),
-    "face_detector": Field(_choice("auto", "blazeface", "haar")),
+    "face_detector": Field(_choice("auto", "blazeface", "blazeface_full", "haar")),
     "face_min_score": Field(_float(0.0, 1.0)),
     "classifier_backend": Field(_choice("tflite", "keras")),
     "video_path": Field(_str, is_path=True),
