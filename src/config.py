@@ -55,6 +55,8 @@ class _YamlLoader(yaml.SafeLoader):
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' is resolved by flatten_mapping
+                    continue
                 key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
                 try:
                     if key in seen:
@@ -274,8 +276,8 @@ def _read_text(path: Path) -> str:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} cannot be read): "
                           "pass --config PATH to a YAML file saved as UTF-8") from None
     if "\0" in text:
-        raise ConfigError(f"config file {path} is not a text file (it holds NUL bytes): "
-                          "pass --config PATH to a YAML file saved as UTF-8")
+        raise ConfigError(f"config file {path} is not a text file (it holds NUL bytes: binary, or UTF-16 "
+                          "without a BOM): pass --config PATH to a YAML file saved as UTF-8")
     return text
 
 

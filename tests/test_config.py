@@ -121,7 +121,9 @@ def _config_text() -> str:
     ("garbage.yaml", lambda p: p.write_bytes(bytes(range(256)) * 8), r"is not (UTF-8 text|a text file)"),
     ("latin1.yaml", lambda p: p.write_bytes("data_path: ./donn\xe9es\n".encode("latin-1")),
      r"is not UTF-8 text \(byte 17 cannot be read\): pass --config PATH to a YAML file saved as UTF-8"),
-    ("nul.yaml", lambda p: p.write_bytes(b"seed: 1\x00\n"), r"is not a text file \(it holds NUL bytes\)"),
+    ("nul.yaml", lambda p: p.write_bytes(b"seed: 1\x00\n"), r"is not a text file \(it holds NUL bytes"),
+    ("utf16-no-bom.yaml", lambda p: p.write_bytes(_config_text().encode("utf-16-le")),
+     r"is not a text file \(it holds NUL bytes: binary, or UTF-16 without a BOM\): pass --config PATH"),
     ("bell.yaml", lambda p: p.write_text("seed: \x07\n"), r"is not valid YAML: special characters are not allowed"),
     ("folder.yaml", lambda p: p.mkdir(), r"is a folder: pass --config PATH to a YAML file"),
     ("fifo.yaml", lambda p: os.mkfifo(p), r"is not a regular file \(a pipe, socket or device\)"),
@@ -137,6 +139,13 @@ def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
     message = str(info.value)
     assert "\n" not in message and str(path) in message and info.value.code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside it
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(_config_text().replace("seed: 42", "base: &b {x: 1}\nseed: {<<: *b, y: 2}"))
+    with pytest.raises(config.ConfigError, match=r"unknown config key 'base'"):  # parsed, then checked
+        config.load_config(path)
 
 
 def test_utf8_bom_is_fine(tmp_path):
