@@ -15,8 +15,8 @@ Nothing here imports TensorFlow, so `--help` stays fast.
 TensorFlow's own logging: `import tensorflow` prints a dozen lines to stderr (CUDA plugin registration,
 absl's "All log messages before absl::InitializeLog()", CPU instruction hints), whatever
 TF_CPP_MIN_LOG_LEVEL says for the absl ones. run() hides them unless the user set TF_CPP_MIN_LOG_LEVEL
-(set it, e.g. TF_CPP_MIN_LOG_LEVEL=0, to see everything), so a script's `error: ...` line is the last
-line of its output and easy to find.
+(set it, e.g. TF_CPP_MIN_LOG_LEVEL=0, to see everything: also what a crash inside TensorFlow's import
+printed), so a script's `error: ...` line is the last line of its output and easy to find.
 """
 from __future__ import annotations
 
@@ -120,8 +120,9 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = module.__spec__.loader = self._loader
         with quiet_stderr():
             self._loader.exec_module(module)
-        from absl import logging as absl_logging
-        absl_logging.set_verbosity(absl_logging.ERROR)
+        with contextlib.suppress(ImportError):
+            from absl import logging as absl_logging
+            absl_logging.set_verbosity(absl_logging.ERROR)
 
 
 def quiet_tensorflow() -> None:

@@ -245,3 +245,16 @@ def test_users_tf_log_level_shows_tensorflow_logging_error_still_last(broken_mod
     lines = proc.stderr.splitlines()
     assert proc.returncode == 1 and len(lines) > 1, proc.stderr  # TensorFlow's own lines are back
     assert lines[-1].startswith(f"error: cannot load the model {model}:")
+
+
+def test_error_line_comes_after_buffered_stdout():
+    """stdout into a pipe is block-buffered: without a flush, what a script printed before failing would land
+    after its error line when both streams go to one pipe (`2>&1 | tee log`)."""
+    code = ("import sys; sys.path.insert(0, 'src'); import cli, config\n"
+            "def main(argv):\n    print('working on it')\n    raise config.UserError('it went wrong')\n"
+            "cli.run(main)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a user's default
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["working on it", "error: it went wrong"]
