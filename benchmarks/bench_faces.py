@@ -116,18 +116,21 @@ def main() -> None:
     for model in faces.BLAZEFACE_MODELS.values():
         if model.backend in detectors:
             result[model.backend]["num_threads"] = detectors[model.backend].num_threads
-            result[f"haar_over_{model.backend}_ms"] = round(float(np.median(ms["haar"]) / np.median(ms[model.backend])), 1)
+            ratio = np.median(ms["haar"]) / np.median(ms[model.backend])
+            result[f"haar_over_{model.backend}_ms"] = round(float(ratio), 1)
         else:
             result[model.backend] = f"not installed ({faces.MEDIAPIPE_INSTALL})"
 
     canvas, rects = group_photo(GROUP_FACE_SIDE)
-    result["group"] = {"faces": len(rects), "canvas": f"{canvas.shape[1]}x{canvas.shape[0]}", "face_side": GROUP_FACE_SIDE}
+    result["group"] = {"faces": len(rects), "canvas": f"{canvas.shape[1]}x{canvas.shape[0]}",
+                       "face_side": GROUP_FACE_SIDE}
     for n in names:
         runs = [timed(detectors[n], canvas) for _ in range(5)]
         found = runs[0][0]
         on_face = sum(on_photo(found, r) for r in rects)
         extra = sum(not any(on_photo([f], r) for r in rects) for f in found)
-        result["group"][n] = {"found": on_face, "extra": extra, "median_ms": round(float(np.median([t for _, t in runs])), 2)}
+        result["group"][n] = {"found": on_face, "extra": extra,
+                              "median_ms": round(float(np.median([t for _, t in runs])), 2)}
 
     video = VIDEOS / "Megamind.avi"
     if video.exists():
