@@ -11,10 +11,20 @@ Usage (in a script):
         cli.run(main)
 
 Nothing here imports TensorFlow, so `--help` stays fast.
+
+TensorFlow's own logging: `import tensorflow` prints a dozen lines to stderr (CUDA plugin registration,
+absl's "All log messages before absl::InitializeLog()", CPU instruction hints), whatever
+TF_CPP_MIN_LOG_LEVEL says for the absl ones. run() hides them unless the user set TF_CPP_MIN_LOG_LEVEL
+(set it, e.g. TF_CPP_MIN_LOG_LEVEL=0, to see everything: also what a crash inside TensorFlow's import
+printed), so a script's `error: ...` line is the last line of its output and easy to find.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.abc
+import importlib.machinery
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -62,12 +72,80 @@ def load_config(args: argparse.Namespace) -> config.Config:
     return config.load_config(args.config, args.overrides)
 
 
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C-level stderr (file descriptor 2) for the block: native libraries write there directly,
+    past sys.stderr (TFLite's 'INFO: Created TensorFlow Lite XNNPACK delegate', TensorFlow's import noise)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
+class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
+    """Runs the first `import tensorflow` (wherever it happens: keras, training.py, faces.py) under
+    quiet_stderr, then sets absl's Python logging to errors only. Removes itself once used."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        spec.loader = _QuietLoader(spec.loader)
+        return spec
+
+
+class _QuietLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        # The module keeps the real loader (importlib.resources and friends look at it).
+        module.__loader__ = module.__spec__.loader = self._loader
+        with quiet_stderr():
+            self._loader.exec_module(module)
+        with contextlib.suppress(ImportError):
+            from absl import logging as absl_logging
+            absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's start-up logging (see the module docstring) unless the user set
+    TF_CPP_MIN_LOG_LEVEL; a no-op once TensorFlow is imported. Call before anything imports it."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        return
+    # 3: C++ errors too ("failed call to cuInit" on every CPU-only run); real failures raise in Python.
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
-    """Call main(argv) and exit: a UserError becomes one 'error: ...' line and its exit code."""
+    """Call main(argv) and exit: a UserError becomes one 'error: ...' line and its exit code, the last line
+    of the output (stdout is flushed first, so a pipe does not put buffered lines after it)."""
+    quiet_tensorflow()
     try:
         code = main(argv)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
         code = exc.code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,9 +8,13 @@ Usage:
 Every key of config.yaml is described once in SCHEMA below (type and allowed values); the values and
 their comments live in config.yaml. A wrong key or value raises ConfigError with one line that names
 the key (and, for a typo, the nearest valid key); scripts turn it into exit code 2 (see cli.py).
+The same goes for a config file that is not UTF-8 text (UTF-16, binary), not a regular file (a folder, a
+FIFO), or names a key twice, and for integers out of range (seed: 0 to SEED_MAX, so that seed + epoch
+still fits the int32 that numpy and TensorFlow take).
 """
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -34,8 +38,33 @@ class ConfigError(UserError):
     code = 2
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """The same key twice in one YAML mapping (PyYAML would silently keep the last)."""
+
+    def __init__(self, key: Any, first_line: int, second_line: int):
+        where = f"lines {first_line} and {second_line}" if first_line != second_line else f"line {first_line}"
+        super().__init__(f"key '{key}' appears twice ({where}): keep one")
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
 class _YamlLoader(yaml.SafeLoader):
-    """SafeLoader that reads 1e-3 as a float (YAML 1.1, and so PyYAML, wants 1.0e-3)."""
+    """SafeLoader that reads 1e-3 as a float (YAML 1.1, and so PyYAML, wants 1.0e-3) and refuses a key given
+    twice in one mapping (raises DuplicateKeyError) instead of keeping the last silently."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' is resolved by flatten_mapping
+                    continue
+                key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise DuplicateKeyError(key, seen[key], line)
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader reports it below
+                    break
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.add_implicit_resolver(
@@ -61,10 +90,18 @@ class Field:
     is_path: bool = False
 
 
-def _int(min_value: int | None = None) -> Callable[[Any], int]:
+# Integers reach numpy and TensorFlow, which take at most int32 in places (seeds, shapes): bound every one.
+INT_MAX = 2 ** 31 - 1
+# Training seeds epoch e with seed + e (and augmentation layers with seed + 0..4), so both are bounded
+# to keep every derived seed within INT_MAX.
+MAX_EPOCHS = 100_000
+SEED_MAX = INT_MAX - 10 ** 6
+
+
+def _int(min_value: int = 0, max_value: int = INT_MAX) -> Callable[[Any], int]:
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or (min_value is not None and v < min_value):
-            raise ValueError(f"an integer >= {min_value}" if min_value is not None else "an integer")
+        if isinstance(v, bool) or not isinstance(v, int) or not min_value <= v <= max_value:
+            raise ValueError(f"an integer from {min_value} to {max_value}")
         return v
     return check
 
@@ -129,7 +166,7 @@ SCHEMA: dict[str, Field] = {
     "kaggle_dataset": Field(_str),
     "class_names": Field(_class_names),
     "input_shape": Field(_input_shape),
-    "seed": Field(_int()),
+    "seed": Field(_int(0, SEED_MAX)),
     "train_batch_size": Field(_int(1)),
     "val_batch_size": Field(_int(1)),
     "test_batch_size": Field(_int(1)),
@@ -145,8 +182,8 @@ SCHEMA: dict[str, Field] = {
     "dense_units": Field(_int(0)),
     "dropout": Field(_float(0.0, 0.95)),
     "learning_rate": Field(_float(0.0, 10.0, low_open=True)),
-    "num_epochs": Field(_int(0)),
-    "fine_tune_epochs": Field(_int(0)),
+    "num_epochs": Field(_int(0, MAX_EPOCHS)),
+    "fine_tune_epochs": Field(_int(0, MAX_EPOCHS)),
     "fine_tune_learning_rate": Field(_float(0.0, 10.0, low_open=True)),
     "fine_tune_blocks": Field(_int(0)),
     "optimizer": Field(_choice("adam", "sgd", "adamw")),
@@ -160,7 +197,7 @@ SCHEMA: dict[str, Field] = {
     "mixed_precision": Field(_choice("auto", "on", "off")),
     "xla": Field(_choice("auto", "on", "off")),
     "strategy": Field(_choice("default", "mirrored", "multi_worker")),
-    "face_detector": Field(_choice("auto", "blazeface", "haar")),
+    "face_detector": Field(_choice("auto", "blazeface", "blazeface_full", "haar")),
     "face_min_score": Field(_float(0.0, 1.0)),
     "classifier_backend": Field(_choice("tflite", "keras")),
     "video_path": Field(_str, is_path=True),
@@ -209,9 +246,57 @@ def parse_override(text: str) -> tuple[str, Any]:
     _check_key(key, f"--set {text}")
     try:
         value = parse_yaml(raw) if raw.strip() else None
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from None
     except yaml.YAMLError:
         raise ConfigError(f"--set {key}: cannot read '{raw}' as a YAML value") from None
     return key, value
+
+
+def _read_text(path: Path) -> str:
+    """The text of a config file: a regular file (a FIFO would hang the reader), UTF-8 (a UTF-8 BOM is fine).
+    Anything else is a ConfigError saying what to do."""
+    import paths  # here, not at the top: paths imports this module
+
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path} (pass --config PATH to an existing file)")
+    if not paths.is_regular_file(path):
+        kind = "a folder" if path.is_dir() else "not a regular file (a pipe, socket or device)"
+        raise ConfigError(f"config file {path} is {kind}: pass --config PATH to a YAML file")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise ConfigError(f"config file {path} is UTF-16 text: save it as UTF-8 (in Notepad: Save as, "
+                          "Encoding UTF-8)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start} cannot be read): "
+                          "pass --config PATH to a YAML file saved as UTF-8") from None
+    if "\0" in text:
+        raise ConfigError(f"config file {path} is not a text file (it holds NUL bytes: binary, or UTF-16 "
+                          "without a BOM): pass --config PATH to a YAML file saved as UTF-8")
+    return text
+
+
+def _parse_file(path: Path) -> dict:
+    """The top-level mapping of a config file; ConfigError with the line for bad YAML or a key given twice."""
+    text = _read_text(path)
+    try:
+        raw = parse_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    except yaml.reader.ReaderError as exc:  # a control character: no line number, but its position
+        raise ConfigError(f"config file {path} is not valid YAML: {exc.reason} at character {exc.position}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold 'key: value' lines")
+    return raw
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -222,20 +307,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     Relative paths (in the file and in overrides) resolve against the file's folder.
     """
     path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path} (pass --config PATH to an existing file)") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        raw = parse_yaml(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {path} must hold 'key: value' lines")
+    raw = _parse_file(path)
 
     values: dict[str, tuple[Any, str]] = {}
     for key, value in raw.items():

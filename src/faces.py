@@ -1,7 +1,8 @@
 """Face detection for predict, inference and evaluation on photos: boxes and scores, and AffectNet-like crops.
 
 Usage:
-    det = FaceDetector()                       # "auto": BlazeFace when its model is installed, else Haar
+    det = FaceDetector()                       # "auto": BlazeFace short range when installed, else Haar
+    det = FaceDetector("blazeface_full")       # full range: smaller faces, farther from the camera
     faces = det.detect(image_rgb)              # [Face(box=(x, y, w, h), score, keypoints)], best first
     crop = crop_face(image_rgb, faces[0].box, size=(96, 96))   # framed like an AffectNet-YOLO image
     if not faces and is_tight_face_crop(image_rgb):
@@ -24,6 +25,13 @@ Backends (FaceDetector.backend says which one runs):
     ../shared/data/faces-grayscale-350 found when scaled to 350 pixels and pasted on a 640x480 frame,
     about 2 ms per 640x480 frame. It is the short-range model: faces under about 1/10 of the frame's
     longer side are often missed (83% found with those photos at their own size, 46 to 536 pixels).
+  * blazeface_full: BlazeFace's full-range model from the same wheel (face_detection_full_range_sparse.tflite,
+    for faces up to about 5 m from the camera), decoded the same way with the options compiled into the
+    wheel's FaceDetectionFullRange graph: 192x192 input, one anchor layer at stride 4 (48x48 cells, 1 anchor
+    each, 2304 in all), regressors scaled by 192 (mediapipe's own min score is 0.6; min_score applies here).
+    Measured (bench_faces.py): 85 of 93 photos at 350 pixels (short range 92), 85 at their own size (short
+    range 77), 5 of 20 faces in a 1280x720 "group photo" of 160-pixel faces (short range 0, Haar 18); about
+    4 ms per frame. Not chosen by "auto": short range is better and faster for faces near the camera.
   * haar: OpenCV's frontal-face Haar cascade (cv2.data.haarcascades), the fallback when the BlazeFace model
     is absent (one warning line says how to install it). Lower recall (91% in the same test) and about
     20x slower (40-60 ms per 640x480 frame here). Its boxes are rescaled to BlazeFace's framing
@@ -38,7 +46,6 @@ Importing this module is fast: TensorFlow is imported only when a blazeface dete
 """
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
@@ -50,10 +57,30 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from cli import quiet_stderr  # noqa: F401  (also used by predict.py as faces.quiet_stderr)
 from config import UserError
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
-BLAZEFACE_RELPATH = ("modules", "face_detection", "face_detection_short_range.tflite")
+MEDIAPIPE_MODELS = ("modules", "face_detection")
+
+
+@dataclass(frozen=True)
+class BlazeFaceModel:
+    """One BlazeFace model of the mediapipe wheel and its decoding options, as the wheel's compiled
+    FaceDetectionOptions give them (tensor size, SSD anchor strides, interpolated_scale_aspect_ratio)."""
+
+    backend: str           # the FaceDetector backend name that runs it
+    filename: str          # in mediapipe/modules/face_detection/
+    size: int              # square input, pixels
+    strides: tuple[int, ...]
+    anchors_per_layer: int  # 2 with interpolated_scale_aspect_ratio 1.0, 1 with 0.0
+    mediapipe_min_score: float  # mediapipe's own default threshold (FaceDetector uses min_score instead)
+
+
+SHORT_RANGE = BlazeFaceModel("blazeface", "face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2, 0.5)
+FULL_RANGE = BlazeFaceModel("blazeface_full", "face_detection_full_range_sparse.tflite", 192, (4,), 1, 0.6)
+BLAZEFACE_MODELS = {m.backend: m for m in (SHORT_RANGE, FULL_RANGE)}
+BACKENDS = ("auto", *BLAZEFACE_MODELS, "haar")
 
 # How crop_face frames a BlazeFace box like AffectNet's crops. Measured by running BlazeFace on all 6,320 real
 # AffectNet-YOLO 96x96 crops of ../shared (train, valid, test), each upscaled 3x and pasted on a black
@@ -90,8 +117,9 @@ class Face:
     keypoints: list[tuple[float, float]] | None = field(default=None, repr=False)
 
 
-def blazeface_model_path() -> Path | None:
-    """The BlazeFace short-range .tflite inside an installed mediapipe wheel, found without importing it."""
+def blazeface_model_path(model: BlazeFaceModel = SHORT_RANGE) -> Path | None:
+    """A BlazeFace .tflite (short range by default) inside an installed mediapipe wheel, found without
+    importing mediapipe; None when it is not installed."""
     try:
         spec = importlib.util.find_spec("mediapipe")
     except (ImportError, ValueError):
@@ -99,7 +127,7 @@ def blazeface_model_path() -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     for root in spec.submodule_search_locations:
-        path = Path(root).joinpath(*BLAZEFACE_RELPATH)
+        path = Path(root).joinpath(*MEDIAPIPE_MODELS, model.filename)
         if path.is_file():
             return path
     return None
@@ -122,9 +150,10 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
 
 
 class FaceDetector:
-    """Finds faces in RGB (or grayscale) uint8 images. backend: auto | blazeface | haar; min_score: drop
-    detections scoring below it; num_threads: TFLite threads for blazeface (None = 1: the model is so
-    small that more threads mostly add overhead, and on a busy 2-core machine they were 6x slower).
+    """Finds faces in RGB (or grayscale) uint8 images. backend: auto | blazeface | blazeface_full | haar;
+    min_score: drop detections scoring below it; num_threads: TFLite threads for the BlazeFace models (None =
+    1: the models are so small that more threads mostly add overhead, and on a busy 2-core machine they
+    were 6x slower).
 
     min_score 0.5 is mediapipe's default. It is not a clean cut: the model scores 0.5-0.72 on about 4 in
     10 frames of i.i.d. uniform colour noise (blank, gray-noise and blurred-noise frames give nothing),
@@ -133,19 +162,20 @@ class FaceDetector:
     A detector holds one TFLite interpreter: use one detector per thread."""
 
     def __init__(self, backend: str = "auto", min_score: float = 0.5, num_threads: int | None = None):
-        if backend not in ("auto", "blazeface", "haar"):
-            raise ValueError(f"backend must be auto, blazeface or haar, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
                                         or num_threads < 1):
             raise ValueError(f"num_threads must be an integer >= 1 or None, got {num_threads!r}")
         self.min_score = float(min_score)
         self.num_threads = 1 if num_threads is None else num_threads
-        model = blazeface_model_path() if backend in ("auto", "blazeface") else None
-        if backend == "blazeface" and model is None:
-            raise UserError(f"the BlazeFace face detector is not installed: {MEDIAPIPE_INSTALL}")
-        if model is not None:
-            self.backend = "blazeface"
-            self._impl = _BlazeFace(model, self.num_threads)
+        model = BLAZEFACE_MODELS.get("blazeface" if backend == "auto" else backend)
+        path = blazeface_model_path(model) if model is not None else None
+        if backend in BLAZEFACE_MODELS and path is None:
+            raise UserError(f"the BlazeFace face detector ({model.filename}) is not installed: {MEDIAPIPE_INSTALL}")
+        if path is not None:
+            self.backend = model.backend
+            self._impl = _BlazeFace(path, model, self.num_threads)
         else:
             if backend == "auto":
                 print(f"warning: BlazeFace face detector not installed ({MEDIAPIPE_INSTALL}); using OpenCV's "
@@ -173,25 +203,25 @@ class FaceDetector:
 
 
 # ---------------------------------------------------------------------------------------------
-# BlazeFace short range, decoded as mediapipe's FaceDetectionShortRange graph does.
+# BlazeFace short and full range, decoded as mediapipe's FaceDetectionShortRange / FullRange graphs do.
 
-_INPUT = 128
-_STRIDES = (8, 16, 16, 16)
 _SCORE_CLIP = 100.0
 _NMS_IOU = 0.3
 
 
-def ssd_anchors(size: int = _INPUT, strides: Sequence[int] = _STRIDES) -> np.ndarray:
+def ssd_anchors(size: int = SHORT_RANGE.size, strides: Sequence[int] = SHORT_RANGE.strides,
+                anchors_per_layer: int = SHORT_RANGE.anchors_per_layer) -> np.ndarray:
     """[N, 2] anchor centres (x, y) in [0, 1], as mediapipe's SsdAnchorsCalculator makes them with
-    aspect_ratios [1.0], interpolated_scale_aspect_ratio 1.0 and fixed_anchor_size (so every anchor's w and h
-    are 1 and only centres matter): layers sharing a stride are merged, 2 anchors per layer per cell, in
-    row-major cell order. 896 for the short-range model."""
+    aspect_ratios [1.0] and fixed_anchor_size (so every anchor's w and h are 1 and only centres matter):
+    layers sharing a stride are merged, anchors_per_layer per layer per cell (2 with
+    interpolated_scale_aspect_ratio 1.0, 1 with 0.0), in row-major cell order.
+    ssd_anchors() -> 896 for the short-range model; ssd_anchors(192, (4,), 1) -> 2304 (48x48) for full range."""
     out, layer = [], 0
     while layer < len(strides):
         last = layer
         while last < len(strides) and strides[last] == strides[layer]:
             last += 1
-        per_cell = 2 * (last - layer)
+        per_cell = anchors_per_layer * (last - layer)
         cells = int(np.ceil(size / strides[layer]))
         ys, xs = np.meshgrid((np.arange(cells) + 0.5) / cells, (np.arange(cells) + 0.5) / cells, indexing="ij")
         centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
@@ -200,28 +230,8 @@ def ssd_anchors(size: int = _INPUT, strides: Sequence[int] = _STRIDES) -> np.nda
     return np.concatenate(out).astype(np.float32)
 
 
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence C-level stderr (TFLite prints 'INFO: Created TensorFlow Lite XNNPACK delegate')."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, fd)
-        yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
-        os.close(devnull)
-
-
 class _BlazeFace:
-    def __init__(self, model_path: Path, num_threads: int):
+    def __init__(self, model_path: Path, model: BlazeFaceModel, num_threads: int):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         import tensorflow as tf
 
@@ -234,23 +244,25 @@ class _BlazeFace:
                     self._interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
                 raise UserError(f"cannot load the BlazeFace model {model_path}: {exc}") from None
+        self.size = model.size
         self._input = self._interpreter.get_input_details()[0]["index"]
-        outputs = {o["name"]: o["index"] for o in self._interpreter.get_output_details()}
-        self._regressors, self._scores = outputs["regressors"], outputs["classificators"]
-        self._anchors = ssd_anchors()
+        # By shape: the short-range model names them regressors / classificators, full range Identity / _1.
+        outputs = {int(o["shape"][-1]): o["index"] for o in self._interpreter.get_output_details()}
+        self._regressors, self._scores = outputs[16], outputs[1]
+        self._anchors = ssd_anchors(model.size, model.strides, model.anchors_per_layer)
 
-    @staticmethod
-    def _letterbox(rgb: np.ndarray) -> tuple[np.ndarray, float, float, float]:
-        """rgb fitted into 128x128 keeping its aspect ratio, centred on black, as mediapipe's
+    def _letterbox(self, rgb: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+        """rgb fitted into size x size (128 or 192) keeping its aspect ratio, centred on black, as mediapipe's
         ImageToTensorCalculator does it (keep_aspect_ratio, BORDER_ZERO, range [-1, 1]): one bilinear affine
         warp mapping image corner (0, 0) to (ox, oy) and scaling by s. Returns (tensor, s, ox, oy), so that
         tensor pixel = (ox, oy) + s * image pixel. With this exact warp the scores and keypoints equal
         mediapipe 0.10.21's own FaceDetection (checked on 80 real images: scores within 0.003)."""
         h, w = rgb.shape[:2]
-        s = _INPUT / max(h, w)
-        ox, oy = (_INPUT - w * s) / 2, (_INPUT - h * s) / 2
+        size = self.size
+        s = size / max(h, w)
+        ox, oy = (size - w * s) / 2, (size - h * s) / 2
         matrix = np.array([[s, 0, ox], [0, s, oy]], np.float32)
-        small = cv2.warpAffine(rgb, matrix, (_INPUT, _INPUT), flags=cv2.INTER_LINEAR,
+        small = cv2.warpAffine(rgb, matrix, (size, size), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
         tensor = small.astype(np.float32)[None]
         tensor *= 1.0 / 127.5
@@ -270,16 +282,17 @@ class _BlazeFace:
         raw = it.get_tensor(self._regressors)[0, keep].astype(np.float64)
         anchors = self._anchors[keep].astype(np.float64)
         # Offsets scaled by the input size, relative to the anchor centre (anchor w = h = 1).
-        raw /= _INPUT
+        size = self.size
+        raw /= size
         cx, cy = raw[:, 0] + anchors[:, 0], raw[:, 1] + anchors[:, 1]
         boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
         points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         results = []
         for box, score, kps in _weighted_nms(boxes, scores, points, _NMS_IOU):
             # tensor [0, 1] -> tensor pixels -> image pixels
-            x0, x1 = (box[[0, 2]] * _INPUT - ox) / s
-            y0, y1 = (box[[1, 3]] * _INPUT - oy) / s
-            kp = [((px * _INPUT - ox) / s, (py * _INPUT - oy) / s) for px, py in kps]
+            x0, x1 = (box[[0, 2]] * size - ox) / s
+            y0, y1 = (box[[1, 3]] * size - oy) / s
+            kp = [((px * size - ox) / s, (py * size - oy) / s) for px, py in kps]
             results.append(((x0, y0, x1, y1), score, [(float(a), float(b)) for a, b in kp]))
         return results
 

@@ -1,14 +1,18 @@
 """config.py and cli.py: every key validated, overrides typed, one-line errors, fast --help."""
 from __future__ import annotations
 
+import codecs
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 import config
-from conftest import REPO, run_script
+from conftest import REPO, link_organized, run_script
 
 
 def test_default_config_loads_and_matches_schema():
@@ -54,8 +58,16 @@ def test_overrides_keep_types_and_resolve_paths(tmp_path):
 @pytest.mark.parametrize("override,pattern", [
     ("learning_rat=0.1", r"unknown config key 'learning_rat'.*did you mean 'learning_rate'"),
     ("train_bach_size=4", r"did you mean 'train_batch_size'"),
-    ("train_batch_size=abc", r"'train_batch_size' must be an integer >= 1, got 'abc'"),
-    ("train_batch_size=0", r"'train_batch_size' must be an integer >= 1"),
+    ("train_batch_size=abc", r"'train_batch_size' must be an integer from 1 to 2147483647, got 'abc'"),
+    ("train_batch_size=0", r"'train_batch_size' must be an integer from 1 to"),
+    ("seed=-1", r"'seed' must be an integer from 0 to 2146483647, got -1 \(from --set seed=-1\)"),
+    ("seed=99999999999999999999", r"'seed' must be an integer from 0 to 2146483647, got 99999999999999999999"),
+    ("seed=2147483647", r"'seed' must be an integer from 0 to 2146483647"),
+    ("num_epochs=100001", r"'num_epochs' must be an integer from 0 to 100000"),
+    ("fine_tune_epochs=-1", r"'fine_tune_epochs' must be an integer from 0 to 100000"),
+    ("shuffle_buffer=9223372036854775808", r"'shuffle_buffer' must be an integer from 1 to 2147483647"),
+    ("cache_max_mb=2147483648", r"'cache_max_mb' must be an integer from 0 to 2147483647"),
+    ("class_names={a: 1, a: 2}", r"--set class_names: key 'a' appears twice \(line 1\)"),
     ("train_batch_size=2.5", r"'train_batch_size' must be an integer"),
     ("learning_rate=-1", r"'learning_rate' must be a number > 0"),
     ("learning_rate=fast", r"'learning_rate' must be a number"),
@@ -89,6 +101,72 @@ def test_bad_config_files(tmp_path):
         config.load_config(partial)
 
 
+def test_largest_seed_and_epochs_still_fit_int32():
+    """The bounds are what training needs: seed + epoch (+ the augmentation layers' seed + 0..4) <= 2**31 - 1."""
+    cfg = config.load_config(None, [f"seed={config.SEED_MAX}", f"num_epochs={config.MAX_EPOCHS}",
+                                    f"fine_tune_epochs={config.MAX_EPOCHS}"])
+    assert cfg.seed + cfg.num_epochs + cfg.fine_tune_epochs + 5 <= 2 ** 31 - 1
+    assert config.load_config(None, ["seed=0"]).seed == 0
+
+
+def _config_text() -> str:
+    return (REPO / "config.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name,make,pattern", [
+    ("notepad.yaml", lambda p: p.write_bytes(_config_text().encode("utf-16")),  # BOM + UTF-16-LE, as Notepad
+     r"is UTF-16 text: save it as UTF-8"),
+    ("utf16be.yaml", lambda p: p.write_bytes(codecs.BOM_UTF16_BE + _config_text().encode("utf-16-be")),
+     r"is UTF-16 text: save it as UTF-8"),
+    ("garbage.yaml", lambda p: p.write_bytes(bytes(range(256)) * 8), r"is not (UTF-8 text|a text file)"),
+    ("latin1.yaml", lambda p: p.write_bytes("data_path: ./donn\xe9es\n".encode("latin-1")),
+     r"is not UTF-8 text \(byte 17 cannot be read\): pass --config PATH to a YAML file saved as UTF-8"),
+    ("nul.yaml", lambda p: p.write_bytes(b"seed: 1\x00\n"), r"is not a text file \(it holds NUL bytes"),
+    ("utf16-no-bom.yaml", lambda p: p.write_bytes(_config_text().encode("utf-16-le")),
+     r"is not a text file \(it holds NUL bytes: binary, or UTF-16 without a BOM\): pass --config PATH"),
+    ("bell.yaml", lambda p: p.write_text("seed: \x07\n"), r"is not valid YAML: special characters are not allowed"),
+    ("folder.yaml", lambda p: p.mkdir(), r"is a folder: pass --config PATH to a YAML file"),
+    ("fifo.yaml", lambda p: os.mkfifo(p), r"is not a regular file \(a pipe, socket or device\)"),
+    ("twice.yaml", lambda p: p.write_text(_config_text() + "seed: 7\n"),
+     r"key 'seed' appears twice \(lines 10 and 55\): keep one"),
+])
+def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
+    path = tmp_path / name
+    make(path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    with pytest.raises(config.ConfigError, match=pattern) as info:
+        config.load_config(path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and info.value.code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written beside it
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(_config_text().replace("seed: 42", "base: &b {x: 1}\nseed: {<<: *b, y: 2}"))
+    with pytest.raises(config.ConfigError, match=r"unknown config key 'base'"):  # parsed, then checked
+        config.load_config(path)
+
+
+def test_utf8_bom_is_fine(tmp_path):
+    path = tmp_path / "bom.yaml"
+    path.write_bytes(codecs.BOM_UTF8 + _config_text().encode("utf-8"))
+    cfg, default = config.load_config(path), config.load_config()
+    assert cfg.data_path == str(tmp_path / "data")  # relative to the file, as always
+    assert {k: v for k, v in cfg.items() if not config.SCHEMA[k].is_path} == \
+        {k: v for k, v in default.items() if not config.SCHEMA[k].is_path}
+
+
+def test_duplicate_keys_refused_at_any_depth(tmp_path):
+    path = tmp_path / "nested.yaml"
+    path.write_text(_config_text().replace("seed: 42", "seed: {a: 1,\n  a: 2}"))
+    with pytest.raises(config.ConfigError, match=r"nested.yaml: key 'a' appears twice \(lines 10 and 11\)"):
+        config.load_config(path)
+    path.write_text(_config_text().replace("seed: 42", "seed: 42\n'seed': 43"))  # same key, quoted
+    with pytest.raises(config.ConfigError, match=r"key 'seed' appears twice \(lines 10 and 11\)"):
+        config.load_config(path)
+
+
 # Every script of src/ (the modules with a __main__ block).
 SCRIPTS = sorted(p.name for p in (REPO / "src").glob("*.py") if "\nif __name__ == \"__main__\":" in p.read_text())
 
@@ -113,3 +191,70 @@ def test_scripts_reject_bad_config_in_one_line(script):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["error: unknown config key 'learning_rat' in --set learning_rat=0.1 (did you mean 'learning_rate'?)"]
+
+
+@pytest.mark.parametrize("make,args,expected", [
+    (lambda p: p.write_bytes(_config_text().encode("utf-16")), [],
+     "error: config file {path} is UTF-16 text: save it as UTF-8 (in Notepad: Save as, Encoding UTF-8)"),
+    (lambda p: p.write_text(_config_text() + "seed: 7\n"), [],
+     "error: config file {path}: key 'seed' appears twice (lines 10 and 55): keep one"),
+    (lambda p: p.write_text(_config_text()), ["--set", "seed=-1"],
+     "error: config key 'seed' must be an integer from 0 to 2146483647, got -1 (from --set seed=-1)"),
+    (lambda p: os.mkfifo(p), [],
+     "error: config file {path} is not a regular file (a pipe, socket or device): pass --config PATH to a YAML file"),
+])
+def test_script_reports_a_bad_config_file_in_one_line(tmp_path, make, args, expected):
+    path = tmp_path / "my.yaml"
+    make(path)
+    proc = run_script("evaluate.py", "--config", str(path), *args, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [expected.format(path=path)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my.yaml"]
+
+
+def _run_without_tf_log_level(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """run_script sets TF_CPP_MIN_LOG_LEVEL=2; these tests need the user's environment without it."""
+    full_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | env
+    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=full_env)
+
+
+@pytest.fixture
+def broken_model_run(tmp_path):
+    """evaluate.py arguments that fail after TensorFlow has loaded: real test images, a model file that is
+    not a model."""
+    link_organized(tmp_path / "data", per_class=1, splits=("test",))
+    model = tmp_path / "model.h5"
+    model.write_bytes(b"not an HDF5 file\n" * 64)
+    return ["--set", f"data_path={tmp_path / 'data'}", "--set", f"model_save_path={model}",
+            "--set", f"performance_dir={tmp_path / 'performance'}"], model
+
+
+def test_error_after_tensorflow_loaded_is_the_only_line(broken_model_run, tmp_path):
+    args, model = broken_model_run
+    proc = _run_without_tf_log_level("evaluate.py", *args)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot load the model {model}:"), proc.stderr
+    assert not (tmp_path / "performance").exists()
+
+
+def test_users_tf_log_level_shows_tensorflow_logging_error_still_last(broken_model_run):
+    args, model = broken_model_run
+    proc = _run_without_tf_log_level("evaluate.py", *args, TF_CPP_MIN_LOG_LEVEL="0")
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) > 1, proc.stderr  # TensorFlow's own lines are back
+    assert lines[-1].startswith(f"error: cannot load the model {model}:")
+
+
+def test_error_line_comes_after_buffered_stdout():
+    """stdout into a pipe is block-buffered: without a flush, what a script printed before failing would land
+    after its error line when both streams go to one pipe (`2>&1 | tee log`)."""
+    code = ("import sys; sys.path.insert(0, 'src'); import cli, config\n"
+            "def main(argv):\n    print('working on it')\n    raise config.UserError('it went wrong')\n"
+            "cli.run(main)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a user's default
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=60, env=env)
+    assert proc.returncode == 1
+    assert proc.stdout.splitlines() == ["working on it", "error: it went wrong"]
