@@ -112,3 +112,64 @@ def read_only_folder(tmp_path):
         yield folder
     finally:
         subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
+    """build_model(cfg) with a head whose outputs SPREAD: the softmax layer is re-drawn so that its logits,
+    centred and scaled on `calibration_images` (uint8/float RGB [N, H, W, 3], e.g. face crops), vary by about
+    `logit_std` between images. A fresh model's probabilities lie within a few hundredths of 1/8 for every
+    input, so "returns a constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with
+    this head the same mistakes move probabilities by tenths. Imports Keras: call it in a fixture."""
+    import keras
+    import numpy as np
+
+    import model as model_lib
+    model = model_lib.build_model(cfg)
+    pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
+    features = pooled(np.asarray(calibration_images, np.float32), training=False).numpy().astype(np.float64)
+    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
+    head = model.get_layer("probabilities")
+    kernel = np.random.default_rng(seed).normal(0, 1, head.kernel.shape) / std[:, None]
+    kernel *= logit_std / ((features - mean) @ kernel).std()
+    head.set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
+    return model
+
+
+def megamind_face_crops(count: int = 12, size=(96, 96)):
+    """RGB face crops (recognizer's framing) from every 5th frame of Megamind.avi, BlazeFace boxes; skips the
+    calling test when the clip or BlazeFace is absent."""
+    import cv2
+    import numpy as np
+
+    import faces
+    require(VIDEOS / "Megamind.avi")
+    if faces.blazeface_model_path() is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+    detector = faces.FaceDetector("blazeface")
+    cap = cv2.VideoCapture(str(VIDEOS / "Megamind.avi"))
+    crops, index = [], 0
+    while len(crops) < count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index % 5 == 0:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            crops += [faces.crop_face(rgb, f.box, size=size) for f in detector.detect(rgb)]
+        index += 1
+    cap.release()
+    return np.stack(crops[:count])
+
+
+@pytest.fixture(scope="session")
+def spread_model_path(tmp_path_factory):
+    """A saved 96x96 spread_model (calibrated on Megamind face crops) and its --set overrides (BlazeFace,
+    TFLite backend): (path, overrides). Shared by the tests that compare outputs with the model."""
+    import config
+    import model as model_lib
+    folder = tmp_path_factory.mktemp("spread_model")
+    overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
+                 "face_detector=blazeface", "classifier_backend=tflite"]
+    cfg = config.load_config(None, overrides)
+    model = spread_model(cfg, megamind_face_crops(24))
+    model_lib.save_model_atomic(model, cfg.model_save_path)
+    return folder / "model.h5", overrides
