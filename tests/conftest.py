@@ -114,25 +114,33 @@ def read_only_folder(tmp_path):
         subprocess.run(["umount", str(folder)], capture_output=True)
 
 
-def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
-    """build_model(cfg) with a head whose outputs SPREAD: the softmax layer is re-drawn so that its logits,
-    centred and scaled on `calibration_images` (uint8/float RGB [N, H, W, 3], e.g. face crops), vary by about
-    `logit_std` between images. A fresh model's probabilities lie within a few hundredths of 1/8 for every
-    input, so "returns a constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with
-    this head the same mistakes move probabilities by tenths. Imports Keras: call it in a fixture."""
+def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0):
+    """Re-draw the softmax layer ("probabilities") of `model` in place so that its outputs SPREAD: its logits,
+    centred on `calibration_images` (RGB [N, H, W, 3], e.g. face crops), vary by about `logit_std` between
+    images. A fresh model's probabilities lie within a few hundredths of 1/8 for every input, so "returns a
+    constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with this head the same
+    mistakes move probabilities by tenths. Returns the model."""
     import keras
     import numpy as np
 
-    import model as model_lib
-    model = model_lib.build_model(cfg)
-    pooled = keras.Model(model.input, model.get_layer("avg_pool").output)
-    features = pooled(np.asarray(calibration_images, np.float32), training=False).numpy().astype(np.float64)
-    mean, std = features.mean(axis=0), features.std(axis=0) + 1e-6
     head = model.get_layer("probabilities")
-    kernel = np.random.default_rng(seed).normal(0, 1, head.kernel.shape) / std[:, None]
+    pooled = keras.Model(model.input, head.input)
+    features = pooled(np.asarray(calibration_images, np.float32), training=False).numpy().astype(np.float64)
+    mean = features.mean(axis=0)
+    kernel = np.random.default_rng(seed).normal(0, 1, head.kernel.shape)
+    # Orthogonal to the features' mean, so the logits carry no large common part (float32 rounding of a
+    # large part cancelled by the bias would make TFLite and Keras differ far more than on a real model).
+    unit = mean / np.linalg.norm(mean)
+    kernel -= np.outer(unit, unit @ kernel)
     kernel *= logit_std / ((features - mean) @ kernel).std()
     head.set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
     return model
+
+
+def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
+    """build_model(cfg) with spread_head. Imports Keras: call it in a fixture."""
+    import model as model_lib
+    return spread_head(model_lib.build_model(cfg), calibration_images, logit_std, seed)
 
 
 def megamind_face_crops(count: int = 12, size=(96, 96)):
