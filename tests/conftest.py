@@ -181,3 +181,46 @@ def spread_model_path(tmp_path_factory):
     model = spread_model(cfg, megamind_face_crops(24))
     model_lib.save_model_atomic(model, cfg.model_save_path)
     return folder / "model.h5", overrides
+
+
+# ------------------------------------------------------------------------------------------------
+# Under CI=true a skip is a failure: a missing prerequisite (Chromium, web/node_modules, ../shared, the BlazeFace
+# model, a test dependency) must turn CI red, so that green means every test ran. A test that may legitimately
+# skip there says so with @pytest.mark.allow_skip(reason="..."); the reason is required.
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "allow_skip(reason): this test may skip even under CI=true (say why)")
+
+
+def _skip_message(report) -> str:
+    longrepr = report.longrepr
+    message = str(longrepr[2]) if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return message.removeprefix("Skipped: ")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    marker = item.get_closest_marker("allow_skip")
+    if marker is not None and (marker.kwargs.get("reason") or marker.args):
+        return
+    report.outcome = "failed"
+    report.longrepr = f"skipped under CI=true, where every test must run: {_skip_message(report)}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    if in_ci() and report.skipped:  # a whole module skipped (pytest.importorskip at import time)
+        report.outcome = "failed"
+        report.longrepr = f"{collector.nodeid} skipped under CI=true, where every test must run: " \
+                          f"{_skip_message(report)}"
