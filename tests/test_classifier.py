@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import YOLO_SAMPLE
+from conftest import YOLO_SAMPLE, spread_head
 
 import classifier
 from config import UserError, load_config
@@ -225,6 +225,37 @@ def test_integer_quantizations_return_probabilities(tiny, quantization):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)  # int8 output steps are 1/256
     np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=0.1)
 
+
+
+@pytest.fixture(scope="module")
+def spread_tiny(faces):
+    """The tiny model with a spread head calibrated on real faces resized to 32x32, and those faces: its
+    probabilities differ by tenths between faces, so a quantized file that returned a constant, or ignored
+    its input, could not agree with it."""
+    import cv2
+    x = np.stack([cv2.resize(f, TINY_SHAPE[:2], interpolation=cv2.INTER_AREA) for f in faces]).astype(np.float32)
+    model = spread_head(_tiny_model(seed=2), x)
+    expected = _keras(model, x)
+    assert np.abs(expected - expected.mean(axis=0)).max() > 0.3 and len(set(expected.argmax(axis=1))) >= 4
+    return model, x, expected
+
+
+def test_float32_within_1e_4_on_a_spread_model(spread_tiny):
+    model, x, expected = spread_tiny
+    probs = classifier.EmotionClassifier(classifier.to_tflite(model, "float32"), num_threads=1).predict(x)
+    np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-4)  # README: within 1e-4 of Keras
+
+
+@pytest.mark.parametrize("quantization, agreement, mean_diff", [("float16", 1.0, 0.01), ("dynamic", 0.75, 0.05),
+                                                                ("int8", 0.75, 0.05)])
+def test_quantized_formats_pick_the_keras_winner_on_a_spread_model(spread_tiny, quantization, agreement,
+                                                                    mean_diff):
+    model, x, expected = spread_tiny
+    data = classifier.to_tflite(model, quantization, x if quantization == "int8" else None)
+    probs = classifier.EmotionClassifier(data, num_threads=1).predict(x)
+    assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= agreement
+    assert np.abs(probs - expected).mean() < mean_diff
+    assert np.abs(probs - probs.mean(axis=0)).max() > 0.2  # not a constant
 
 def test_mixed_precision_model_converts_as_float32(tmp_path):
     import keras

@@ -650,3 +650,86 @@ def test_a_killed_run_leaves_the_previous_run_s_outputs_whole_and_the_next_run_r
     code, _, _ = _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "3",
                       "--set", "labeled_frame_stride=0")
     assert code == 0 and [p.name for p in (results / "labeled_images").iterdir()] == [".written-by-emotion-recognition"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Outputs against the model: probabilities re-computed from the source frame and box, frames annotated
+
+
+def _source_frames(path: Path, count: int) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = [cap.read()[1] for _ in range(count)]
+    cap.release()
+    assert all(f is not None for f in frames)
+    return frames
+
+
+def _perimeter(box) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, cols) of the box's outline minus its top edge (the label sits on it)."""
+    x, y, w, h = box
+    ys = np.arange(y + 2, y + h)
+    rows = np.concatenate([ys, ys, np.full(w, y + h - 1)])
+    cols = np.concatenate([np.full(len(ys), x), np.full(len(ys), x + w - 1), np.arange(x, x + w)])
+    return rows, cols
+
+
+def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frames_are_annotated(
+        spread_model_path, tmp_path):
+    """Each face's raw_probabilities equal the model (Keras) on recognizer's crop of the box in the SOURCE frame
+    it names (read again here with OpenCV), within 1e-4; the model's outputs spread (tenths between faces), so
+    an RGB/BGR swap or an off-by-one frame fails. Labeled frames carry each face's box in its label's colour."""
+    import model as model_lib
+    import recognizer
+
+    path, overrides = spread_model_path
+    frames = 40
+    code, summary, results = _run([*overrides, "labeled_frame_stride=10"], tmp_path, "-v", str(MEGAMIND),
+                                  "--max-frames", str(frames))
+    assert code == 0 and summary["frames"] == frames
+    predictions = json.loads((results / "predictions.json").read_text())
+    source = _source_frames(MEGAMIND, frames)
+    model = model_lib.load_model(path)
+    class_names = config.load_config().class_names
+
+    raws, crops, swapped = [], [], []
+    for p in predictions:
+        rgb = cv2.cvtColor(source[p["source_frame"]], cv2.COLOR_BGR2RGB)
+        for face in p["faces"]:
+            raws.append([face["raw_probabilities"][c] for c in class_names])
+            crops.append(faces.crop_face(rgb, face["box"], size=(96, 96)))
+            swapped.append(crops[-1][..., ::-1])
+    assert len(raws) >= 0.8 * frames
+    raws = np.array(raws)
+    expected = model(np.stack(crops).astype(np.float32), training=False).numpy()
+    np.testing.assert_allclose(raws, expected, atol=1e-4)
+    # The check has teeth: faces differ, and the wrong colour order or frame would be far off.
+    assert np.abs(raws - raws.mean(axis=0)).max() > 0.2
+    bgr = model(np.stack(swapped).astype(np.float32), training=False).numpy()
+    assert np.abs(bgr - raws).max() > 0.2
+
+    # Labeled frames (PNG, lossless): the box outline is drawn in the label's colour, the rest is the source.
+    video = cv2.VideoCapture(str(results / "test_out.avi"))
+    written = [video.read()[1] for _ in range(frames)]
+    video.release()
+    labeled = sorted((results / "labeled_images").glob("frame_*.png"))
+    assert [f.name for f in labeled] == [f"frame_{i:03d}.png" for i in range(0, frames, 10)]
+    checked = 0
+    for png in labeled:
+        p = predictions[int(png.stem.split("_")[1])]
+        image, original = cv2.imread(str(png)), source[p["source_frame"]]
+        assert image.shape == original.shape
+        annotated = np.zeros(image.shape[:2], bool)
+        for face in p["faces"]:
+            colour = np.array(recognizer.PALETTE[class_names.index(face["label"])], np.uint8)
+            rows, cols = _perimeter(face["box"])
+            on_outline = (image[rows, cols] == colour).all(axis=1).mean()
+            assert on_outline > 0.9, (png.name, face["box"], on_outline)
+            assert (original[rows, cols] == colour).all(axis=1).mean() < 0.2
+            # The written video frame (MJPG, lossy) carries the same outline.
+            assert np.abs(written[p["frame"]][rows, cols].astype(int) - colour).mean() < 40
+            x, y, w, h = face["box"]
+            annotated[max(0, y - 60):y + h + 160, max(0, x - 160):x + w + 160] = True
+            checked += 1
+        annotated[:40, :160] = True  # the FPS counter
+        assert (image[~annotated] == original[~annotated]).all(axis=1).mean() > 0.99
+    assert checked >= 2

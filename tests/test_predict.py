@@ -24,7 +24,7 @@ import faces
 import predict
 import recognizer
 from config import UserError
-from conftest import FACES_GRAY, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
+from conftest import FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
 
 # Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
 PHOTOS = ["Allison_Janney_0001.jpg", "Andre_Agassi_0034.jpg", "Arnaud_Clement_0001.jpg"]
@@ -455,3 +455,45 @@ def test_inputs_inside_the_outputs_it_replaces_are_refused(env, spy, tmp_path):
         with pytest.raises(UserError, match=match):
             run_main(["--image_path", str(given), *at], env)
         assert _tree(results) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour order: a colour photo's probabilities are the model's on the RGB crop
+
+
+def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_model_path, tmp_path):
+    """Two colour photos (a Megamind frame; a real face photo tinted orange), PNG so nothing is lost: predict.py's
+    probabilities equal the model on recognizer's RGB crop of each box within 1e-4. The test model's outputs
+    spread, so the same crop in BGR order gives probabilities tenths away (asserted: the check has teeth)."""
+    import model as model_lib
+
+    path, overrides = spread_model_path
+    cap = cv2.VideoCapture(str(require(VIDEOS / "Megamind.avi")))
+    for _ in range(30):
+        ok, frame = cap.read()
+    cap.release()
+    gray = cv2.imread(str(photo(PHOTOS[0])))
+    tinted = np.clip(gray * np.array([0.35, 0.75, 1.0]) + np.array([0, 10, 30]), 0, 255).astype(np.uint8)  # BGR
+    cv2.imwrite(str(tmp_path / "megamind.png"), frame)
+    cv2.imwrite(str(tmp_path / "tinted.png"), tinted)
+    results = tmp_path / "results"
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = predict.main(["--image_path", str(tmp_path / "megamind.png"), str(tmp_path / "tinted.png"), "--json",
+                             *as_set_args([*overrides, "classifier_backend=keras", f"results_dir={results}"])])
+    assert code == 0
+    entries = {Path(e["image"]).name: e for e in json.loads((results / "predictions.json").read_text())}
+    model = model_lib.load_model(path)
+    class_names = config.load_config().class_names
+    checked, swapped = 0, []
+    for name, bgr in (("megamind.png", frame), ("tinted.png", tinted)):
+        image_rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        assert not np.array_equal(image_rgb[..., 0], image_rgb[..., 2])  # really colour
+        assert entries[name]["faces"], name
+        for face in entries[name]["faces"]:
+            crop = faces.crop_face(image_rgb, face["box"], size=SIZE)
+            expected = model_probs(model, crop[None])[0]
+            got = np.array([face["probabilities"][c] for c in class_names])
+            np.testing.assert_allclose(got, expected, atol=1e-4)
+            swapped.append(np.abs(model_probs(model, crop[None, ..., ::-1].copy())[0] - expected).max())
+            checked += 1
+    assert checked >= 2 and max(swapped) > 0.1, swapped

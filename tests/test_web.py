@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized,
-                      random_batchnorm_model, require, run_script)
+                      random_batchnorm_model, require, run_script, spread_head)
 
 import web
 
@@ -43,7 +43,6 @@ def site(tmp_path_factory):
     require(FACES_GRAY)
     _require_browser()
     import cv2
-    import keras
 
     import export
     import faces
@@ -55,7 +54,6 @@ def site(tmp_path_factory):
                  f"performance_dir={tmp / 'performance'}", f"results_dir={tmp / 'results'}", "weights=null"]
     cfg = load_config(None, overrides)
     model = random_batchnorm_model(cfg)
-    rng = np.random.default_rng(1)
 
     # Real faces as lossless PNGs (the browser decodes exactly these pixels): the AffectNet test split's
     # 96x96 crops, two per class, and 96x96 crops of the grayscale photos cut by the Python pipeline.
@@ -76,12 +74,9 @@ def site(tmp_path_factory):
             images[f"photo_crop_{photo.stem}.png"] = faces.crop_face(rgb, found[0].box, size=(96, 96))
     names = sorted(images)
     batch = np.stack([images[n] for n in names]).astype(np.float32)
-    # A random head saturates the softmax (one class at 1.0 for every face): scale it so that the logits
-    # spread over a few units and the probabilities differ from face to face.
-    features = np.asarray(keras.Model(model.input, model.get_layer("avg_pool").output)(batch, training=False))
-    head = model.get_layer("probabilities")
-    kernel = rng.normal(0, 1, head.kernel.shape) / (features.std(axis=0).mean() * np.sqrt(features.shape[1])) * 2
-    head.set_weights([kernel.astype(np.float32), (-features.mean(axis=0) @ kernel).astype(np.float32)])
+    # A random head gives (nearly) the same probabilities for every face: spread them over tenths, so that a
+    # page returning a constant, or reading BGR, cannot match.
+    spread_head(model, batch)
     keras_probs = np.asarray(model(batch, training=False))
     model_lib.save_model_atomic(model, cfg.model_save_path)
     link_organized(tmp / "data", per_class=1, splits=("val",))
@@ -144,7 +139,7 @@ def test_classify_gives_the_keras_probabilities_on_real_faces(site, classified):
     probs = _probs(whole["faces"])
     keras_probs = site["keras"]
     assert len(probs) == len(keras_probs) >= 20
-    assert np.abs(keras_probs - keras_probs.mean(axis=0)).max() > 1e-3  # the faces give different outputs
+    assert np.abs(keras_probs - keras_probs.mean(axis=0)).max() > 0.3  # the faces give different outputs
     np.testing.assert_allclose(probs, keras_probs, atol=1e-3)
     for faces_, k in zip(whole["faces"], keras_probs):
         assert faces_[0]["label"] == CLASS_NAMES[int(np.argmax(k))]
@@ -188,7 +183,7 @@ def test_quantized_page_model_stays_close_to_keras(site):
     diff = np.abs(probs - site["keras"]).max()
     agreement = np.mean(probs.argmax(axis=1) == site["keras"].argmax(axis=1))
     print(f"uint8 page vs Keras: max probability difference {diff:.4f}, top-1 agreement {agreement:.3f}")
-    assert diff < 0.2 and agreement >= 0.8, (diff, agreement)
+    assert diff < 0.2 and agreement >= 0.9, (diff, agreement)  # measured on this spread model: 0.16, 0.96
     np.testing.assert_allclose(probs.sum(axis=1), 1, atol=1e-4)
 
 
