@@ -19,12 +19,21 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def temp_path(path: str | os.PathLike, pid: int | None = None) -> Path:
+    """Where `path` is written before it is renamed into place: .STEM.tmp-PID.SUFFIX beside it.
+
+        temp_path(Path("models/model.h5"), 4242)  ->  models/.model.tmp-4242.h5
+    """
+    path = Path(path)
+    return path.with_name(f".{path.stem}.tmp-{pid or os.getpid()}{path.suffix}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temp path beside `path`; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -93,6 +102,8 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
+    except (OverflowError, ValueError):  # not a PID this system can have
+        return False
     return True
 
 

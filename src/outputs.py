@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
+import atomic
 import paths
 from config import UserError
 
@@ -44,26 +45,6 @@ def is_own_folder(folder: Path, legacy: Callable[[str], bool] | None = None) -> 
         return False
     names = [p.name for p in folder.iterdir()]
     return MARKER in names or all(legacy is not None and legacy(n) for n in names)
-
-
-def temp_path(path: Path, pid: int | None = None) -> Path:
-    """Where `path` is written before it is published: .NAME.tmp-PID.SUFFIX (a folder: .NAME.tmp-PID)."""
-    path = Path(path)
-    return path.with_name(f".{path.stem}.tmp-{pid or os.getpid()}{path.suffix}")
-
-
-def pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except (OverflowError, ValueError):
-        return False
-    return True
 
 
 def _remove(path: Path) -> None:
@@ -101,7 +82,7 @@ class Staged:
         self.folders = set(folders)
         self.journal_dir = Path(journal_dir)
         self.legacy = legacy
-        self.tmp = {k: temp_path(v) for k, v in self.finals.items()}
+        self.tmp = {k: atomic.temp_path(v) for k, v in self.finals.items()}
 
     def prepare(self) -> None:
         """Create the folders, finish a dead run's publication, clean dead runs' temp outputs, refuse a folder
@@ -160,13 +141,13 @@ class Staged:
     def _finish_dead_publications(self) -> None:
         for entry in self.journal_dir.iterdir():
             match = _JOURNAL.fullmatch(entry.name)
-            if not match or pid_alive(int(match.group(1))):
+            if not match or atomic.pid_alive(int(match.group(1))):
                 continue
             if match.group(2) is None:  # a complete journal: its outputs were complete, finish the renames
                 pid = int(match.group(1))
                 for tmp, final in _read_journal(entry):
                     # only what a publication does: .NAME.tmp-PID beside NAME becomes NAME
-                    if tmp == temp_path(final, pid) and (tmp.exists() or tmp.is_symlink()):
+                    if tmp == atomic.temp_path(final, pid) and (tmp.exists() or tmp.is_symlink()):
                         _install(tmp, final, final.with_name(f".{final.name}.old-{pid}"))
             entry.unlink(missing_ok=True)
 
@@ -176,5 +157,5 @@ class Staged:
             pattern = re.compile(rf"\.(?:{stem}\.tmp-(\d+){suffix}|{re.escape(final.name)}\.old-(\d+))")
             for entry in final.parent.iterdir():
                 match = pattern.fullmatch(entry.name)
-                if match and not pid_alive(int(match.group(1) or match.group(2))):
+                if match and not atomic.pid_alive(int(match.group(1) or match.group(2))):
                     _remove(entry)
