@@ -132,7 +132,7 @@ def test_blazeface_detection_rate(blazeface, photos):
 def test_haar_fallback_still_finds_faces(haar, photos):
     rate, missed = detection_rate(haar, photos)
     print(f"haar: {rate:.1%} of {len(photos)} faces found; missed {len(missed)}")
-    assert rate >= 0.6, missed  # measured about 0.9; loose bound, it is only the fallback
+    assert rate >= 0.85, missed  # measured 0.91 (85 of 93): a bound near it, so a broken fallback fails
 
 
 @pytest.mark.parametrize("backend", ["blazeface", "haar"])

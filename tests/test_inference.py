@@ -489,11 +489,10 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_json(model_overrides, tmp_path
     _check_outputs(results, summary, stride=10)
 
 
-def test_help_is_fast_and_needs_no_tensorflow():
-    start = time.perf_counter()
+def test_help_and_a_missing_source_need_no_tensorflow():
+    """(test_config checks exactly that --help imports no TensorFlow, for every script.)"""
     proc = run_script("inference.py", "--help", timeout=60)
     assert proc.returncode == 0 and "--camera-index" in proc.stdout and "--max-frames" in proc.stdout
-    assert time.perf_counter() - start < 10  # the import of TensorFlow alone takes longer on a busy machine
     proc = run_script("inference.py", timeout=60)
     assert proc.returncode == 2 and "one of the arguments -c/--camera -v/--video is required" in proc.stderr
 

