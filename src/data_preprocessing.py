@@ -54,6 +54,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import paths
 from config import UserError
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,6 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
     return found
 
 
-def printable_path(path: str) -> str:
-    """A path for messages: bytes that are not UTF-8 shown as \\xNN (os.fsencode undoes the surrogates)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
-
-
 def _utf8_name(path: str) -> bool:
     """False (after one warning naming it) for a file name that is not valid UTF-8: TensorFlow's string tensors
     cannot hold it, so the file is skipped; renaming it makes it usable."""
@@ -133,7 +129,7 @@ def _utf8_name(path: str) -> bool:
         if ("name", path) not in _WARNED:
             _WARNED.add(("name", path))
             log.warning("warning: skipping %s: its file name is not valid UTF-8 (rename it to use it)",
-                        printable_path(path))
+                        paths.printable(path))
         return False
 
 

@@ -577,7 +577,7 @@ class _Log:
             self._writer = csv.writer(self._file)
             if new:
                 self._writer.writerow(["time", "split", "file", "destination", "reason"])
-        self._writer.writerow([printable(v) for v in (self.time, split, file, destination, reason)])
+        self._writer.writerow([paths.printable(v) for v in (self.time, split, file, destination, reason)])
         self._file.flush()  # the row must be on disk before the file moves, in case of a kill
 
     def close(self) -> None:
@@ -602,12 +602,6 @@ class _Lock:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def printable(text: str) -> str:
-    """text with file-name bytes that are not UTF-8 (held as surrogates by os.fsdecode) written as \\xNN,
-    so a log or a terminal can always take it: printable(os.fsdecode(b"z_\\xff.png")) == "z_\\\\xff.png"."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class _Steps:
@@ -1081,14 +1075,14 @@ def main(argv=None):
             return 0
     elif args.dry_run and is_zip_source(source):
         # Planned from the archive's member list: a dry run extracts nothing, anywhere.
-        print(printable(plan_zip(source, data_path, cfg.class_names, mode=args.mode or "move").report()))
+        print(paths.printable(plan_zip(source, data_path, cfg.class_names, mode=args.mode or "move").report()))
         return 0
     else:
         if not args.dry_run:
             paths.check_writable(data_path, "data_path")  # a zip is extracted into it
         root, default_mode = prepare_source(source, data_path)
     summary = organize(root, data_path, cfg.class_names, mode=args.mode or default_mode, dry_run=args.dry_run)
-    print(printable(summary.report()))
+    print(paths.printable(summary.report()))
     return 0
 
 

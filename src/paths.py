@@ -4,6 +4,7 @@ Usage:
     paths.check_writable(Path(cfg.performance_dir), "performance_dir")   # UserError if it cannot be written
     paths.require_regular_file(Path(args.image_path), "--image_path")    # no FIFO, device or folder
     paths.same_file(Path("in.avi"), Path("out.avi"))                     # by resolved path or by inode
+    paths.printable(name)                                                # a file name any log or terminal takes
 
 Nothing here imports TensorFlow.
 """
@@ -73,3 +74,9 @@ def same_file(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def printable(text: str) -> str:
+    """text with file-name bytes that are not UTF-8 (held as surrogates by os.fsdecode) written as \\xNN,
+    so a log or a terminal can always take it: printable(os.fsdecode(b"z_\\xff.png")) == "z_\\\\xff.png"."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
