@@ -106,9 +106,9 @@ def accuracy(args, model, classifiers: dict) -> dict | str:
     if not args.model or not args.data:
         return ("needs a trained model and its data: --model PATH --data DIR (a random-init model has no accuracy "
                 "to lose)")
-    import config
-    import data_preprocessing as dp
-    import training
+    from emotion import config
+    from emotion import data_preprocessing as dp
+    from emotion import training
     cfg = config.load_config(None)
     cfg = config.Config(cfg, input_shape=[int(d) for d in model.input_shape[1:]])
     split = split_folder(Path(args.data))
@@ -143,9 +143,9 @@ def main() -> None:
 
 def run(args, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    import classifier
-    import config
-    import model as model_lib
+    from emotion import classifier
+    from emotion import config
+    from emotion import model as model_lib
     from conftest import YOLO_SAMPLE
 
     if args.model:

@@ -95,10 +95,10 @@ def run(args, tmp: Path) -> None:
     import numpy as np
     import tensorflow as tf
 
-    import config
-    import data_preprocessing as dp
-    import model as model_lib
-    import training
+    from emotion import config
+    from emotion import data_preprocessing as dp
+    from emotion import model as model_lib
+    from emotion import training
 
     model_path = tmp / "model.h5"
     overrides = ["weights=null", f"model_save_path={model_path}", f"test_batch_size={args.batch}",

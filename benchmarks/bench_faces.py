@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-import faces  # noqa: E402
+from emotion import faces  # noqa: E402
 from conftest import FACES_GRAY, VIDEOS  # noqa: E402
 from group_photo import group_photo  # noqa: E402
 

@@ -114,9 +114,9 @@ def main() -> int:
 
 def run(args, video: Path, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    import classifier
-    import config
-    import model as model_lib
+    from emotion import classifier
+    from emotion import config
+    from emotion import model as model_lib
 
     model_path = tmp / "models" / "model.h5"
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={model_path}",

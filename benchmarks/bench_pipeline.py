@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import config  # noqa: E402
+from emotion import config  # noqa: E402
 
 TRAINING_IMAGES_PER_S = 10.5  # measured training throughput on this CPU (ResNet50, 96x96, batch 32)
 TARGET_FACTOR = 10
@@ -116,7 +116,7 @@ def naive_cv2_epoch(paths, labels, cfg, batch_size: int, seed: int) -> int:
 def naive_tfdata(paths, labels, cfg, batch_size: int):
     """tf.data with the same decode and augmentation, but sequential: no parallel map, cache or prefetch."""
     import tensorflow as tf
-    import data_preprocessing as dp
+    from emotion import data_preprocessing as dp
 
     augmenter = dp.build_augmenter(cfg)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=cfg.seed)
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
             link_yolo_split(yolo_split, split_dir, list(cfg.class_names))
 
         import tensorflow as tf
-        import data_preprocessing as dp
+        from emotion import data_preprocessing as dp
 
         try:
             dp.list_split(split_dir, cfg.class_names)

@@ -58,10 +58,10 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    import config
-    import data_preprocessing as dp
-    import model as model_lib
-    import training
+    from emotion import config
+    from emotion import data_preprocessing as dp
+    from emotion import model as model_lib
+    from emotion import training
 
     tmp = Path(tempfile.mkdtemp())
     link_organized(tmp / "data", per_class=None, splits=("train",))

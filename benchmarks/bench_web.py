@@ -53,10 +53,10 @@ def main() -> int:
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    import classifier
+    from emotion import classifier
     import export
-    import model as model_lib
-    from config import load_config
+    from emotion import model as model_lib
+    from emotion.config import load_config
     from conftest import random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])

@@ -26,10 +26,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import cli
-import paths
-from atomic import atomic_path
-from config import Config, UserError
+from emotion import cli
+from emotion import paths
+from emotion.atomic import atomic_path
+from emotion.config import Config, UserError
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
            "predictions.csv", "confident_mistakes.png"]
@@ -56,9 +56,9 @@ def main(argv=None) -> int:
     perf_dir = Path(cfg.performance_dir)
     paths.check_writable(perf_dir, "performance_dir")  # before the work, not after it
 
-    import data_preprocessing as dp  # TensorFlow is imported here, after the arguments are parsed
-    import model as model_lib
-    import training
+    from emotion import data_preprocessing as dp  # TensorFlow is imported here, after the arguments are parsed
+    from emotion import model as model_lib
+    from emotion import training
 
     dp.list_split(split_dir, cfg.class_names, args.max_images_per_class)  # a missing folder fails before the load
     model_path = Path(cfg.model_save_path)
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     image_paths = _aligned_paths(info, y, cfg.input_shape)
 
-    from metrics import classification_metrics
+    from emotion.metrics import classification_metrics
     result = classification_metrics(y, probs, cfg.class_names)
     result = {k: result[k] for k in METRIC_ORDER} | {
         "num_skipped": info.num_skipped, "split": args.split, "data": str(split_dir), "tta": args.tta,
@@ -118,7 +118,7 @@ def _aligned_paths(info, y, input_shape) -> list[str]:
     import numpy as np
     paths, labels = list(info.paths), np.asarray(info.labels)
     if len(y) != len(paths):
-        import data_preprocessing as dp
+        from emotion import data_preprocessing as dp
         import tensorflow as tf
         keep = []
         for i, p in enumerate(paths):
@@ -146,7 +146,7 @@ def sha256_file(path: Path) -> str:
 
 
 def write_outputs(perf_dir: Path, result: dict, paths: list[str], y, probs, class_names) -> None:
-    from metrics import per_class_report
+    from emotion.metrics import per_class_report
     pred = probs.argmax(axis=1)
     with atomic_path(perf_dir / "evaluation_metrics.json") as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")

@@ -46,10 +46,10 @@ import sys
 import time
 from pathlib import Path
 
-import cli
-import atomic
-import paths
-from config import UserError
+from emotion import cli
+from emotion import atomic
+from emotion import paths
+from emotion.config import UserError
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
 TFJS_FORMATS = {"tfjs_float32": None, "tfjs_uint8": "uint8", "tfjs_float16": "float16"}
@@ -116,9 +116,9 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    import classifier  # TensorFlow is imported from here on, after the arguments are parsed
-    import data_preprocessing as dp
-    import model as model_lib
+    from emotion import classifier  # TensorFlow is imported from here on, after the arguments are parsed
+    from emotion import data_preprocessing as dp
+    from emotion import model as model_lib
     import web
     from evaluate import match_model
 

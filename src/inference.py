@@ -49,10 +49,10 @@ from pathlib import Path
 # libav prints a line per damaged macroblock to stderr; damaged frames are counted instead (before cv2 loads).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-import cli  # noqa: E402
-import outputs  # noqa: E402
-import paths  # noqa: E402
-from config import UserError  # noqa: E402
+from emotion import cli  # noqa: E402
+from emotion import outputs  # noqa: E402
+from emotion import paths  # noqa: E402
+from emotion.config import UserError  # noqa: E402
 
 WINDOW = "emotion recognition (q quits)"
 LOG_NAME = "inference_logs.txt"
@@ -514,8 +514,8 @@ def classifier_workers(clf) -> int:
 def load_recognizer(cfg):
     """EmotionRecognizer with single-threaded TFLite interpreters (threads: classifier_workers), unless
     EMOTION_TFLITE_THREADS says otherwise."""
-    import classifier
-    import recognizer
+    from emotion import classifier
+    from emotion import recognizer
     threads = None if os.environ.get("EMOTION_TFLITE_THREADS") else 1
     clf = classifier.load_classifier(cfg.model_save_path, prefer=cfg.classifier_backend, num_threads=threads)
     return recognizer.EmotionRecognizer(cfg, classifier=clf)
@@ -533,8 +533,8 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
 
     import cv2
     import numpy as np
-    import recognizer
-    import tracking
+    from emotion import recognizer
+    from emotion import tracking
 
     results_dir = Path(cfg.results_dir)
     log_path = results_dir / LOG_NAME

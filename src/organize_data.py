@@ -40,10 +40,10 @@ from typing import Callable
 from datetime import datetime
 from pathlib import Path
 
-import cli
-import config
-import paths
-from config import UserError
+from emotion import cli
+from emotion import config
+from emotion import paths
+from emotion.config import UserError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Source split folder -> output split folder, in the order the table shows them.

@@ -19,7 +19,7 @@ import importlib.util
 import time
 from pathlib import Path
 
-import cli
+from emotion import cli
 
 STAGES = ["organize_data", "train", "evaluate", "predict", "inference", "export"]
 
@@ -87,7 +87,7 @@ def run_stage(stage: str, argv: list[str]) -> int:
     module = importlib.import_module(stage)
     if stage != "train":
         return module.main(argv) or 0
-    import model
+    from emotion import model
     try:
         return module.main(argv) or 0
     except model.WeightsDownloadError as exc:

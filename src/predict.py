@@ -32,11 +32,11 @@ import sys
 import time
 from pathlib import Path
 
-import cli
-import atomic
-import outputs
-import paths
-from config import UserError
+from emotion import cli
+from emotion import atomic
+from emotion import outputs
+from emotion import paths
+from emotion.config import UserError
 
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -109,7 +109,7 @@ def read_image(path: str):
     be read or decoded. libjpeg's warnings about damaged data are silenced: the caller reports failures."""
     import cv2
     import numpy as np
-    from faces import quiet_stderr
+    from emotion.faces import quiet_stderr
 
     if not paths.is_regular_file(path):  # a pipe would block the read forever
         return None
@@ -172,7 +172,7 @@ def _unique_name(name: str, used: set[str]) -> str:
 
 
 def _mark_no_face(image_bgr) -> None:
-    from recognizer import _label_box, _style
+    from emotion.recognizer import _label_box, _style
 
     scale, thickness = _style(image_bgr.shape)
     _label_box(image_bgr, "no face found", 0, 0, (40, 40, 40), scale, thickness, above=False)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
         staged.check(inputs=[Path(p) for p in image_paths])
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import recognizer as rec_lib  # OpenCV, and TensorFlow with the classifier, are imported after parsing
+    from emotion import recognizer as rec_lib  # OpenCV, and TensorFlow with the classifier, are imported after parsing
     rec = rec_lib.EmotionRecognizer(cfg)
     print(f"{len(image_paths)} image{'s' if len(image_paths) != 1 else ''}; model {rec.model_path} ({rec.backend})",
           flush=True)
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
 def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: outputs.Staged) -> int:
     """Classify every image, print the blocks, write the staged outputs and publish them; the exit code."""
     import cv2
-    import recognizer as rec_lib
+    from emotion import recognizer as rec_lib
 
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
     entries: list[dict] = []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-import cli
+from emotion import cli
 
 
 def parse_args(argv=None):
@@ -33,7 +33,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    import training  # TensorFlow is imported here, after the arguments are parsed
+    from emotion import training  # TensorFlow is imported here, after the arguments are parsed
 
     summary = training.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
                              dry_run=args.dry_run)

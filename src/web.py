@@ -29,11 +29,11 @@ import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
-import atomic
-import cli
-import outputs
-import paths
-from config import UserError
+from emotion import atomic
+from emotion import cli
+from emotion import outputs
+from emotion import paths
+from emotion.config import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
@@ -97,7 +97,7 @@ def main(argv=None) -> int:
 
 def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
     """Write the page, TF.js, BlazeFace, the model and config.json to dist (all or nothing). Returns facts."""
-    import faces  # after parsing: numpy and OpenCV
+    from emotion import faces  # after parsing: numpy and OpenCV
     model_json = model_dir / "model.json"
     if not model_json.is_file():
         raise UserError(f"no TF.js model at {model_dir}: run python src/export.py --formats tfjs_uint8 "

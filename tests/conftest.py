@@ -80,7 +80,7 @@ def random_batchnorm_model(cfg, seed: int = 0):
     import keras
     import numpy as np
 
-    import model as model_lib
+    from emotion import model as model_lib
     model = model_lib.build_model(cfg)
     rng = np.random.default_rng(seed)
     for layer in model_lib.backbone(model).layers:
@@ -139,7 +139,7 @@ def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0
 
 def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
     """build_model(cfg) with spread_head. Imports Keras: call it in a fixture."""
-    import model as model_lib
+    from emotion import model as model_lib
     return spread_head(model_lib.build_model(cfg), calibration_images, logit_std, seed)
 
 
@@ -149,7 +149,7 @@ def megamind_face_crops(count: int = 12, size=(96, 96)):
     import cv2
     import numpy as np
 
-    import faces
+    from emotion import faces
     require(VIDEOS / "Megamind.avi")
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
@@ -172,8 +172,8 @@ def megamind_face_crops(count: int = 12, size=(96, 96)):
 def spread_model_path(tmp_path_factory):
     """A saved 96x96 spread_model (calibrated on Megamind face crops) and its --set overrides (BlazeFace,
     TFLite backend): (path, overrides). Shared by the tests that compare outputs with the model."""
-    import config
-    import model as model_lib
+    from emotion import config
+    from emotion import model as model_lib
     folder = tmp_path_factory.mktemp("spread_model")
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
                  "face_detector=blazeface", "classifier_backend=tflite"]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import atomic
-import checkpoints
-from config import UserError
+from emotion import atomic
+from emotion import checkpoints
+from emotion.config import UserError
 
 FINGERPRINT = "f" * 16
 

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import YOLO_SAMPLE, spread_head
 
-import classifier
-from config import UserError, load_config
+from emotion import classifier
+from emotion.config import UserError, load_config
 
 TINY_SHAPE = (32, 32, 3)
 
@@ -18,7 +18,7 @@ TINY_SHAPE = (32, 32, 3)
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """(keras model, saved .h5 path): the project's 96x96 ResNet50, random init."""
-    import model as model_lib
+    from emotion import model as model_lib
     cfg = load_config(None, ["weights=null"])
     model = model_lib.build_model(cfg)
     path = tmp_path_factory.mktemp("resnet") / "model.h5"
@@ -49,7 +49,7 @@ def faces():
 
 def _tiny_model(seed: int = 0):
     import keras
-    import model as model_lib
+    from emotion import model as model_lib
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=TINY_SHAPE, name="image")
     x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
@@ -69,7 +69,7 @@ def _tiny_model(seed: int = 0):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    import model as model_lib
+    from emotion import model as model_lib
     model = _tiny_model()
     path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
     model_lib.save_model_atomic(model, path)
@@ -152,7 +152,7 @@ def test_resnet_cache_is_reused(resnet, resnet_clf):
 
 
 def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
-    import model as model_lib
+    from emotion import model as model_lib
     model, src = tiny
     path = tmp_path / "m.h5"
     path.write_bytes(src.read_bytes())
@@ -259,7 +259,7 @@ def test_quantized_formats_pick_the_keras_winner_on_a_spread_model(spread_tiny, 
 
 def test_mixed_precision_model_converts_as_float32(tmp_path):
     import keras
-    import model as model_lib
+    from emotion import model as model_lib
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what train.py sets with mixed_precision on
     try:
         mixed = _tiny_model()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import config
+from emotion import config
 from conftest import REPO, link_organized, run_script
 
 
@@ -252,7 +252,7 @@ def test_users_tf_log_level_shows_tensorflow_logging_error_still_last(broken_mod
 def test_error_line_comes_after_buffered_stdout():
     """stdout into a pipe is block-buffered: without a flush, what a script printed before failing would land
     after its error line when both streams go to one pipe (`2>&1 | tee log`)."""
-    code = ("import sys; sys.path.insert(0, 'src'); import cli, config\n"
+    code = ("import sys; sys.path.insert(0, 'src'); from emotion import cli, config\n"
             "def main(argv):\n    print('working on it')\n    raise config.UserError('it went wrong')\n"
             "cli.run(main)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a user's default

@@ -17,8 +17,8 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 
-import data_preprocessing as dp  # noqa: E402
-from config import Config, UserError, load_config  # noqa: E402
+from emotion import data_preprocessing as dp  # noqa: E402
+from emotion.config import Config, UserError, load_config  # noqa: E402
 from conftest import YOLO_SAMPLE, require  # noqa: E402
 
 CFG = load_config()

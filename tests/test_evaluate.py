@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-import config
+from emotion import config
 from conftest import CLASS_NAMES, as_set_args, link_organized, run_script, tiny_config
 
 PER_CLASS = 3
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to 
 def evaluated(tmp_path_factory):
     """Tiny test/val splits, a saved random-init 32x32 model, and one plain evaluation of the test split."""
     import evaluate
-    import model as model_lib
+    from emotion import model as model_lib
 
     tmp = tmp_path_factory.mktemp("evaluate")
     link_organized(tmp / "data", per_class=PER_CLASS, splits=("test", "val"))
@@ -50,7 +50,7 @@ def _predictions(path: Path):
 
 def _model_probs(model, paths, input_shape, flip=False) -> np.ndarray:
     """The model's own output on these files, decoded the way the project decodes them."""
-    import data_preprocessing as dp
+    from emotion import data_preprocessing as dp
     images = np.stack([dp.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
     if flip:
         images = images[:, :, ::-1, :]

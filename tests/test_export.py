@@ -24,8 +24,8 @@ ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_f
 def exported(tmp_path_factory):
     """(keras model, output folder, report rows, val images float32, the run's stdout)."""
     require(YOLO_SAMPLE)
-    import model as model_lib
-    from config import load_config
+    from emotion import model as model_lib
+    from emotion.config import load_config
 
     tmp = tmp_path_factory.mktemp("export")
     overrides = tiny_config(tmp)
@@ -78,14 +78,14 @@ def test_the_module_model_s_outputs_spread(exported):
 
 
 def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
-    import classifier
+    from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float32.tflite", num_threads=1).predict(x)
     np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
 
 
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
-    import classifier
+    from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float16.tflite", num_threads=1).predict(x)
     expected = _keras(model, x)
@@ -94,7 +94,7 @@ def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
 
 
 def test_tflite_int8_gives_probabilities(exported):
-    import classifier
+    from emotion import classifier
     model, out, _, x, _ = exported
     clf = classifier.EmotionClassifier(out / "emotion_int8.tflite", num_threads=1)
     probs = clf.predict(x)
@@ -155,7 +155,7 @@ def test_tfjs_graph_has_batchnorm_folded_into_the_convolutions(exported):
 
 
 def test_fold_batch_norms_keeps_the_models_output(exported):
-    import classifier
+    from emotion import classifier
     model, _, _, x, _ = exported
     folded, count = classifier.fold_batch_norms(model)
     assert count == 53
@@ -194,8 +194,8 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
 
 def _val_split(rows):
     """The module's val images and labels as data_preprocessing gives them to export (same resize), and the cfg."""
-    import data_preprocessing as dp
-    from config import load_config
+    from emotion import data_preprocessing as dp
+    from emotion.config import load_config
     base = Path(rows[0]["path"]).parent.parent
     cfg = load_config(None, tiny_config(base))
     ds, _ = dp.make_dataset(base / "data" / "val", cfg, training=False, cache=False)
@@ -206,7 +206,7 @@ def _val_split(rows):
 def test_report_accuracy_and_drop_points_are_each_format_s_own(exported):
     """val_accuracy re-computed from each TFLite file's predictions, accuracy_drop_points = Keras minus it (in
     points), within_threshold = drop <= 0.5 for quantized formats, and failed_checks = the rows outside."""
-    import classifier
+    from emotion import classifier
     model, _, rows, _, stdout = exported
     x, y = _val_split(rows)
     keras_acc = float((_keras(model, x).argmax(axis=1) == y).mean())
@@ -287,7 +287,7 @@ def test_dry_run_writes_nothing(exported, tmp_path):
 
 
 def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
-    from config import UserError
+    from emotion.config import UserError
     _, _, rows, _, _ = exported
     base = Path(rows[0]["path"]).parent.parent
     overrides = tiny_config(base, f"data_path={tmp_path / 'nothing'}")
@@ -302,9 +302,9 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
     from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
     the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
-    import classifier
-    import model as model_lib
-    from config import load_config
+    from emotion import classifier
+    from emotion import model as model_lib
+    from emotion.config import load_config
     model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
     folded, count = classifier.fold_batch_norms(model)

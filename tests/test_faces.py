@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-import faces
-from config import UserError
+from emotion import faces
+from emotion.config import UserError
 from conftest import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
 
 FRAME_W, FRAME_H = 640, 480
@@ -95,7 +95,7 @@ def check_faces(found, shape):
 
 def test_import_is_light():
     """Importing faces (and using the Haar backend) must not import TensorFlow: scripts' --help stays fast."""
-    code = ("import sys, numpy as np; sys.path.insert(0, 'src'); import faces; "
+    code = ("import sys, numpy as np; sys.path.insert(0, 'src'); from emotion import faces; "
             "assert 'tensorflow' not in sys.modules, 'import'; "
             "faces.FaceDetector('haar').detect(np.zeros((48, 64, 3), np.uint8)); "
             "assert 'tensorflow' not in sys.modules, 'haar'")
@@ -333,7 +333,7 @@ def test_group_photo(blazeface, blazeface_full, haar):
 
 
 def test_config_offers_every_backend():
-    import config
+    from emotion import config
     for backend in faces.BACKENDS:
         assert config.load_config(None, [f"face_detector={backend}"]).face_detector == backend
     with pytest.raises(config.ConfigError, match=re.escape("one of auto | blazeface | blazeface_full | haar")):

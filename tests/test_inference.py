@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pytest
 
-import config
-import faces
+from emotion import config
+from emotion import faces
 import inference
-import tracking
-from config import UserError
+from emotion import tracking
+from emotion.config import UserError
 from conftest import REPO, VIDEOS, as_set_args, require, run_script
 
 MEGAMIND = VIDEOS / "Megamind.avi"
@@ -272,8 +272,8 @@ def model_overrides(tmp_path_factory):
     """--set overrides for a saved random-init 96x96 ResNet50, converted to TFLite once (cached beside it)."""
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
-    import classifier
-    import model as model_lib
+    from emotion import classifier
+    from emotion import model as model_lib
     folder = tmp_path_factory.mktemp("inference_model")
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
                  "face_detector=blazeface"]
@@ -677,8 +677,8 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
     """Each face's raw_probabilities equal the model (Keras) on recognizer's crop of the box in the SOURCE frame
     it names (read again here with OpenCV), within 1e-4; the model's outputs spread (tenths between faces), so
     an RGB/BGR swap or an off-by-one frame fails. Labeled frames carry each face's box in its label's colour."""
-    import model as model_lib
-    import recognizer
+    from emotion import model as model_lib
+    from emotion import recognizer
 
     path, overrides = spread_model_path
     frames = 40

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-import config
+from emotion import config
 from conftest import REPO, SPLITS, link_organized
 
 nbformat = pytest.importorskip("nbformat")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import cli
+from emotion import cli
 import organize_data
-from config import UserError
+from emotion.config import UserError
 from conftest import run_script
 from test_documented_flow import copy_subset
 

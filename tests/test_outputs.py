@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-import outputs
-from config import UserError
+from emotion import outputs
+from emotion.config import UserError
 
 
 @pytest.fixture

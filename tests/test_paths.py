@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-import paths
-from config import UserError
+from emotion import paths
+from emotion.config import UserError
 
 
 def test_check_writable_accepts_a_new_folder_below_a_writable_one_and_leaves_nothing(tmp_path):

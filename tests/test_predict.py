@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 import pytest
 
-import cli
-import config
-import faces
+from emotion import cli
+from emotion import config
+from emotion import faces
 import predict
-import recognizer
-from config import UserError
+from emotion import recognizer
+from emotion.config import UserError
 from conftest import FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
 
 # Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
@@ -49,8 +49,8 @@ def env(tmp_path_factory):
     """A saved random-init 96x96 model, its config (keras backend), the Keras model, and one recognizer."""
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
-    import classifier
-    import model as model_lib
+    from emotion import classifier
+    from emotion import model as model_lib
 
     tmp = tmp_path_factory.mktemp("predict")
     overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface")
@@ -65,7 +65,7 @@ def env(tmp_path_factory):
 @pytest.fixture
 def spy(env, monkeypatch):
     """predict.main's recognizer gets the module's loaded classifier (no reload per test), wrapped to count calls."""
-    import classifier
+    from emotion import classifier
     counting = CountingClassifier(env["clf"])
     monkeypatch.setattr(classifier, "load_classifier", lambda path, prefer="tflite", **kw: counting)
     return counting
@@ -342,7 +342,7 @@ def test_tflite_backend(env, tmp_path):
     """predict.py with classifier_backend=tflite (a tiny model of the project's kind, converted in seconds):
     the cached conversion is made beside the model and its probabilities equal the Keras model's."""
     import keras
-    import model as model_lib
+    from emotion import model as model_lib
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input(shape=(96, 96, 3), name="image")
@@ -465,7 +465,7 @@ def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_mod
     """Two colour photos (a Megamind frame; a real face photo tinted orange), PNG so nothing is lost: predict.py's
     probabilities equal the model on recognizer's RGB crop of each box within 1e-4. The test model's outputs
     spread, so the same crop in BGR order gives probabilities tenths away (asserted: the check has teeth)."""
-    import model as model_lib
+    from emotion import model as model_lib
 
     path, overrides = spread_model_path
     cap = cv2.VideoCapture(str(require(VIDEOS / "Megamind.avi")))

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-import config
+from emotion import config
 from conftest import REPO, as_set_args, link_organized, run_script, tiny_config
 
 
@@ -33,7 +33,7 @@ def tiny(tmp_path):
 
 def test_train_writes_every_output(tiny, capsys):
     import train
-    from model import load_model
+    from emotion.model import load_model
 
     overrides = tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=1")
     assert train.main(as_set_args(overrides)) == 0
@@ -90,7 +90,7 @@ def _env() -> dict:
 
 
 def _weights(path: Path) -> list[np.ndarray]:
-    from model import load_model
+    from emotion.model import load_model
     return [w.numpy() for w in load_model(path).weights]
 
 
@@ -193,8 +193,8 @@ def test_class_folders_must_match_class_names(tiny):
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     import tensorflow as tf
-    import model as model_lib
-    import training
+    from emotion import model as model_lib
+    from emotion import training
 
     cfg = config.load_config(None, tiny_config(tmp_path, "class_weighting=none"))
     strategy = tf.distribute.get_strategy()
@@ -239,7 +239,7 @@ def _snapshot(*folders: Path) -> dict[str, str]:
 @pytest.fixture
 def trained_weights(monkeypatch):
     """{epoch: digest of the weights as trained in that epoch} (the latest run that trained it)."""
-    import checkpoints
+    from emotion import checkpoints
     digests = {}
     save_epoch = checkpoints.RunFiles.save_epoch
 
@@ -256,7 +256,7 @@ def _published_digest(path: Path) -> str:
 
 
 def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, trained_weights, monkeypatch, capsys):
-    import checkpoints
+    from emotion import checkpoints
     import train
 
     args = as_set_args(tiny_config(tiny, "num_epochs=2", "fine_tune_epochs=0"))
@@ -320,7 +320,7 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
 def _fail_epoch_2(tiny, monkeypatch, inject) -> tuple[dict, dict, str]:
     """Train 2 epochs with `inject` installed; returns (files after epoch 1's commit, files after the failure,
     the UserError's message)."""
-    import checkpoints
+    from emotion import checkpoints
     import train
 
     after_epoch_1 = {}
@@ -342,7 +342,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_epoch(tiny, monkeypatch, capsy
 
     import keras
 
-    import checkpoints
+    from emotion import checkpoints
 
     save = keras.Model.save
 
@@ -368,7 +368,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_epoch(tiny, monkeypatch, capsy
 
 
 def test_nan_validation_loss_stops_and_saves_nothing_of_that_epoch(tiny, monkeypatch):
-    import training
+    from emotion import training
 
     predict = training.predict_probs
     calls = []
@@ -434,8 +434,8 @@ def small_disk(tmp_path):
 def test_the_disk_estimate_holds_on_a_real_small_disk(tiny, small_disk):
     """Checkpoints and models on a disk of exactly the estimated peak: 2 epochs train with no ENOSPC. A disk
     a little smaller is refused before training, with one line and nothing written."""
-    import checkpoints
-    import model as model_lib
+    from emotion import checkpoints
+    from emotion import model as model_lib
     import train
 
     flags = ["num_epochs=2", "fine_tune_epochs=0"]

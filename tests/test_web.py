@@ -45,9 +45,9 @@ def site(tmp_path_factory):
     import cv2
 
     import export
-    import faces
-    import model as model_lib
-    from config import load_config
+    from emotion import faces
+    from emotion import model as model_lib
+    from emotion.config import load_config
 
     tmp = tmp_path_factory.mktemp("web")
     overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
@@ -376,7 +376,7 @@ def test_the_server_lists_no_folders(tmp_path):
     import urllib.error
     if web.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
         pytest.skip("web/node_modules is missing (npm ci --prefix web)")
-    from config import load_config
+    from emotion.config import load_config
     dist = tmp_path / "dist"
     web.build(load_config(), _model_folder(tmp_path), dist, web.WEB / "node_modules")
     (dist / "empty").mkdir()

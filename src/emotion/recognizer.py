@@ -26,8 +26,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from config import UserError
-from faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
+from .config import UserError
+from .faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
 
@@ -86,7 +86,7 @@ class EmotionRecognizer:
     def __init__(self, cfg, model_path=None, detector: FaceDetector | None = None, classifier=None):
         self.model_path = Path(model_path if model_path is not None else cfg.model_save_path)
         if classifier is None:
-            import classifier as classifier_lib  # imports TensorFlow
+            from . import classifier as classifier_lib  # imports TensorFlow
             classifier = classifier_lib.load_classifier(self.model_path, prefer=cfg.classifier_backend)
         self.classifier = classifier
         self.detector = detector if detector is not None else FaceDetector(cfg.face_detector, cfg.face_min_score)

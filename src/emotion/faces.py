@@ -57,8 +57,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from cli import quiet_stderr  # noqa: F401  (also used by predict.py as faces.quiet_stderr)
-from config import UserError
+from .cli import quiet_stderr  # noqa: F401  (also used by predict.py as faces.quiet_stderr)
+from .config import UserError
 
 MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
 MEDIAPIPE_MODELS = ("modules", "face_detection")

@@ -38,8 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-import atomic
-from config import UserError
+from . import atomic
+from .config import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # quantizations from_model_file can make from the model file alone (int8 needs calibration images)
@@ -415,7 +415,7 @@ class EmotionClassifier:
                 return cls(cache, num_threads, **kwargs)
             except (ValueError, RuntimeError) as exc:  # a damaged cache file: convert again
                 print(f"warning: ignoring the unreadable cached {cache}: {_first_line(exc)}", file=sys.stderr)
-        import model as model_lib
+        from . import model as model_lib
         data = to_tflite(model_lib.load_model(model_path), quantization)
         try:
             atomic.write_bytes(cache, data)
@@ -479,7 +479,7 @@ class KerasClassifier:
 
     @classmethod
     def from_model_file(cls, model_path: str | os.PathLike, **kwargs) -> "KerasClassifier":
-        import model as model_lib
+        from . import model as model_lib
         return cls(model_lib.load_model(model_path), **kwargs)
 
     def predict(self, faces) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # src/emotion/config.py -> the repository
 DEFAULT_CONFIG_PATH = REPO_ROOT / "config.yaml"
 
 
@@ -256,7 +256,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _read_text(path: Path) -> str:
     """The text of a config file: a regular file (a FIFO would hang the reader), UTF-8 (a UTF-8 BOM is fine).
     Anything else is a ConfigError saying what to do."""
-    import paths  # here, not at the top: paths imports this module
+    from . import paths  # here, not at the top: paths imports this module
 
     if not path.exists():
         raise ConfigError(f"config file not found: {path} (pass --config PATH to an existing file)")

@@ -28,8 +28,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-import config
-from config import UserError
+from . import config
+from .config import UserError
 
 
 def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:

@@ -29,13 +29,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import atomic
-import checkpoints
-import data_preprocessing as dp
-import model as model_lib
-import paths
-from config import Config, UserError
-from metrics import classification_metrics
+from . import atomic
+from . import checkpoints
+from . import data_preprocessing as dp
+from . import model as model_lib
+from . import paths
+from .config import Config, UserError
+from .metrics import classification_metrics
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
 RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",

@@ -6,7 +6,7 @@ The data layout (made by organize_data.py):
     <data_path>/<split>/unclassified/                    ignored
 
 Usage:
-    import data_preprocessing as dp
+    from . import data_preprocessing as dp
     cfg = config.load_config()
     train_ds, info = dp.make_dataset(Path(cfg.data_path) / "train", cfg, training=True, one_hot=True)
     val_ds, val_info = dp.make_dataset(Path(cfg.data_path) / "val", cfg, training=False)
@@ -54,8 +54,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import paths
-from config import UserError
+from . import paths
+from .config import UserError
 
 log = logging.getLogger(__name__)
 

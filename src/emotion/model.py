@@ -21,8 +21,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from atomic import atomic_path
-from config import UserError
+from .atomic import atomic_path
+from .config import UserError
 
 BACKBONE_NAME = "resnet50"
 # ResNet50's stages, top first: fine_tune_blocks=1 unfreezes conv5, 2 adds conv4, ...

@@ -15,7 +15,7 @@ import stat
 import tempfile
 from pathlib import Path
 
-from config import UserError
+from .config import UserError
 
 
 def _nearest_existing(path: Path) -> Path:

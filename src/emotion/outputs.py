@@ -23,9 +23,9 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-import atomic
-import paths
-from config import UserError
+from . import atomic
+from . import paths
+from .config import UserError
 
 MARKER = ".written-by-emotion-recognition"
 _JOURNAL = re.compile(r"\.publish-(\d+)\.json(\.part)?")

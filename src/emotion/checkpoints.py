@@ -29,8 +29,8 @@ import re
 import shutil
 from pathlib import Path
 
-import atomic
-from config import UserError
+from . import atomic
+from .config import UserError
 
 STATE = "state.json"
 _OWN_FILE = re.compile(r"^(epoch_\d{3,}\.keras|last_\d{3,}\.h5|best_\d{3,}\.h5|state\.json)$")
@@ -193,7 +193,7 @@ class RunFiles:
     def save_epoch(self, model, epoch: int, improved: bool, best_model: str | None) -> dict:
         """Write epoch `epoch`'s files, none in force yet: {"checkpoint", "last_model", "best_model"} names.
         A full disk is one UserError; what it half-wrote is removed, the files in force are untouched."""
-        import model as model_lib
+        from . import model as model_lib
         names = {"checkpoint": f"epoch_{epoch:03d}.keras", "last_model": f"last_{epoch:03d}.h5",
                  "best_model": f"best_{epoch:03d}.h5" if improved else best_model}
         try:
