@@ -28,6 +28,7 @@ from pathlib import Path
 
 from emotion import cli
 from emotion import paths
+from emotion import plots
 from emotion.atomic import atomic_path
 from emotion.config import Config, UserError
 
@@ -164,26 +165,12 @@ def write_outputs(perf_dir: Path, result: dict, paths: list[str], y, probs, clas
     plot_mistakes(paths, y, probs, class_names, perf_dir / "confident_mistakes.png")
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    plt = _pyplot()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
 def plot_confusion(y, pred, class_names, path: Path, result: dict) -> None:
     """Two seaborn heatmaps: counts, and each row divided by its class's image count (recall on the diagonal)."""
     import numpy as np
     import seaborn as sns
     from sklearn.metrics import confusion_matrix
-    plt = _pyplot()
+    plt = plots.pyplot()
     counts = confusion_matrix(y, pred, labels=np.arange(len(class_names)))
     normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     fig, axes = plt.subplots(1, 2, figsize=(17, 7))
@@ -201,14 +188,14 @@ def plot_confusion(y, pred, class_names, path: Path, result: dict) -> None:
     fig.suptitle(f"Confusion matrix, {result['split']} split ({result['num_images']} images): accuracy "
                  f"{result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}{', TTA' if result['tta'] else ''}")
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKES) -> None:
     """A grid of the k wrong predictions with the highest confidence, each titled true / predicted (confidence)."""
     import cv2
     import numpy as np
-    plt = _pyplot()
+    plt = plots.pyplot()
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
     wrong = np.flatnonzero(pred != y)
     shown = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
@@ -226,7 +213,7 @@ def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKE
         axes[0, 0].text(0, 0.5, "no mistakes", fontsize=14)
     fig.suptitle(f"Most confident mistakes: {len(shown)} of {len(wrong)} wrong (of {len(y)} images)")
     fig.tight_layout()
-    _save(fig, path)
+    plots.save(fig, path)
 
 
 if __name__ == "__main__":

@@ -107,9 +107,7 @@ def main(argv=None) -> int:
     train_dir = Path(cfg.data_path) / "train"
     formats = args.formats
 
-    if not model_path.is_file():
-        raise UserError(f"no trained model at {model_path}: run python src/train.py first "
-                        f"(or point --set model_save_path=PATH at one)")
+    paths.require_model_file(model_path)
     if not args.dry_run:  # before minutes of work, not after them
         paths.check_writable(out_dir, "--output folder", hint="--output DIR")
         paths.check_writable(perf_dir, "performance_dir")

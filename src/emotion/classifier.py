@@ -38,7 +38,7 @@ from typing import Sequence
 
 import numpy as np
 
-from . import atomic
+from . import atomic, paths
 from .config import UserError
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -405,10 +405,7 @@ class EmotionClassifier:
         if quantization not in CACHEABLE:
             raise ValueError(f"from_model_file converts to {' | '.join(CACHEABLE)} (int8 needs calibration "
                              f"images: use to_tflite), got {quantization!r}")
-        model_path = Path(model_path)
-        if not model_path.is_file():
-            raise UserError(f"no trained model at {model_path}: run python src/train.py first "
-                            f"(or point --set model_save_path=PATH at one)")
+        model_path = paths.require_model_file(model_path)
         cache = cache_path(model_path, quantization, cache_dir)
         if cache.is_file():
             try:

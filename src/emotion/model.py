@@ -21,6 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from . import paths
 from .atomic import atomic_path
 from .config import UserError
 
@@ -144,10 +145,7 @@ def _quiet_absl():
 
 def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
     """Load a saved emotion model; one clear line when it is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"no trained model at {path}: run python src/train.py first "
-                        f"(or point --set model_save_path=PATH at one)")
+    path = paths.require_model_file(path)
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:

@@ -80,3 +80,12 @@ def printable(text: str) -> str:
     """text with file-name bytes that are not UTF-8 (held as surrogates by os.fsdecode) written as \\xNN,
     so a log or a terminal can always take it: printable(os.fsdecode(b"z_\\xff.png")) == "z_\\\\xff.png"."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def require_model_file(path: str | os.PathLike) -> Path:
+    """path as a Path when a trained model file is there; otherwise the one line every command gives."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no trained model at {path}: run python src/train.py first "
+                        f"(or point --set model_save_path=PATH at one)")
+    return path

@@ -310,9 +310,8 @@ def library_versions() -> dict:
 
 def plot_history(rows: list[dict], path: Path) -> None:
     """loss_accuracy_plot.png: train/val loss and train/val accuracy (+ val macro-F1) per epoch."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from . import plots
+    plt = plots.pyplot()
 
     epochs = [int(r["epoch"]) for r in rows]
     col = lambda k: [float(r[k]) for r in rows]  # noqa: E731
@@ -330,9 +329,7 @@ def plot_history(rows: list[dict], path: Path) -> None:
             ax.axvspan(min(fine) - 0.5, max(fine) + 0.5, color="grey", alpha=0.1, label="fine-tune")
     fig.suptitle("Training history")
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    plots.save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------------
