@@ -533,6 +533,7 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
 
     import cv2
     import numpy as np
+    from emotion import drawing
     from emotion import recognizer
     from emotion import tracking
 
@@ -605,7 +606,7 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
         results = (recognizer.results_from_probs(boxes, smoothed, class_names, [f.score for f in found])
                    if boxes else [])
         fps_now = len(recent) / sum(recent) if recent and sum(recent) > 0 else None
-        recognizer.draw_results(frame, results, fps=fps_now, ids=ids)
+        drawing.draw_results(frame, results, fps=fps_now, ids=ids)
         faces_out = []
         for i, (face_id, result, raw_row) in enumerate(zip(ids, results, raw)):
             entry = {"id": int(face_id), **result.to_dict()}

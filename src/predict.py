@@ -172,10 +172,10 @@ def _unique_name(name: str, used: set[str]) -> str:
 
 
 def _mark_no_face(image_bgr) -> None:
-    from emotion.recognizer import _label_box, _style
+    from emotion import drawing
 
-    scale, thickness = _style(image_bgr.shape)
-    _label_box(image_bgr, "no face found", 0, 0, (40, 40, 40), scale, thickness, above=False)
+    scale, thickness = drawing.style(image_bgr.shape)
+    drawing.label_box(image_bgr, "no face found", 0, 0, (40, 40, 40), scale, thickness, above=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def main(argv=None) -> int:
 def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: outputs.Staged) -> int:
     """Classify every image, print the blocks, write the staged outputs and publish them; the exit code."""
     import cv2
-    from emotion import recognizer as rec_lib
+    from emotion import drawing
 
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
     entries: list[dict] = []
@@ -252,7 +252,7 @@ def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: output
                             "whole_image": bool(results and results[0].whole_image), "error": None})
             if args.save_images:
                 if results:
-                    rec_lib.draw_results(image, results)
+                    drawing.draw_results(image, results)
                 else:
                     _mark_no_face(image)
                 write_image_atomic(staged.tmp["labeled"] / _unique_name(Path(path).name, used_names), image)

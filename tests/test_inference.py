@@ -678,7 +678,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
     it names (read again here with OpenCV), within 1e-4; the model's outputs spread (tenths between faces), so
     an RGB/BGR swap or an off-by-one frame fails. Labeled frames carry each face's box in its label's colour."""
     from emotion import model as model_lib
-    from emotion import recognizer
+    from emotion import drawing
 
     path, overrides = spread_model_path
     frames = 40
@@ -719,7 +719,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
         assert image.shape == original.shape
         annotated = np.zeros(image.shape[:2], bool)
         for face in p["faces"]:
-            colour = np.array(recognizer.PALETTE[class_names.index(face["label"])], np.uint8)
+            colour = np.array(drawing.PALETTE[class_names.index(face["label"])], np.uint8)
             rows, cols = _perimeter(face["box"])
             on_outline = (image[rows, cols] == colour).all(axis=1).mean()
             assert on_outline > 0.9, (png.name, face["box"], on_outline)
