@@ -22,6 +22,7 @@ from emotion import cli
 from emotion import config
 from emotion import drawing
 from emotion import faces
+from emotion import photos
 import predict
 from emotion import recognizer
 from emotion.config import UserError
@@ -300,7 +301,7 @@ def test_blank_image_is_no_face_and_exit_0(env, spy, tmp_path):
 def test_nothing_matches_is_exit_2(env, tmp_path, capsys):
     """Before any model is loaded: one line, exit code 2."""
     missing, pattern = tmp_path / "missing.jpg", tmp_path / "nope" / "*.jpg"
-    looked = ", ".join(predict.IMAGE_EXTENSIONS)
+    looked = ", ".join(photos.IMAGE_EXTENSIONS)
     for arg, line in [(pattern, f"error: no image matches {pattern}"),
                       (missing, f"error: no such file or folder: {missing}"),
                       (tmp_path, f"error: no images in the folder {tmp_path} (looked for {looked})")]:
