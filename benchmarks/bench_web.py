@@ -53,7 +53,7 @@ def main() -> int:
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    from emotion import classifier
+    from emotion import conversion
     import export
     from emotion import model as model_lib
     from emotion.config import load_config
@@ -68,10 +68,10 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        folded, n_folded = classifier.fold_batch_norms(model)
+        folded, n_folded = conversion.fold_batch_norms(model)
         pages = {}
         for name, source in (("ours", folded), ("naive", model)):
-            saved = classifier.export_saved_model(source, tmp / f"saved_{name}")
+            saved = conversion.export_saved_model(source, tmp / f"saved_{name}")
             export.convert_tfjs(saved, tmp / f"tfjs_{name}", "uint8")
             web.build(cfg, tmp / f"tfjs_{name}", tmp / f"dist_{name}", web.WEB / "node_modules")
             pages[name] = tmp / f"dist_{name}"

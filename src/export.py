@@ -14,8 +14,8 @@ Formats (written under --output, default models/export/, each to a temp name and
   tfjs_float32     tfjs_float32/            TensorFlow.js graph model (model.json + weight shards)
   tfjs_uint8       tfjs_uint8/              the same with uint8-quantized weights (a quarter of the download)
   tfjs_float16     tfjs_float16/            float16-quantized weights (half); not in the default set
-All start from classifier.export_saved_model (the model called with training=False, so no BatchNorm
-update ops). TF.js converts a second SavedModel made from classifier.fold_batch_norms(model): its converter
+All start from conversion.export_saved_model (the model called with training=False, so no BatchNorm
+update ops). TF.js converts a second SavedModel made from conversion.fold_batch_norms(model): its converter
 does not fold BatchNorm (it leaves a Mul and an AddV2 after each of the 53 convolutions), so every BatchNorm
 is folded into its convolution first, giving 53 _FusedConv2D ops with rank-1 biases (BiasAdd or BiasAdd +
 Relu), which TF.js's WASM backend runs. Any rank-4 [1, 1, 1, C] fused bias left is reshaped to [C] (same
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from emotion import classifier  # TensorFlow is imported from here on, after the arguments are parsed
+    from emotion import classifier, conversion  # TensorFlow is imported from here on, after the arguments are parsed
     from emotion import data_preprocessing as dp
     from emotion import model as model_lib
     import web
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             saved_model_dir = out_dir / OUTPUT_NAMES["saved_model"]
             start = time.perf_counter()
             with atomic.atomic_dir(saved_model_dir) as tmp:
-                classifier.export_saved_model(model, tmp)
+                conversion.export_saved_model(model, tmp)
             print(f"  saved_model written in {time.perf_counter() - start:.1f} s", flush=True)
             probs, latency = _run_saved_model(saved_model_dir, x_val, args.latency_runs)
             rows.append(_row("saved_model", saved_model_dir, latency, probs, y_val, keras_probs, keras_acc,
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
             if fmt not in formats:
                 continue
             start = time.perf_counter()
-            data = classifier.to_tflite(model, quantization,
+            data = conversion.to_tflite(model, quantization,
                                         representative_images=calibration if quantization == "int8" else None)
             path = out_dir / OUTPUT_NAMES[fmt]
             atomic.write_bytes(path, data)
@@ -180,8 +180,8 @@ def main(argv=None) -> int:
                 continue
             start = time.perf_counter()
             if folded_dir is None:
-                folded, count = classifier.fold_batch_norms(model)
-                folded_dir = classifier.export_saved_model(folded, scratch / "saved_model_folded")
+                folded, count = conversion.fold_batch_norms(model)
+                folded_dir = conversion.export_saved_model(folded, scratch / "saved_model_folded")
                 print(f"  {count} BatchNorm layers folded into their convolutions for TF.js", flush=True)
             path = out_dir / OUTPUT_NAMES[fmt]
             with atomic.atomic_dir(path) as tmp:

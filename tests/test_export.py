@@ -78,14 +78,14 @@ def test_the_module_model_s_outputs_spread(exported):
 
 
 def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
-    from emotion import classifier
+    from emotion import classifier, conversion
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float32.tflite", num_threads=1).predict(x)
     np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
 
 
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
-    from emotion import classifier
+    from emotion import classifier, conversion
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float16.tflite", num_threads=1).predict(x)
     expected = _keras(model, x)
@@ -94,7 +94,7 @@ def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
 
 
 def test_tflite_int8_gives_probabilities(exported):
-    from emotion import classifier
+    from emotion import classifier, conversion
     model, out, _, x, _ = exported
     clf = classifier.EmotionClassifier(out / "emotion_int8.tflite", num_threads=1)
     probs = clf.predict(x)
@@ -155,11 +155,11 @@ def test_tfjs_graph_has_batchnorm_folded_into_the_convolutions(exported):
 
 
 def test_fold_batch_norms_keeps_the_models_output(exported):
-    from emotion import classifier
+    from emotion import classifier, conversion
     model, _, _, x, _ = exported
-    folded, count = classifier.fold_batch_norms(model)
+    folded, count = conversion.fold_batch_norms(model)
     assert count == 53
-    assert not any(type(layer).__name__ == "BatchNormalization" for layer in classifier._all_layers(folded))
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in conversion.all_layers(folded))
     expected = _keras(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-3  # the images give different outputs
     np.testing.assert_allclose(_keras(folded, x), expected, atol=1e-5)
@@ -206,7 +206,7 @@ def _val_split(rows):
 def test_report_accuracy_and_drop_points_are_each_format_s_own(exported):
     """val_accuracy re-computed from each TFLite file's predictions, accuracy_drop_points = Keras minus it (in
     points), within_threshold = drop <= 0.5 for quantized formats, and failed_checks = the rows outside."""
-    from emotion import classifier
+    from emotion import classifier, conversion
     model, _, rows, _, stdout = exported
     x, y = _val_split(rows)
     keras_acc = float((_keras(model, x).argmax(axis=1) == y).mean())
@@ -302,13 +302,13 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
     from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
     the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
-    from emotion import classifier
+    from emotion import classifier, conversion
     from emotion import model as model_lib
     from emotion.config import load_config
     model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
-    folded, count = classifier.fold_batch_norms(model)
+    folded, count = conversion.fold_batch_norms(model)
     assert count == 53
     np.testing.assert_allclose(_keras(folded, x), _keras(model, x), atol=1e-5)
-    export.convert_tfjs(classifier.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
+    export.convert_tfjs(conversion.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
     assert export.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}
