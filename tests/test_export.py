@@ -250,6 +250,21 @@ def test_a_format_outside_its_threshold_gives_a_warning_and_failed_checks(export
     assert float(row["max_abs_prob_diff_vs_keras"]) > 0
 
 
+def test_formats_are_parsed_as_the_help_says():
+    """--formats LIST: comma-separated, any order, duplicates and spaces ignored, written in canonical order;
+    "all" (and no --formats) is the default set; an unknown name is a usage error naming the choices."""
+    assert export.parse_args([]).formats == ALL
+    assert export.parse_args(["--formats", "all"]).formats == ALL
+    assert export.parse_args(["--formats", "tfjs_uint8, saved_model,tfjs_uint8"]).formats == ["saved_model",
+                                                                                            "tfjs_uint8"]
+    assert export.parse_args(["--formats", "tfjs_float16"]).formats == ["tfjs_float16"]
+    for bad in ("tflite", ","):
+        with pytest.raises(ValueError, match="choose from saved_model, tflite_float32"):
+            exporting.parse_formats(bad)
+    result = run_script("export.py", "--formats", "saved_model,onnx", timeout=120)
+    assert result.returncode == 2 and "unknown format(s) onnx; choose from saved_model" in result.stderr
+
+
 def test_missing_model_is_one_line(tmp_path):
     result = run_script("export.py", *as_set_args(tiny_config(tmp_path)), timeout=120)
     assert result.returncode == 1
