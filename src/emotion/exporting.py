@@ -97,7 +97,6 @@ def tfjs_converter_missing() -> str | None:
 def prepare(job: ExportJob, cfg) -> ExportJob:
     """Check what export() needs, before minutes of work (each problem one UserError line), and return the
     job with the TF.js formats dropped when their converter is missing (one line printed saying why)."""
-    from . import data_preprocessing as dp
     paths.require_model_file(job.model_path)
     if not job.dry_run:
         paths.check_writable(job.out_dir, "--output folder", hint="--output DIR")
@@ -109,6 +108,7 @@ def prepare(job: ExportJob, cfg) -> ExportJob:
             raise UserError(f"cannot export {', '.join(tfjs)}: {why} ({TFJS_INSTALL})")
         print(f"skipped {', '.join(tfjs)}: {why} ({TFJS_INSTALL})", flush=True)
         job = dataclasses.replace(job, formats=[f for f in job.formats if f not in tfjs])
+    from . import data_preprocessing as dp  # Keras and TensorFlow: after the cheap checks
     data = Path(cfg.data_path)
     dp.list_split(data / "val", cfg.class_names, job.max_images_per_class)  # a missing folder: one line
     if "tflite_int8" in job.formats:
