@@ -57,7 +57,7 @@ def main() -> int:
     import export
     from emotion import model as model_lib
     from emotion.config import load_config
-    from conftest import random_batchnorm_model
+    from support import random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])
     model_path = Path(args.model) if args.model else Path(cfg.model_save_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from emotion import config
-from conftest import REPO, link_organized, run_script
+from support import REPO, link_organized, run_script
 
 
 def test_default_config_loads_and_matches_schema():

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script
+from support import CLASS_NAMES, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script
 
 PER_CLASS = 3
 CLIP_FRAMES = 12
