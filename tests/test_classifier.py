@@ -288,7 +288,7 @@ def test_keras_classifier_matches_the_model(tiny):
     assert clf.predict(np.zeros((0, *TINY_SHAPE))).shape == (0, 8)
 
 
-def test_load_classifier_prefers_tflite_and_falls_back_tokeras_probs(tiny, tmp_path, monkeypatch, capsys):
+def test_load_classifier_prefers_tflite_and_falls_back_to_keras(tiny, tmp_path, monkeypatch, capsys):
     model, src = tiny
     path = tmp_path / "m.h5"
     path.write_bytes(src.read_bytes())

@@ -53,7 +53,7 @@ def _images(folder: Path, shape) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize(tuple(shape[:2])), np.float32) for f in files])
 
 
-def test_saved_model_serving_signature_matcheskeras_probs(exported):
+def test_saved_model_serving_signature_matches_keras(exported):
     import tensorflow as tf
     model, out, _, x, _ = exported
     serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
