@@ -82,9 +82,12 @@ def main(argv=None) -> int:
         if args.dry_run:
             continue
         start = time.perf_counter()
-        code = run_stage(stage, stage_args[stage])
+        code, errors = run_stage(stage, stage_args[stage])
         if code:
-            print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run")
+            print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run", flush=True)
+        for line in errors:  # the stage's error line stays the last line of the output
+            print(line, file=sys.stderr, flush=True)
+        if code:
             return code
         print(f"=== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
     if "export" in present and not args.dry_run:
@@ -92,18 +95,16 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_stage(stage: str, argv: list[str]) -> int:
-    """Run src/<stage>.py argv in a process of its own; returns its exit code."""
+def run_stage(stage: str, argv: list[str]) -> tuple[int, list[str]]:
+    """Run src/<stage>.py argv in a process of its own; returns its exit code and its 'error: ...' lines."""
     code, errors = run_script(stage, argv)
     if stage == "train" and code == cli.EXIT_WEIGHTS_DOWNLOAD:
         # The demo should run the first time even offline; train.py alone never falls back silently.
         for line in errors:
             cli.warn(line.removeprefix("error: "))
         cli.warn("the demo goes on from random init (weights=null); accuracy will be far below a pretrained run")
-        code, errors = run_script(stage, argv + ["--set", "weights=null"])
-    for line in errors:
-        print(line, file=sys.stderr, flush=True)
-    return code
+        return run_script(stage, argv + ["--set", "weights=null"])
+    return code, errors
 
 
 def run_script(stage: str, argv: list[str]) -> tuple[int, list[str]]:

@@ -213,3 +213,14 @@ def test_verbose_shows_tensorflow_logging_in_every_stage(demo):
     proc = run_script("evaluate.py", "--verbose", *as_set_args(overrides), env={"TF_CPP_MIN_LOG_LEVEL": None})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert TF_LOG_LINE.search(proc.stderr), proc.stderr[-3000:]
+
+
+def test_a_failing_stage_stops_the_pipeline_with_its_error_line_last(tmp_path):
+    proc = run_script("pipeline.py", "--dataset", str(tmp_path / "no-such-download"),
+                      "--set", f"data_path={tmp_path / 'data'}", timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pipeline: stage organize_data failed (exit code 1); later stages not run" in proc.stdout
+    assert "=== train" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no-such-download" in last, proc.stderr
+    assert not (tmp_path / "data").exists()
