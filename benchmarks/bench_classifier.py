@@ -67,7 +67,7 @@ def split_folder(data: Path) -> Path:
 
 def calibration_faces(args, shape) -> tuple[np.ndarray, str]:
     """Faces for int8 calibration, never from the split the accuracy is measured on when avoidable."""
-    from conftest import YOLO_SAMPLE
+    from support import YOLO_SAMPLE
     if args.data:
         split = split_folder(Path(args.data))
         for other in (split.parent / "train", split.parent / "test"):
@@ -147,7 +147,7 @@ def run(args, tmp: Path) -> dict:
     from emotion import config
     from emotion import conversion
     from emotion import model as model_lib
-    from conftest import YOLO_SAMPLE
+    from support import YOLO_SAMPLE
 
     if args.model:
         model_path = Path(args.model)

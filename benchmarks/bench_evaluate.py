@@ -74,7 +74,7 @@ def link_copies(src: Path, dest: Path, prefixes=("",)) -> None:
 
 def main() -> None:
     args = parse_args()
-    from conftest import YOLO_SAMPLE, link_organized
+    from support import YOLO_SAMPLE, link_organized
     tmp = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     try:
         if args.data:

@@ -59,7 +59,7 @@ def main() -> int:
     from emotion import webpage
     from emotion.config import load_config
     from browser import write_y4m
-    from conftest import random_batchnorm_model
+    from support import random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])
     model_path = Path(args.model) if args.model else Path(cfg.model_save_path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import YOLO_SAMPLE, spread_head
+from support import YOLO_SAMPLE, keras_probs, save_random_model, spread_head, tiny_model
 
 from emotion import classifier, conversion
 from emotion.config import UserError, load_config
@@ -38,12 +38,8 @@ class CountConversions:
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """(keras model, saved .h5 path): the project's 96x96 ResNet50, random init."""
-    from emotion import model as model_lib
-    cfg = load_config(None, ["weights=null"])
-    model = model_lib.build_model(cfg)
-    path = tmp_path_factory.mktemp("resnet") / "model.h5"
-    model_lib.save_model_atomic(model, path)
-    return model, path
+    cfg, model, _ = save_random_model(tmp_path_factory.mktemp("resnet"))
+    return model, cfg.model_save_path
 
 
 @pytest.fixture(scope="module")
@@ -67,30 +63,10 @@ def faces():
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize((96, 96))) for f in files])
 
 
-def _tiny_model(seed: int = 0):
-    import keras
-    from emotion import model as model_lib
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=TINY_SHAPE, name="image")
-    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(x)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Rescaling(1 / 50)(x)  # moderate logits: a saturated softmax would hide errors
-    x = keras.layers.Dense(8, activation="softmax", name="probabilities")(x)
-    model = keras.Model(inputs, x)
-    bn = model.get_layer("bn")  # non-trivial statistics, so that folding them into the conv is tested
-    rng = np.random.default_rng(seed)
-    bn.moving_mean.assign(rng.normal(0, 5, 8).astype(np.float32))
-    bn.moving_variance.assign(rng.uniform(0.5, 4, 8).astype(np.float32))
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from emotion import model as model_lib
-    model = _tiny_model()
+    model = tiny_model(TINY_SHAPE)
     path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
     model_lib.save_model_atomic(model, path)
     return model, path
@@ -98,10 +74,6 @@ def tiny(tmp_path_factory):
 
 def _random_faces(n: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype(np.float32)
-
-
-def _keras(model, x) -> np.ndarray:
-    return model(np.asarray(x, np.float32), training=False).numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,14 +85,14 @@ def test_float32_equals_keras_on_real_faces(resnet, resnet_clf, faces):
     assert resnet_clf.backend == "tflite" and resnet_clf.input_shape == (96, 96, 3)
     probs = resnet_clf.predict(faces)  # uint8 in
     assert probs.dtype == np.float32 and probs.shape == (16, 8)
-    np.testing.assert_allclose(probs, _keras(model, faces), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(probs, keras_probs(model, faces), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(resnet_clf.predict(faces.astype(np.float32)), probs)
 
 
 def test_float32_equals_keras_on_random_inputs(resnet, resnet_clf):
     model, _ = resnet
     x = _random_faces(6)
-    np.testing.assert_allclose(resnet_clf.predict(x), _keras(model, x), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(resnet_clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-4)
     np.testing.assert_allclose(resnet_clf.predict(x).sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -191,15 +163,15 @@ def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
     assert not second.converted and count.n == 0
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
     x = _random_faces(3, TINY_SHAPE)
-    np.testing.assert_allclose(second.predict(x), _keras(model, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(second.predict(x), keras_probs(model, x), rtol=0, atol=1e-5)
 
-    retrained = _tiny_model(seed=1)
+    retrained = tiny_model(TINY_SHAPE, seed=1)
     model_lib.save_model_atomic(retrained, path)
     with CountConversions() as count:
         third = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
     assert third.converted and count.n == 1
     assert third.path != first.path and not first.path.exists()  # the stale conversion is removed
-    np.testing.assert_allclose(third.predict(x), _keras(retrained, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(third.predict(x), keras_probs(retrained, x), rtol=0, atol=1e-5)
 
 
 def test_cache_defaults_to_the_model_folder_and_survives_a_damaged_file(tiny, tmp_path):
@@ -228,7 +200,7 @@ def test_float16_is_close(tiny):
     model, _ = tiny
     data = conversion.to_tflite(model, "float16")
     x = _random_faces(8, TINY_SHAPE)
-    np.testing.assert_allclose(classifier.EmotionClassifier(data, num_threads=1).predict(x), _keras(model, x),
+    np.testing.assert_allclose(classifier.EmotionClassifier(data, num_threads=1).predict(x), keras_probs(model, x),
                                rtol=0, atol=1e-2)
     assert "DEQUANTIZE" in classifier.tflite_op_counts(data)  # float16 weights, expanded at load
 
@@ -246,7 +218,7 @@ def test_integer_quantizations_return_probabilities(tiny, quantization):
     assert probs.shape == (5, 8) and probs.dtype == np.float32
     assert np.all(probs >= 0) and np.all(probs <= 1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)  # int8 output steps are 1/256
-    np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=0.1)
+    np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=0.1)
 
 
 
@@ -257,8 +229,8 @@ def spread_tiny(faces):
     its input, could not agree with it."""
     import cv2
     x = np.stack([cv2.resize(f, TINY_SHAPE[:2], interpolation=cv2.INTER_AREA) for f in faces]).astype(np.float32)
-    model = spread_head(_tiny_model(seed=2), x)
-    expected = _keras(model, x)
+    model = spread_head(tiny_model(TINY_SHAPE, seed=2), x)
+    expected = keras_probs(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 0.3 and len(set(expected.argmax(axis=1))) >= 4
     return model, x, expected
 
@@ -285,7 +257,7 @@ def test_mixed_precision_model_converts_as_float32(tmp_path):
     from emotion import model as model_lib
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what train.py sets with mixed_precision on
     try:
-        mixed = _tiny_model()
+        mixed = tiny_model(TINY_SHAPE)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model_lib.save_model_atomic(mixed, tmp_path / "mixed.h5")
@@ -295,8 +267,8 @@ def test_mixed_precision_model_converts_as_float32(tmp_path):
     assert all(layer.dtype_policy.compute_dtype == "float32" for layer in copy.layers)
     clf = classifier.EmotionClassifier(conversion.to_tflite(loaded), num_threads=1)
     x = _random_faces(4, TINY_SHAPE)
-    np.testing.assert_allclose(clf.predict(x), _keras(copy, x), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(clf.predict(x), _keras(loaded, x).astype(np.float32), rtol=0, atol=0.05)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(copy, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(loaded, x).astype(np.float32), rtol=0, atol=0.05)
 
 
 def test_int8_requires_representative_images(tiny):
@@ -334,8 +306,8 @@ def test_keras_classifier_matches_the_model(tiny):
     clf = classifier.KerasClassifier.from_model_file(path)
     assert clf.backend == "keras" and clf.input_shape == TINY_SHAPE
     x = _random_faces(3, TINY_SHAPE)
-    np.testing.assert_allclose(clf.predict(x), _keras(model, x), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(clf.predict(x[0].astype(np.uint8)), _keras(model, x[:1].astype(np.uint8)), atol=1e-6)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(clf.predict(x[0].astype(np.uint8)), keras_probs(model, x[:1].astype(np.uint8)), atol=1e-6)
     assert clf.predict(np.zeros((0, *TINY_SHAPE))).shape == (0, 8)
 
 
@@ -352,12 +324,12 @@ def test_load_classifier_prefers_tflite_and_falls_back_to_keras(tiny, tmp_path, 
     monkeypatch.setattr(conversion, "to_tflite", broken)
     fallback = classifier.load_classifier(path, num_threads=1)
     assert fallback.backend == "keras" and "converter exploded" in capsys.readouterr().err
-    np.testing.assert_allclose(fallback.predict(x), _keras(model, x), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(fallback.predict(x), keras_probs(model, x), rtol=0, atol=1e-6)
     assert not conversion.cache_path(path).exists()
 
     monkeypatch.undo()
     clf = classifier.load_classifier(path, num_threads=1)
     assert clf.backend == "tflite" and clf.converted
-    np.testing.assert_allclose(clf.predict(x), _keras(model, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="prefer"):
         classifier.load_classifier(path, prefer="onnx")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
+from support import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
 from organize_data import DIE_AFTER_ENV
 
 PER_CLASS = 5

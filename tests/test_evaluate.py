@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from emotion import config
-from conftest import CLASS_NAMES, as_set_args, link_organized, run_script, tiny_config
+from support import CLASS_NAMES, as_set_args, keras_probs, link_organized, run_script, tiny_config
 
 PER_CLASS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
@@ -54,7 +54,7 @@ def _model_probs(model, paths, input_shape, flip=False) -> np.ndarray:
     images = np.stack([dp.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
     if flip:
         images = images[:, :, ::-1, :]
-    return model(images, training=False).numpy()
+    return keras_probs(model, images)
 
 
 def _sklearn_metrics(y, probs) -> dict:

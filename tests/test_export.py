@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
+from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
                       run_script, spread_head, tiny_config)
 from no_tfjs import env_without_tfjs
 
@@ -54,17 +54,13 @@ def _images(folder: Path, shape) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize(tuple(shape[:2])), np.float32) for f in files])
 
 
-def _keras(model, x):
-    return np.asarray(model(x, training=False))
-
-
 def test_saved_model_serving_signature_matches_keras(exported):
     import tensorflow as tf
     model, out, _, x, _ = exported
     serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     probs = next(iter(serve(image=tf.constant(x)).values())).numpy()
     assert probs.shape == (len(x), 8)
-    np.testing.assert_allclose(probs, _keras(model, x), atol=1e-4)
+    np.testing.assert_allclose(probs, keras_probs(model, x), atol=1e-4)
 
 
 def _spread(probs) -> float:
@@ -74,7 +70,7 @@ def _spread(probs) -> float:
 def test_the_module_model_s_outputs_spread(exported):
     """What makes the tolerances below mean something: a constant would be tenths away."""
     model, _, _, x, _ = exported
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     assert _spread(expected) > 0.3 and len(set(expected.argmax(axis=1))) >= 4
 
 
@@ -82,14 +78,14 @@ def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
     from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float32.tflite", num_threads=1).predict(x)
-    np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
+    np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
 
 
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
     from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float16.tflite", num_threads=1).predict(x)
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     np.testing.assert_allclose(probs, expected, rtol=0, atol=2e-2)
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).all()
 
@@ -104,7 +100,7 @@ def test_tflite_int8_gives_probabilities(exported):
     # Compared with Keras: the same winner on most images (measured 10 of 16 on this random-init model with
     # random BatchNorm statistics, calibrated on other images; a constant would agree on about 1 in 8), and
     # outputs that follow the input.
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.5
     assert _spread(probs) > 0.2
     assert np.abs(probs - expected).mean() < 0.05
@@ -160,9 +156,9 @@ def test_fold_batch_norms_keeps_the_models_output(exported):
     folded, count = conversion.fold_batch_norms(model)
     assert count == 53
     assert not any(type(layer).__name__ == "BatchNormalization" for layer in conversion.all_layers(folded))
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-3  # the images give different outputs
-    np.testing.assert_allclose(_keras(folded, x), expected, atol=1e-5)
+    np.testing.assert_allclose(keras_probs(folded, x), expected, atol=1e-5)
     assert len(model.get_weights()) > len(folded.get_weights())  # the source model is left as it was
 
 
@@ -209,7 +205,7 @@ def test_report_accuracy_and_drop_points_are_each_format_s_own(exported):
     from emotion import classifier
     model, _, rows, _, stdout = exported
     x, y = _val_split(rows)
-    keras_acc = float((_keras(model, x).argmax(axis=1) == y).mean())
+    keras_acc = float((keras_probs(model, x).argmax(axis=1) == y).mean())
     last = json.loads(stdout.strip().splitlines()[-1])
     assert last["keras_val_accuracy"] == pytest.approx(keras_acc, abs=1e-6)
     by = {r["format"]: r for r in rows}
@@ -365,6 +361,6 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
     folded, count = conversion.fold_batch_norms(model)
     assert count == 53
-    np.testing.assert_allclose(_keras(folded, x), _keras(model, x), atol=1e-5)
+    np.testing.assert_allclose(keras_probs(folded, x), keras_probs(model, x), atol=1e-5)
     exporting.convert_tfjs(conversion.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
     assert exporting.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}

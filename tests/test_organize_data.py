@@ -15,7 +15,7 @@ import pytest
 from emotion import cli
 import organize_data
 from emotion.config import UserError
-from conftest import run_script
+from support import run_script
 from test_documented_flow import copy_subset
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]

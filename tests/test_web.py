@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized,
+from support import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, link_organized,
                       random_batchnorm_model, require, run_script, spread_head)
 
 from browser import require_browser, scenario as browser, write_y4m
@@ -67,7 +67,7 @@ def site(tmp_path_factory):
     # A random head gives (nearly) the same probabilities for every face: spread them over tenths, so that a
     # page returning a constant, or reading BGR, cannot match.
     spread_head(model, batch)
-    keras_probs = np.asarray(model(batch, training=False))
+    keras_out = keras_probs(model, batch)
     model_lib.save_model_atomic(model, cfg.model_save_path)
     link_organized(tmp / "data", per_class=1, splits=("val",))
     out = tmp / "export"
@@ -87,7 +87,7 @@ def site(tmp_path_factory):
     write_y4m(require(VIDEOS / "Megamind.avi"), y4m, max_frames=48)
 
     with webpage.serving(dist) as url, webpage.serving(dist_uint8) as url_uint8:
-        yield {"url": url, "url_uint8": url_uint8, "dist": dist, "names": names, "keras": keras_probs,
+        yield {"url": url, "url_uint8": url_uint8, "dist": dist, "names": names, "keras": keras_out,
                "photos": [p.name for p in photos], "python_boxes": python_boxes, "y4m": str(y4m)}
 
 

@@ -50,7 +50,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -385,39 +384,6 @@ def augment_batch(images, cfg: Mapping[str, Any], seed) -> tf.Tensor:
         mean = tf.reduce_mean(tf.reshape(images, (b, -1, shape[3])), axis=1)[:, None, None, :]
         images = images * factor + mean * (1.0 - factor)
     return tf.clip_by_value(images, 0.0, 255.0)
-
-
-def build_augmenter(cfg: Mapping[str, Any]) -> keras.Sequential | None:
-    """The same augmentation as keras layers (a reference; make_dataset uses the faster augment_batch).
-
-    Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
-    Applied to whole float batches [B, H, W, 3] in 0..255 (per-image random draws) with training=True:
-        aug = build_augmenter(cfg);  images = aug(images, training=True)
-    Each layer gets its own seed (seed, seed+1, ...) so their draws are independent. The output stays in
-    0..255: geometric layers fill by reflection, contrast is clipped. The layers compute in float32 even
-    under a mixed-precision global policy (the model casts its inputs itself). Each layer resamples the
-    batch (several times slower than augment_batch), and the layers' random state advances per call, so
-    their output depends on call order: in a parallel map it would not be repeatable.
-    """
-    seed = int(cfg["seed"])
-    layers: list[keras.layers.Layer] = []
-    if cfg["augment_flip"]:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + len(layers), dtype="float32", name="flip"))
-    if cfg["augment_rotation"] > 0:
-        layers.append(keras.layers.RandomRotation(cfg["augment_rotation"], fill_mode="reflect",
-                                                  seed=seed + len(layers), dtype="float32", name="rotation"))
-    if cfg["augment_shift"] > 0:
-        layers.append(keras.layers.RandomTranslation(cfg["augment_shift"], cfg["augment_shift"], fill_mode="reflect",
-                                                     seed=seed + len(layers), dtype="float32", name="shift"))
-    if cfg["augment_zoom"] > 0:
-        layers.append(keras.layers.RandomZoom(cfg["augment_zoom"], fill_mode="reflect",
-                                              seed=seed + len(layers), dtype="float32", name="zoom"))
-    if cfg["augment_contrast"] > 0:
-        layers.append(keras.layers.RandomContrast(cfg["augment_contrast"], value_range=(0, 255),
-                                                  seed=seed + len(layers), dtype="float32", name="contrast"))
-    if not layers:
-        return None
-    return keras.Sequential(layers, name="augmenter")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from . import paths
 from .atomic import atomic_path
+from .cli import EXIT_WEIGHTS_DOWNLOAD
 from .config import UserError
 
 BACKBONE_NAME = "resnet50"
@@ -33,7 +34,10 @@ WEIGHTS_HELP = ("put a local copy of resnet50_weights_tf_dim_ordering_tf_kernels
 
 
 class WeightsDownloadError(UserError):
-    """The ImageNet weights could not be fetched (offline machine, firewall)."""
+    """The ImageNet weights could not be fetched (offline machine, firewall). Its own exit code, so that
+    pipeline.py can tell it from other errors of train.py and fall back to random init."""
+
+    code = EXIT_WEIGHTS_DOWNLOAD
 
 
 @keras.saving.register_keras_serializable(package="emotion")
