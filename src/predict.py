@@ -39,7 +39,7 @@ from emotion import paths
 from emotion.config import UserError
 
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from emotion.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS
 
 
 class NoInput(UserError):
