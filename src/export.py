@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from emotion import data_preprocessing as dp
     from emotion import model as model_lib
     import web
-    from evaluate import match_model
+    from emotion.evaluation import match_model
 
     dp.list_split(val_dir, cfg.class_names, args.max_images_per_class)  # a missing folder: one line, before the load
     per_class_calibration = max(1, math.ceil(args.calibration_images / len(cfg.class_names)))

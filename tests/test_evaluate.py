@@ -176,3 +176,13 @@ def test_read_only_performance_dir_fails_before_any_work(read_only_folder, tmp_p
                                                r"--set performance_dir=PATH"):
         evaluate.main(as_set_args(tiny_config(tmp_path, f"performance_dir={perf}")))
     assert capsys.readouterr().out == "" and list(read_only_folder.iterdir()) == []
+
+
+def test_a_model_of_another_class_count_is_one_line(evaluated):
+    """The 8-class model against a config listing 7 classes: the class-count check every command shares."""
+    import evaluate
+    seven = "class_names=[" + ", ".join(CLASS_NAMES[:7]) + "]"
+    with pytest.raises(config.UserError) as err:
+        evaluate.main(as_set_args(evaluated["overrides"] + [seven]))
+    assert str(err.value) == (f"the model {evaluated['cfg'].model_save_path} predicts 8 classes but config key "
+                              "class_names lists 7: evaluate with the config it was trained with")
