@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     job = exporting.prepare(job, cfg)  # one-line errors before minutes of work, not after them
 
     from emotion import model as model_lib  # TensorFlow is imported from here on, after the arguments are parsed
-    from evaluate import match_model
+    from emotion.evaluation import match_model
     model = model_lib.load_model(model_path)
     cfg = match_model(cfg, model, model_path)
     print(json.dumps(exporting.export(job, cfg, model)), flush=True)

@@ -55,10 +55,10 @@ import tensorflow as tf
 
 from . import paths
 from .config import UserError
+from .image_types import PIPELINE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 IGNORED_FOLDERS = ("unclassified",)
 MAX_WARNINGS = 20  # per check_images call; the rest are counted in one summary line
 _WARNED: set = set()  # what make_dataset has warned about in this process (one warning, not one per epoch)
@@ -105,7 +105,7 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
                     continue
                 if not _utf8_name(e.path):
                     continue
-                if e.name.lower().endswith(IMAGE_EXTENSIONS):
+                if e.name.lower().endswith(PIPELINE_EXTENSIONS):
                     files.append(e.path)
                 else:
                     other_files.append(e.path)
@@ -114,7 +114,7 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
     if other_files and key not in _WARNED:
         _WARNED.add(key)
         log.warning("warning: ignoring %d file(s) in %s that are not %s by name, e.g. %s", len(other_files),
-                    split_dir, "/".join(x[1:] for x in IMAGE_EXTENSIONS), sorted(other_files)[0])
+                    split_dir, "/".join(x[1:] for x in PIPELINE_EXTENSIONS), sorted(other_files)[0])
     return found
 
 
@@ -151,7 +151,7 @@ def list_split(split_dir: str | os.PathLike, class_names: Sequence[str],
     empty = [c for c in class_names if not found[c]]
     if empty:
         raise UserError(f"class folder(s) {', '.join(str(split_dir / c) for c in empty)} hold no images "
-                        f"({'/'.join(x[1:] for x in IMAGE_EXTENSIONS)}); every class in config key "
+                        f"({'/'.join(x[1:] for x in PIPELINE_EXTENSIONS)}); every class in config key "
                         f"class_names needs some")
     pairs = []
     for label, name in enumerate(class_names):
