@@ -25,13 +25,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, cli
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # quantizations a model file converts to alone (int8 needs calibration images)
@@ -308,8 +307,8 @@ def store_cached(cache: Path, data: bytes) -> Path | None:
     try:
         atomic.write_bytes(cache, data)
     except OSError as exc:
-        print(f"warning: cannot cache the TFLite model at {cache} ({exc.strerror or exc}); "
-              f"it will be converted again next time", file=sys.stderr)
+        cli.warn(f"cannot cache the TFLite model at {cache} ({exc.strerror or exc}); "
+                 f"it will be converted again next time")
         return None
     _remove_stale(cache)
     return cache

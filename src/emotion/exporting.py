@@ -19,11 +19,10 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from . import atomic
+from . import atomic, cli
 from . import paths
 from .config import UserError
 
@@ -250,9 +249,8 @@ def _report(job: ExportJob, rows: list[dict], val: ValData) -> dict:
     print_table(rows, val.keras_acc, len(val.x))
     failed = [r for r in rows if r["within_threshold"] is False]
     for r in failed:
-        print(f"warning: {r['format']} is outside its threshold ({r['threshold']}): accuracy drop "
-              f"{r['accuracy_drop_points']} points, max probability difference {r['max_abs_prob_diff_vs_keras']}",
-              file=sys.stderr)
+        cli.warn(f"{r['format']} is outside its threshold ({r['threshold']}): accuracy drop "
+                 f"{r['accuracy_drop_points']} points, max probability difference {r['max_abs_prob_diff_vs_keras']}")
     print(f"wrote {len(rows)} format(s) to {job.out_dir} and the report to {report}")
     return {"formats": [r["format"] for r in rows], "output": str(job.out_dir), "report": str(report),
             "num_val_images": len(val.x), "keras_val_accuracy": round(val.keras_acc, 6),
