@@ -64,16 +64,17 @@ def _interpreter(tflite, num_threads: int, batch: int | None = None):
     except ImportError:
         import tensorflow as tf
         Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
+    # cli.quiet_unless_verbose: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." comes from C++.
+    with warnings.catch_warnings(), cli.quiet_unless_verbose():
         warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated ... use ai_edge_litert"
         interpreter = Interpreter(num_threads=num_threads, **kwargs)
-    if batch is not None:
-        # Resize before the first allocate_tensors: a dynamic-range model allocated at batch 1 and then
-        # resized crashes the process in invoke() (TF 2.19 with XNNPACK); resized first, it runs fine.
-        inp = interpreter.get_input_details()[0]
-        if int(inp["shape"][0]) != batch:
-            interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=False)
-    interpreter.allocate_tensors()
+        if batch is not None:
+            # Resize before the first allocate_tensors: a dynamic-range model allocated at batch 1 and then
+            # resized crashes the process in invoke() (TF 2.19 with XNNPACK); resized first, it runs fine.
+            inp = interpreter.get_input_details()[0]
+            if int(inp["shape"][0]) != batch:
+                interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=False)
+        interpreter.allocate_tensors()
     return interpreter
 
 

@@ -240,7 +240,8 @@ def to_tflite(model, quantization: str = "float32", representative_images: np.nd
         export_saved_model(model, tmp, batch_size, channel_flip="gather" if quantization == "int8" else "reverse")
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
         _quantize(converter, quantization, representative_images)
-        return bytes(converter.convert())
+        with cli.quiet_unless_verbose():  # the converter's C++ logs past TF_CPP_MIN_LOG_LEVEL
+            return bytes(converter.convert())
 
 
 def _quantize(converter, quantization: str, images: np.ndarray | None) -> None:

@@ -270,7 +270,8 @@ def convert_tfjs(saved_model_dir: Path, output_dir: Path, quantization: str | No
 
     from tensorflowjs.converters import convert_tf_saved_model
     dtype_map = {quantization: "*"} if quantization else None
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its progress
+    # The converter prints its progress on stdout, and its C++ (grappler) logs past TF_CPP_MIN_LOG_LEVEL.
+    with contextlib.redirect_stdout(io.StringIO()), cli.quiet_unless_verbose():
         convert_tf_saved_model(str(saved_model_dir), str(output_dir), signature_def="serving_default",
                                saved_model_tags="serve", quantization_dtype_map=dtype_map)
     return flatten_fused_biases(Path(output_dir) / "model.json")
