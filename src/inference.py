@@ -24,14 +24,19 @@ Writes to cfg.results_dir:
   labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none)
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)
-These four are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
+  tracks.csv                     one row per face track: id, first_s, last_s, frames, faces_classified,
+                                 dominant_label, mean_<class>, share_<class> (emotion/report.py)
+  emotion_timeline.png           per track lasting 1 s or more: its probabilities over time (stacked, in the
+                                 overlay's colours) and its labels as a strip; shorter tracks in one line
+These are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
 after Ctrl-C or an error once frames were written), so what lies there is always one complete run's outputs: a
 run killed on the way leaves the previous run's, and the next run removes its temporary files. A
 labeled_images/ folder this project did not write (no .written-by-emotion-recognition file) is never replaced.
 A window shows the annotated frames with an FPS counter when a display is available (not with --no-display).
 A frame that cannot be decoded in the middle of a file is skipped by seeking past it, and counted
 (skipped_frames); a file that cannot be read at all, or a missing camera, stops with one 'error:' line.
-Prints one JSON summary line at the end; the exit code is 130 after Ctrl-C (outputs still complete).
+Prints one line per track ("#1 0:00-0:11 (264 frames): happy 62%, neutral 30%, ...": shares of its frames by
+label), then one JSON summary line (with the report's paths: tracks_csv, timeline); the exit code is 130 after Ctrl-C (outputs still complete).
 """
 from __future__ import annotations
 
@@ -52,12 +57,14 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 from emotion import cli  # noqa: E402
 from emotion import outputs  # noqa: E402
 from emotion import paths  # noqa: E402
+from emotion import plots  # noqa: E402
 from emotion.config import UserError  # noqa: E402
 
 WINDOW = "emotion recognition (q quits)"
 LOG_NAME = "inference_logs.txt"
 PREDICTIONS_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
+TRACKS_NAME, TIMELINE_NAME = "tracks.csv", "emotion_timeline.png"   # the per-track report (emotion/report.py)
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
 DEFAULT_FPS = 30.0          # for the output video when the source reports none (most webcams)
 QUEUE_FRAMES = 4            # decoded frames waiting for the detector (and annotated ones for the writer)
@@ -98,6 +105,7 @@ def main(argv=None) -> int:
     try:
         started = time.perf_counter()
         rec = load_recognizer(cfg)  # imports TensorFlow
+        plots.pyplot()  # matplotlib for the end-of-run report, loaded at startup rather than after the last frame
         startup_s = time.perf_counter() - started
         display = not args.no_display and display_available()
         if source.kind == "camera" and not display and not args.no_display:
@@ -534,6 +542,7 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
     import cv2
     import numpy as np
     from emotion import recognizer
+    from emotion import report
     from emotion import tracking
 
     results_dir = Path(cfg.results_dir)
@@ -684,6 +693,9 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
                 stop_reason = source.stop_reason if error is None else f"error: {error}"
             staged.tmp["predictions"].write_text(json.dumps(predictions, separators=(",", ":")) + "\n",
                                                  encoding="utf-8")
+            # issue 10: per-track report (tracks.csv, emotion_timeline.png), published with the other outputs
+            track_rows = report.write_report(predictions, class_names, staged.tmp["tracks"], staged.tmp["timeline"],
+                                             uncertain="min_confidence" in cfg, title=f"{source.name}: {frames} frames")
             elapsed = time.perf_counter() - started
 
             def median(values):
@@ -709,11 +721,14 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
                 "startup_s": round(startup_s, 2), "elapsed_s": round(elapsed, 3),
                 "frames_written": writer.written, "labeled_images": writer.labeled,
                 "video": str(output), "predictions": str(predictions_path), "log": str(log_path),
+                "tracks_csv": str(results_dir / TRACKS_NAME), "timeline": str(results_dir / TIMELINE_NAME),
             }
             log.write(json.dumps(summary) + "\n")
             log.close()
             if writer_started:  # a video with at least one frame: this run's outputs replace the last run's
                 staged.publish()
+                if track_rows:  # one line per track, before the JSON summary
+                    print("\n".join(report.track_lines(track_rows)), flush=True)
             else:
                 staged.discard()
             if display:
@@ -729,9 +744,10 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
 
 
 def _staged_outputs(results_dir: Path, video: Path, labeled: bool) -> outputs.Staged:
-    """The four outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
+    """The outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
     frames are labeled or when a previous run's folder would otherwise be left beside this run's outputs."""
-    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME}
+    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME,
+              "tracks": results_dir / TRACKS_NAME, "timeline": results_dir / TIMELINE_NAME}
     folder = results_dir / LABELED_DIR
     legacy = _is_frame_name
     if labeled or outputs.is_own_folder(folder, legacy):
