@@ -19,6 +19,11 @@ writes annotated copies to <results_dir>/labeled_images/. Both are written under
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
 run's outputs. An unwritable results_dir is refused before any work.
+--summary writes <results_dir>/summary.csv: one row per image (image, faces, labels, error, count_<class> per
+class); the faces per label over all images are printed. --explain writes <results_dir>/explanations/<image
+stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
+Keras model at model_save_path; emotion/gradcam.py) and its top-3 probabilities. Both are published with the
+other outputs (explanations/ is replaced whole, like labeled_images/).
 An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
 then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
 matching nothing: exit code 2.
@@ -56,6 +61,10 @@ def parse_args(argv=None):
                    help="probabilities printed per face: the label's and the next K-1")
     p.add_argument("--json", action="store_true", help="write <results_dir>/predictions.json")
     p.add_argument("--save-images", action="store_true", help="write annotated copies to <results_dir>/labeled_images/")
+    p.add_argument("--summary", action="store_true",
+                   help="write <results_dir>/summary.csv: per image its faces and labels, a count per label")
+    p.add_argument("--explain", action="store_true",
+                   help="write <results_dir>/explanations/<stem>_face<k>.png: the Grad-CAM map of every face")
     p.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
                    help="images whose faces are classified together in one call")
     args = p.parse_args(argv)
@@ -194,7 +203,9 @@ def main(argv=None) -> int:
     labeled_final = results_dir / "labeled_images"
     json_path = results_dir / "predictions.json"
     finals = {**({"json": json_path} if args.json else {}), **({"labeled": labeled_final} if args.save_images else {})}
-    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys())
+    finals |= {**({"summary": results_dir / "summary.csv"} if args.summary else {}),   # issue 10
+               **({"explanations": results_dir / "explanations"} if args.explain else {})}
+    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
     if finals:
         paths.check_writable(results_dir, "results_dir")
         staged.check(inputs=[Path(p) for p in image_paths])
@@ -219,7 +230,9 @@ def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: output
     import cv2
     from emotion import recognizer as rec_lib
 
+    from emotion import explanations, report  # issue 10: --explain, --summary
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
+    explainer = explanations.Explainer(rec, staged.tmp["explanations"]) if args.explain else None
     entries: list[dict] = []
     failed = faces_total = read_ok = 0
     for spec in unmatched:
@@ -247,6 +260,8 @@ def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: output
             results = analysed[i]
             faces_total += len(results)
             print("\n".join(describe(path, results, args.top_k)), flush=True)
+            if explainer is not None:
+                explainer.explain(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), results)
             entries.append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
                             "faces": [r.to_dict() for r in results],
                             "whole_image": bool(results and results[0].whole_image), "error": None})
@@ -259,6 +274,10 @@ def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: output
     seconds = time.perf_counter() - start
     if args.json:
         staged.tmp["json"].write_text(json.dumps(entries, indent=2) + "\n", encoding="utf-8")
+    if args.summary:
+        rows = report.photo_rows(entries, rec.class_names)
+        report.write_photo_summary(rows, staged.tmp["summary"])
+        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in report.label_counts(rows).items()))
     if staged.finals:
         staged.publish()
     if args.json:
@@ -268,7 +287,9 @@ def _run(args, image_paths: list[str], unmatched: list[str], rec, staged: output
     print(json.dumps({"images": len(image_paths) + len(unmatched), "faces": faces_total, "failed": failed,
                       "ms_per_image": round(1000 * seconds / read_ok, 2) if read_ok else None,
                       "json": str(json_path) if args.json else None,
-                      "labeled_images": str(labeled_dir) if args.save_images else None}), flush=True)
+                      "labeled_images": str(labeled_dir) if args.save_images else None,
+                      "summary": str(staged.finals["summary"]) if args.summary else None,
+                      "explanations": str(staged.finals["explanations"]) if args.explain else None}), flush=True)
     return 1 if failed else 0
 
 
