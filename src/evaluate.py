@@ -12,6 +12,7 @@ Writes to performance_dir (each file atomically):
   detailed_report.csv              precision, recall, F1 and support per class
   predictions.csv                  one row per image: path, true_class, predicted_class, prob_<class> ...
   confident_mistakes.png           the wrong predictions made with the highest confidence
+  confident_mistakes_gradcam.png   the same images with the Grad-CAM map of the predicted class over them
 Ends with one JSON line of the headline metrics. Images stream through the model batch by batch; only the
 labels and probabilities are kept, so memory does not grow with the number of images.
 """
@@ -33,7 +34,7 @@ from emotion.atomic import atomic_path
 from emotion.config import Config, UserError
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
-           "predictions.csv", "confident_mistakes.png"]
+           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png"]
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
 HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
@@ -91,6 +92,9 @@ def main(argv=None) -> int:
         "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
+    from emotion import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
+    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
+                                   perf_dir / "confident_mistakes_gradcam.png")
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
           f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | "
           f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
@@ -196,9 +200,10 @@ def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKE
     import cv2
     import numpy as np
     plt = plots.pyplot()
+    from emotion.explanations import confident_mistakes
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
     wrong = np.flatnonzero(pred != y)
-    shown = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    shown = confident_mistakes(y, probs, k)  # the same images as confident_mistakes_gradcam.png
     cols = 4
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)

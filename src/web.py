@@ -37,7 +37,8 @@ from emotion.config import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 WEB = REPO / "web"
-PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css",
+              "timeline.js")
 VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tf-core.min.js": "@tensorflow/tfjs-core",
     "tf-converter.min.js": "@tensorflow/tfjs-converter",
