@@ -189,3 +189,14 @@ def test_megamind_run_writes_the_report_and_prints_a_line_per_track(spread_model
         assert line.startswith(head), (line, head)
     with open(results / "tracks.csv", newline="") as f:
         assert len(list(csv.reader(f))) == len(rows) + 1
+
+
+def test_the_page_s_timeline_colours_are_the_overlay_s():
+    """web/timeline.js draws each class in the colour the Python overlay and emotion_timeline.png use."""
+    import re
+    from conftest import REPO
+    text = (REPO / "web" / "timeline.js").read_text()
+    listed = re.search(r"CLASS_COLORS = \[(.*?)\];", text, re.S).group(1)
+    colours = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in re.findall(r"'#([0-9a-f]{6})'", listed)]
+    assert colours == [tuple(c[::-1]) for c in PALETTE]
+    assert report.class_colors(CLASS_NAMES) == [tuple(v / 255 for v in c) for c in colours[:8]]
