@@ -216,6 +216,7 @@ def test_history_csv_matches_the_bars_and_timelines_the_page_drew(site):
     from emotion.recognizer import PALETTE
     result = browser("history", site["url"], y4m=site["y4m"], frames=12)
     assert result["errors"] == [] and result["filename"] == "emotions.csv"
+    assert [u for u in result["requestsAfterStop"] if not u.startswith("blob:")] == []  # nothing leaves the page
     frames_part, tracks_part = result["csv"].rstrip("\n").split("\n\n")
     rows = list(csv.DictReader(io.StringIO(frames_part)))
     tracks = list(csv.DictReader(io.StringIO(tracks_part)))

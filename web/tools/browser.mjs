@@ -11,7 +11,7 @@
 //   nocamera  {url}                                 -> the same with no camera at all
 //   file      {url, file, frames?}                  -> {status, list, boxPixels, stats}: a file opened with the
 //             picker (a video: waits until `frames` frames are classified)
-//   history   {url, y4m, frames?: 20}              -> {csv, list, timelines, historyFaces, frames}: the fake camera
+//   history   {url, y4m, frames?: 20}              -> {csv, list, timelines, historyFaces, frames, requestsAfterStop}: the fake camera
 //             plays until `frames` frames are classified, Stop is pressed, then "Download CSV" is clicked and
 //             what the page shows (bars, each face's timeline pixels) is read
 //   bench     {url, y4m, seconds?: 10}              -> {readyMs, firstResultMs, fps, framesPerFace..., modelBytes}
@@ -137,6 +137,8 @@ async function history() {
     await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n
       && window.emotionDetector.stats.lastFaces.length > 0, opts.frames || 20, {timeout});
     await page.click('#stop');  // no frame is drawn or recorded after this
+    const sent = [];  // requests the page makes from here on (the CSV must not be one of them)
+    page.context().on('request', (request) => sent.push(request.url()));
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
     const csv = readFileSync(await download.path(), 'utf8');
     const shownNow = await page.evaluate(() => ({
@@ -157,7 +159,7 @@ async function history() {
       historyFaces: window.emotionDetector.stats.history.reduce((sum, h) => sum + h.faces, 0),
       frames: window.emotionDetector.stats.frames,
     }));
-    return {ready, csv, ...shownNow, filename: download.suggestedFilename(), errors};
+    return {ready, csv, ...shownNow, filename: download.suggestedFilename(), requestsAfterStop: sent, errors};
   } finally {
     await close();
   }
