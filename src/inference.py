@@ -36,7 +36,8 @@ A window shows the annotated frames with an FPS counter when a display is availa
 A frame that cannot be decoded in the middle of a file is skipped by seeking past it, and counted
 (skipped_frames); a file that cannot be read at all, or a missing camera, stops with one 'error:' line.
 Prints one line per track ("#1 0:00-0:11 (264 frames): happy 62%, neutral 30%, ...": shares of its frames by
-label), then one JSON summary line (with the report's paths: tracks_csv, timeline); the exit code is 130 after Ctrl-C (outputs still complete).
+label), then one JSON summary line (with the report's paths: tracks_csv, timeline); the exit code is 130 after
+Ctrl-C (outputs still complete).
 """
 from __future__ import annotations
 

@@ -203,7 +203,7 @@ def plot_timeline(predictions: Sequence[dict], class_names: Sequence[str], path:
         ax.set_yticks([])
     ax.set_xlim(start, end)
     ax.set_xlabel("time (s); per track: probabilities stacked, labels in the strip below")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors] + [plt.Rectangle((0, 0), 1, 1, color=UNCERTAIN_RGB)]
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in [*colors, UNCERTAIN_RGB]]
     fig.legend(handles, [*class_names, UNCERTAIN], loc="upper right", ncol=len(class_names) + 1, frameon=False,
                fontsize=8, handlelength=1)
     fig.text(0.01, 1 - 0.12 / fig.get_figheight(), title or "Emotion per face track", fontsize=9, va="top")
