@@ -20,7 +20,9 @@ import pytest
 
 from emotion import cli
 from emotion import config
+from emotion import drawing
 from emotion import faces
+from emotion import photos
 import predict
 from emotion import recognizer
 from emotion.config import UserError
@@ -157,14 +159,14 @@ def test_two_faces_one_call_and_drawing(env):
 
     bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
     before = bgr.copy()
-    assert recognizer.draw_results(bgr, results, fps=41.5, ids=[3, 7]) is bgr  # in place
+    assert drawing.draw_results(bgr, results, fps=41.5, ids=[3, 7]) is bgr  # in place
     changed = np.any(bgr != before, axis=2)
     for r in results:
         x, y, w, h = r.box
         assert changed[y + h // 2, x] and changed[y + h // 2, x + w - 1]  # the box's left and right edges
     assert changed[:20, :60].any()  # the FPS counter
     with pytest.raises(ValueError, match="ids"):
-        recognizer.draw_results(bgr, results, ids=[1])
+        drawing.draw_results(bgr, results, ids=[1])
 
 
 def test_tight_crop_without_a_face_is_classified_whole(env):
@@ -184,7 +186,7 @@ def test_tight_crop_without_a_face_is_classified_whole(env):
         assert s.box == (0, 0, 64, 64)
         np.testing.assert_allclose(list(s.probabilities.values()), expected, atol=1e-4)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    recognizer.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
+    drawing.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
 
 
 def test_analyze_batch_is_batched_and_equals_analyze(env):
@@ -299,7 +301,7 @@ def test_blank_image_is_no_face_and_exit_0(env, spy, tmp_path):
 def test_nothing_matches_is_exit_2(env, tmp_path, capsys):
     """Before any model is loaded: one line, exit code 2."""
     missing, pattern = tmp_path / "missing.jpg", tmp_path / "nope" / "*.jpg"
-    looked = ", ".join(predict.IMAGE_EXTENSIONS)
+    looked = ", ".join(photos.IMAGE_EXTENSIONS)
     for arg, line in [(pattern, f"error: no image matches {pattern}"),
                       (missing, f"error: no such file or folder: {missing}"),
                       (tmp_path, f"error: no images in the folder {tmp_path} (looked for {looked})")]:

@@ -18,7 +18,7 @@ import pytest
 
 from conftest import CLASS_NAMES, VIDEOS, as_set_args, require
 from emotion import report
-from emotion.recognizer import PALETTE
+from emotion.drawing import PALETTE
 from report_checks import check_report
 
 

@@ -213,7 +213,7 @@ def test_history_csv_matches_the_bars_and_timelines_the_page_drew(site):
     its rows' probabilities stacked in the overlay's class colours; the per-track section adds up."""
     import csv
     import io
-    from emotion.recognizer import PALETTE
+    from emotion.drawing import PALETTE
     result = browser("history", site["url"], y4m=site["y4m"], frames=12)
     assert result["errors"] == [] and result["filename"] == "emotions.csv"
     assert [u for u in result["requestsAfterStop"] if not u.startswith("blob:")] == []  # nothing leaves the page

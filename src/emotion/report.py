@@ -109,8 +109,8 @@ def track_lines(rows: Sequence[dict], top: int = 3) -> list[str]:
 
 
 def class_colors(class_names: Sequence[str]) -> list[tuple[float, float, float]]:
-    """RGB 0..1 of every class: the colours the video overlay draws each label in (recognizer.PALETTE)."""
-    from .recognizer import PALETTE  # BGR
+    """RGB 0..1 of every class: the colours the video overlay draws each label in (drawing.PALETTE)."""
+    from .drawing import PALETTE  # BGR
     return [tuple(v / 255 for v in PALETTE[i % len(PALETTE)][::-1]) for i in range(len(class_names))]
 
 
