@@ -171,7 +171,7 @@ def plot_timeline(predictions: Sequence[dict], class_names: Sequence[str], path:
     """emotion_timeline.png: one panel per track lasting MIN_PANEL_S or more (the MAX_PANELS longest), time on
     the x-axis (shared), its probabilities as a stacked area in the overlay's class colours and its label
     sequence as a strip below it; the other tracks in one line under the panels. Averaged into at most MAX_BINS
-    time bins, so a 10-minute video draws as fast as a clip (one picture in one axes: a few tenths of a second).
+    time bins, so a 10-minute video draws as fast as a clip (one picture in one axes).
     Returns {"panels": [ids drawn, top to bottom], "summarised": [ids in the line]}."""
     plt = plots.pyplot()
     series = track_series(predictions, class_names)
