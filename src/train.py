@@ -12,7 +12,8 @@ A run killed at any point resumes from its last finished epoch when started agai
 exactly as if uninterrupted (bit for bit with deterministic ops); --restart starts over, deleting only
 train.py's own files in checkpoint_dir (it refuses when that folder holds anything else). Writes: model_save_path (best by `monitor`), <model>_last.h5 beside it,
 <performance_dir>/training_log.csv, loss_accuracy_plot.png, train_config.yaml and versions.json.
-Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
+Exit code 3 (emotion.cli.EXIT_WEIGHTS_DOWNLOAD): the ImageNet weights could not be downloaded (pipeline.py
+then goes on with weights=null). Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
 """
 from __future__ import annotations
 

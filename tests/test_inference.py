@@ -30,7 +30,7 @@ import inference
 from emotion import sources
 from emotion import tracking
 from emotion.config import UserError
-from conftest import REPO, VIDEOS, as_set_args, require, run_script
+from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
 from report_checks import check_report
 
 MEGAMIND = VIDEOS / "Megamind.avi"
@@ -275,12 +275,7 @@ def model_overrides(tmp_path_factory):
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
     from emotion import classifier
-    from emotion import model as model_lib
-    folder = tmp_path_factory.mktemp("inference_model")
-    overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
-                 "face_detector=blazeface"]
-    cfg = config.load_config(None, overrides)
-    model_lib.save_model_atomic(model_lib.build_model(cfg), cfg.model_save_path)
+    cfg, _, overrides = save_random_model(tmp_path_factory.mktemp("inference_model"), "face_detector=blazeface")
     classifier.load_classifier(cfg.model_save_path, prefer="tflite", num_threads=1)  # the conversion, once
     return overrides
 
@@ -702,11 +697,11 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
             swapped.append(crops[-1][..., ::-1])
     assert len(raws) >= 0.8 * frames
     raws = np.array(raws)
-    expected = model(np.stack(crops).astype(np.float32), training=False).numpy()
+    expected = keras_probs(model, np.stack(crops))
     np.testing.assert_allclose(raws, expected, atol=1e-4)
     # The check has teeth: faces differ, and the wrong colour order or frame would be far off.
     assert np.abs(raws - raws.mean(axis=0)).max() > 0.2
-    bgr = model(np.stack(swapped).astype(np.float32), training=False).numpy()
+    bgr = keras_probs(model, np.stack(swapped))
     assert np.abs(bgr - raws).max() > 0.2
 
     # Labeled frames (PNG, lossless): the box outline is drawn in the label's colour, the rest is the source.

@@ -16,7 +16,7 @@ from emotion import drawing
 from emotion.faces import Face
 from emotion.video_bookkeeping import (ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder,
                                        StageTimes, TrackMemory, log_line, median_ms)
-from conftest import CLASS_NAMES, VIDEOS, require
+from support import CLASS_NAMES, VIDEOS, require
 
 C = len(CLASS_NAMES)
 

@@ -24,7 +24,7 @@ from . import paths
 from .config import UserError
 
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff")
+from .image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS  # what OpenCV reads (one rule: image_types.py)
 
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
