@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import megamind_face_crops
+from support import megamind_face_crops
 
 SIZE, PATCH = 32, 6
 
@@ -92,7 +92,7 @@ def test_resnet50_maps_alike_frozen_and_trainable_and_after_a_save(tmp_path):
     from emotion import config
     from emotion import gradcam
     from emotion import model as model_lib
-    from conftest import spread_head
+    from support import spread_head
     crops = megamind_face_crops(6).astype(np.float32)
     cfg = config.load_config(None, ["weights=null", "input_shape=[96, 96, 3]"])
     model = spread_head(model_lib.build_model(cfg), crops)

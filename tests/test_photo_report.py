@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, FACES_GRAY, as_set_args, megamind_face_crops, require, spread_head, tiny_config
+from support import CLASS_NAMES, FACES_GRAY, as_set_args, megamind_face_crops, require, spread_head, tiny_config
 
 PHOTOS = 8
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, VIDEOS, as_set_args, require
+from support import CLASS_NAMES, VIDEOS, as_set_args, require
 from emotion import report
 from emotion.drawing import PALETTE
 from report_checks import check_report
@@ -194,7 +194,7 @@ def test_megamind_run_writes_the_report_and_prints_a_line_per_track(spread_model
 def test_the_page_s_timeline_colours_are_the_overlay_s():
     """web/timeline.js draws each class in the colour the Python overlay and emotion_timeline.png use."""
     import re
-    from conftest import REPO
+    from support import REPO
     text = (REPO / "web" / "timeline.js").read_text()
     listed = re.search(r"CLASS_COLORS = \[(.*?)\];", text, re.S).group(1)
     colours = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in re.findall(r"'#([0-9a-f]{6})'", listed)]

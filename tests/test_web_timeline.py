@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO
+from support import REPO
 
 SCRIPT = """
 import {FaceHistory} from '%s';
