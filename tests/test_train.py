@@ -232,7 +232,7 @@ def _digest(weights) -> str:
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:
-    from test_checkpoints import _snapshot as snap
+    from support import snapshot as snap
     return {f"{folder.name}/{k}": v for folder in folders for k, v in snap(folder).items()}
 
 

@@ -322,7 +322,7 @@ def test_model_with_other_classes_is_refused(tmp_path):
     (model_dir / "model.json").write_text(json.dumps({"signature": {"outputs": {"probs": {"tensorShape": {
         "dim": [{"size": "-1"}, {"size": "7"}]}}}}, "weightsManifest": []}))
     proc = run_script("web.py", "--build-only", "--model", str(model_dir), "--dist", str(tmp_path / "dist"))
-    assert proc.returncode == 1 and "outputs 7 classes but the config's class_names has 8" in proc.stderr
+    assert proc.returncode == 1 and "predicts 7 classes but config key class_names lists 8" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "dist").exists()
 
 

@@ -12,12 +12,11 @@ import csv
 import hashlib
 import json
 import math
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths
+from . import cli, paths
 from . import plots
 from .atomic import atomic_path
 from .config import Config, check_class_count
@@ -115,7 +114,7 @@ def aligned_paths(info, y, input_shape) -> list[str]:
                 dp.decode_uint8(tf.io.read_file(p), input_shape)
                 keep.append(i)
             except (tf.errors.OpError, ValueError):
-                print(f"warning: skipping {p}: cannot be decoded", file=sys.stderr)
+                cli.warn(f"skipping {p}: cannot be decoded")
         paths, labels = [paths[i] for i in keep], labels[keep]
     if len(y) != len(paths) or not np.array_equal(y, labels):
         raise RuntimeError(f"the dataset fed {len(y)} images but lists {len(paths)}: cannot match predictions to files")

@@ -23,7 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .config import UserError
+from .config import check_class_count
 from .faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
@@ -89,9 +89,8 @@ class EmotionRecognizer:
         self.detector = detector if detector is not None else FaceDetector(cfg.face_detector, cfg.face_min_score)
         self.class_names = list(cfg.class_names)
         n_out = getattr(classifier, "num_classes", None)
-        if n_out is not None and int(n_out) != len(self.class_names):
-            raise UserError(f"the model {self.model_path} predicts {n_out} classes but config key class_names "
-                            f"lists {len(self.class_names)}: use the config it was trained with")
+        if n_out is not None:
+            check_class_count(n_out, self.class_names, self.model_path)
         h, w = (int(d) for d in classifier.input_shape[:2])
         self.input_size = (w, h)
 

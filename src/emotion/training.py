@@ -35,7 +35,7 @@ from . import data_preprocessing as dp
 from . import model as model_lib
 from .model import predict_probs
 from . import paths
-from .config import Config, UserError
+from .config import Config, UserError, first_line
 from .metrics import classification_metrics
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
@@ -227,7 +227,7 @@ def load_checkpoint(path: Path, compile: bool) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged zip/HDF5 file
-        raise UserError(f"cannot load the checkpoint {path} ({model_lib.first_line(exc)}): pass --restart to "
+        raise UserError(f"cannot load the checkpoint {path} ({first_line(exc)}): pass --restart to "
                         f"start over") from None
 
 
