@@ -12,6 +12,7 @@ Writes to performance_dir (each file atomically):
   detailed_report.csv              precision, recall, F1 and support per class
   predictions.csv                  one row per image: path, true_class, predicted_class, prob_<class> ...
   confident_mistakes.png           the wrong predictions made with the highest confidence
+  confident_mistakes_gradcam.png   the same images with the Grad-CAM map of the predicted class over them
 Ends with one JSON line of the headline metrics. Images stream through the model batch by batch; only the
 labels and probabilities are kept, so memory does not grow with the number of images.
 """

@@ -6,6 +6,7 @@
 // Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?workers=N sets how many Web Workers run
 // the model on WASM (0: on the page's thread), ?threads=N sets WASM threads, ?camera=1 starts the camera at load.
 import {EmotionDetector, sourceSize} from './emotion-detector.js';
+import {FaceHistory} from './timeline.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -14,6 +15,7 @@ const canvas = $('overlay');
 const ctx = canvas.getContext('2d');
 const stats = {frames: 0, fps: 0, lastMs: 0, readyAt: null, firstResultAt: null, lastFaces: [], history: []};
 let detector = null;
+let history = null;  // per-face history of the live session: timelines and the CSV (timeline.js)
 let running = null;  // the live loop's stop flag holder
 
 function setStatus(text, isError = false) {
@@ -28,6 +30,8 @@ const ready = (async () => {
     workers: params.has('workers') ? Number(params.get('workers')) : null,
   });
   $('backend').textContent = detector.backend.detail;
+  history = new FaceHistory(detector.classNames);
+  window.emotionDetector.history = history;
   for (const id of ['camera', 'file']) $(id).disabled = false;
   stats.readyAt = performance.now();
   setStatus('Ready: start the camera, or drop an image or a video file.');
@@ -83,6 +87,18 @@ function showList(faces) {
     title.textContent = `${face.id ? `face #${face.id}` : `face ${i + 1}`}: ${face.label} ${(face.confidence * 100).toFixed(1)}%`
       + (face.wholeImage ? ' (whole picture)' : '');
     li.append(title);
+    const body = document.createElement('div');  // the bars, and beside them the face's timeline
+    body.className = 'face-body';
+    const bars = document.createElement('div');
+    body.append(bars);
+    if (face.id !== null && face.id !== undefined && history) {
+      const timeline = Object.assign(document.createElement('canvas'), {width: 120, height: 40, className: 'timeline'});
+      timeline.dataset.id = face.id;
+      timeline.title = 'this face over its last 120 frames';
+      history.drawTimeline(timeline, face.id);
+      body.append(timeline);
+    }
+    li.append(body);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const row = document.createElement('div');
       row.className = name === face.label ? 'bar top' : 'bar';
@@ -90,7 +106,7 @@ function showList(faces) {
       row.children[0].textContent = name;
       row.children[1].firstChild.style.width = `${(p * 100).toFixed(1)}%`;
       row.children[2].textContent = p.toFixed(2);
-      li.append(row);
+      bars.append(row);
     }
     return li;
   }));
@@ -113,6 +129,8 @@ async function runLive() {
   const token = {stop: false};
   running = token;
   detector.tracker.reset();
+  history.reset();  // a new session: a new history (ids keep counting, so none is reused)
+  const sessionStart = performance.now();
   $('stop').disabled = false;
   const times = [];
   const inFlight = new Set();
@@ -126,8 +144,10 @@ async function runLive() {
   };
   if (hasFrameCallback) video.requestVideoFrameCallback(onFrame);
 
-  const finish = (faces, start) => {
+  const finish = (faces, start, at) => {
     if (token.stop || faces.stale) return;  // a later frame was already shown
+    history.add(at, faces);
+    $('download').disabled = false;
     draw(video, faces);
     const end = performance.now();
     stats.frames += 1;
@@ -156,7 +176,8 @@ async function runLive() {
     }
     used = presented;
     const start = performance.now();
-    const job = detector.classify(video, {track: true}).then((faces) => finish(faces, start));
+    const at = video.srcObject ? (start - sessionStart) / 1000 : video.currentTime;  // s into the session / file
+    const job = detector.classify(video, {track: true}).then((faces) => finish(faces, start, at));
     inFlight.add(job);
     job.catch((err) => setStatus(`Classification failed: ${err.message || err}`, true))
       .finally(() => inFlight.delete(job));
@@ -244,6 +265,7 @@ async function openFile(file) {
 
 $('camera').addEventListener('click', startCamera);
 $('stop').addEventListener('click', () => { stopLive(); setStatus('Stopped.'); });
+$('download').addEventListener('click', () => history.download());
 $('file').addEventListener('change', (e) => e.target.files[0] && openFile(e.target.files[0]));
 const stage = $('stage');
 stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('dragging'); });

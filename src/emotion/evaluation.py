@@ -22,7 +22,7 @@ from .atomic import atomic_path
 from .config import Config, check_class_count
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
-           "predictions.csv", "confident_mistakes.png"]
+           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png"]
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
 HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
@@ -56,6 +56,9 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
     result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
     result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
     write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
+    from . import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
+    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
+                                   perf_dir / "confident_mistakes_gradcam.png")
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
           f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | "
           f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
@@ -180,9 +183,10 @@ def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKE
     import cv2
     import numpy as np
     plt = plots.pyplot()
+    from .explanations import confident_mistakes
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
     wrong = np.flatnonzero(pred != y)
-    shown = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    shown = confident_mistakes(y, probs, k)  # the same images as confident_mistakes_gradcam.png
     cols = 4
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)

@@ -28,7 +28,8 @@ from .config import UserError, check_class_count
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
 NODE_MODULES = WEB / "node_modules"
-PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css",
+              "timeline.js")
 VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tf-core.min.js": "@tensorflow/tfjs-core",
     "tf-converter.min.js": "@tensorflow/tfjs-converter",
