@@ -4,6 +4,7 @@
     python src/evaluate.py --tta                             # average each image with its horizontal flip
     python src/evaluate.py --split val --max-images-per-class 20
     python src/evaluate.py --dry-run                         # check the model and the data, evaluate nothing
+    python src/evaluate.py --calibrate                       # first fit the temperature on val (src/calibrate.py)
 
 Writes to performance_dir (each file atomically):
   evaluation_metrics.txt / .json   accuracy, balanced accuracy, macro and weighted precision/recall/F1,
@@ -12,6 +13,11 @@ Writes to performance_dir (each file atomically):
   detailed_report.csv              precision, recall, F1 and support per class
   predictions.csv                  one row per image: path, true_class, predicted_class, prob_<class> ...
   confident_mistakes.png           the wrong predictions made with the highest confidence
+  reliability_diagram.png          accuracy per confidence bin (15 bins, count per bin), uncalibrated and calibrated
+  coverage_accuracy.png            accuracy on the faces answered against the share answered, as the threshold rises
+evaluation_metrics also holds calibration: ece (15 equal-width bins), ece_uncalibrated, nll, brier (and their
+_uncalibrated values), temperature (null: the model has none), and at config min_confidence the coverage and
+answered_accuracy. The model's card (<model stem>.card.md / .json beside it) gets the split's figures.
 Ends with one JSON line of the headline metrics. Images stream through the model batch by batch; only the
 labels and probabilities are kept, so memory does not grow with the number of images.
 """
@@ -33,7 +39,8 @@ from emotion.atomic import atomic_path
 from emotion.config import Config, UserError
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
-           "predictions.csv", "confident_mistakes.png"]
+           "predictions.csv", "confident_mistakes.png",
+           "reliability_diagram.png", "coverage_accuracy.png"]
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
 HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
@@ -47,6 +54,8 @@ def parse_args(argv=None):
                    help="evaluate at most N images per class (quick runs)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the horizontal flip")
     p.add_argument("--dry-run", action="store_true", help="check the model and the data, print the plan, write nothing")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the temperature on the val split and save the model (as src/calibrate.py) first")
     return p.parse_args(argv)
 
 
@@ -63,6 +72,10 @@ def main(argv=None) -> int:
 
     dp.list_split(split_dir, cfg.class_names, args.max_images_per_class)  # a missing folder fails before the load
     model_path = Path(cfg.model_save_path)
+    if args.calibrate and not args.dry_run:  # issue 9: fit T on val (never on the split evaluated below)
+        from emotion import calibrating
+        paths.require_model_file(model_path)
+        calibrating.calibrate_file(cfg, args.max_images_per_class)
     model = model_lib.load_model(model_path)
     cfg = match_model(cfg, model, model_path)
     ds, info = dp.make_dataset(split_dir, cfg, training=False, batch_size=cfg.test_batch_size,
@@ -84,15 +97,18 @@ def main(argv=None) -> int:
     image_paths = _aligned_paths(info, y, cfg.input_shape)
 
     from emotion.metrics import classification_metrics
+    from emotion import calibration_report
     result = classification_metrics(y, probs, cfg.class_names)
-    result = {k: result[k] for k in METRIC_ORDER} | {
+    result = {k: result[k] for k in METRIC_ORDER} | calibration_report.metrics(y, probs, model, cfg) | {
         "num_skipped": info.num_skipped, "split": args.split, "data": str(split_dir), "tta": args.tta,
         "model": str(model_path), "model_sha256": sha256_file(model_path), "batch_size": info.batch_size,
         "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
+    calibration_report.write(perf_dir, y, probs, result, cfg, model_path)  # 2 figures and the model card
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
-          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | "
+          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
+          f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
           f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
     headline = {k: (round(result[k], 6) if isinstance(result[k], float) else result[k]) for k in HEADLINE}
     print(json.dumps({"split": args.split, **headline, "tta": args.tta, "images_per_s": result["images_per_s"],

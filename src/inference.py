@@ -20,7 +20,8 @@ Writes to cfg.results_dir:
   test_out.avi (--output NAME)   the annotated video (MJPG; .mp4 gives mp4v), same fps and size as the input,
                                  one frame per frame read; never the input file itself (refused)
   predictions.json               per frame read: frame, source_frame, time_s and faces [{id, box, label,
-                                 confidence, probabilities, raw_probabilities, detector_score}]
+                                 top_label, confidence, probabilities, raw_probabilities, detector_score}];
+                                 label is "uncertain" below config min_confidence, top_label the argmax
   labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none)
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)
@@ -99,6 +100,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         rec = load_recognizer(cfg)  # imports TensorFlow
         startup_s = time.perf_counter() - started
+        from emotion import card
+        print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
         display = not args.no_display and display_available()
         if source.kind == "camera" and not display and not args.no_display:
             print("note: no display found, so no window: stop with Ctrl-C (or use --max-frames N)", file=sys.stderr)
@@ -602,7 +605,8 @@ def run(source: FrameSource, rec, cfg, output: Path, display: bool = False, max_
                 for face_id in [k for k in held if k not in held_ids]:
                     del held[face_id]
         smoothed = smoother.update(ids, raw)
-        results = (recognizer.results_from_probs(boxes, smoothed, class_names, [f.score for f in found])
+        results = (recognizer.results_from_probs(boxes, smoothed, class_names, [f.score for f in found],
+                                                 min_confidence=rec.min_confidence)
                    if boxes else [])
         fps_now = len(recent) / sum(recent) if recent and sum(recent) > 0 else None
         recognizer.draw_results(frame, results, fps=fps_now, ids=ids)

@@ -14,7 +14,9 @@ classified whole, and the output says so. Folders are classified in batches: the
 images per classifier call.
 
 --json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
-[{box, label, confidence, probabilities, detector_score, whole_image}], whole_image, error}. --save-images
+[{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
+"uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
+says "uncertain (happy 0.42)"). At start it prints one line from the model's card (emotion/card.py). --save-images
 writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
@@ -140,9 +142,11 @@ def describe(name: str, results, top_k: int) -> list[str]:
     lines = [head]
     for i, r in enumerate(results, 1):
         ranked = sorted(r.probabilities.items(), key=lambda kv: -kv[1])
-        others = [f"{k} {v:.2f}" for k, v in ranked if k != r.label][:top_k - 1]
+        others = [f"{k} {v:.2f}" for k, v in ranked if k != r.top_label][:top_k - 1]
         box = ",".join(str(int(v)) for v in r.box)
-        lines.append(f"  face {i} [{box}] {r.label} {r.confidence:.2f}" + (f" ({', '.join(others)})" if others else ""))
+        best = f"{r.top_label} {r.confidence:.2f}"
+        best = f"uncertain ({best})" if r.label != r.top_label else best  # below min_confidence (confidence.py)
+        lines.append(f"  face {i} [{box}] {best}" + (f" ({', '.join(others)})" if others else ""))
     return lines
 
 
@@ -204,6 +208,8 @@ def main(argv=None) -> int:
     rec = rec_lib.EmotionRecognizer(cfg)
     print(f"{len(image_paths)} image{'s' if len(image_paths) != 1 else ''}; model {rec.model_path} ({rec.backend})",
           flush=True)
+    from emotion import card
+    print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
 
     if finals:
         staged.prepare()
