@@ -89,6 +89,5 @@ def calibrate(model, dataset) -> tuple[keras.Model, float, np.ndarray, np.ndarra
 
     model = with_temperature(model)
     y, logits = predict_probs(logits_model(model), dataset)
-    t = calibration.fit_temperature(logits, y)
-    set_temperature(model, t)
-    return model, t, y, logits
+    set_temperature(model, calibration.fit_temperature(logits, y))
+    return model, temperature_of(model), y, logits  # T as the model holds it (float32), so reports agree
