@@ -161,6 +161,7 @@ def _predictions(perf: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
+    from conftest import CLASS_NAMES
     from emotion import card
     o = overconfident
     m, model_path = o["metrics"], Path(o["cfg"].model_save_path)
@@ -177,6 +178,7 @@ def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
     assert test["per_class_f1"] == pytest.approx(f1, abs=1e-6)
     assert len(test["most_confused"]) == 3 and all(p["true"] != p["predicted"] for p in test["most_confused"])
     assert c["metrics"]["val"]["num_images"] == 8 * PER_CLASS  # the split T was fitted on
+    assert c["data"]["images_per_class"]["test"] == {name: PER_CLASS for name in CLASS_NAMES}  # as evaluated
     assert card.summary_line(model_path) == (f"model: test accuracy {m['accuracy']:.2f}, macro-F1 "
                                              f"{m['macro_f1']:.2f}, calibrated (T={m['temperature']:.2f})")
     md = md_path.read_text()

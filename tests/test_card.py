@@ -76,3 +76,22 @@ def test_update_card_merges_sections_and_renders_both_files(tmp_path):
     md = card.card_paths(model)[0].read_text()
     assert "**test** (4 images): accuracy 0.2500" in md and "temperature: 2.0000" in md
     assert not list(tmp_path.glob(".*tmp*")), "temp files left behind"
+
+
+def test_inference_prints_the_card_line_and_says_uncertain_below_min_confidence(spread_model_path, tmp_path, capsys):
+    """inference.py on 4 frames of the real clip with a model without a card: it runs, says so, and every face
+    in predictions.json follows the rule (label "uncertain" below min_confidence, top_label the argmax)."""
+    import inference
+    from conftest import VIDEOS, require
+    model_path, overrides = spread_model_path
+    threshold = 0.6
+    argv = ["-v", str(require(VIDEOS / "Megamind.avi")), "--max-frames", "4", "--no-display",
+            *as_set_args([*overrides, f"results_dir={tmp_path}", f"min_confidence={threshold}"])]
+    assert inference.main(argv) == 0
+    assert "model: no model card" in capsys.readouterr().out.splitlines()
+    frames = json.loads((tmp_path / "predictions.json").read_text())
+    faces = [f for frame in frames for f in frame["faces"]]
+    assert faces, "no face found in 4 frames of Megamind.avi"
+    for f in faces:
+        assert f["top_label"] == max(f["probabilities"], key=f["probabilities"].get)
+        assert f["label"] == (f["top_label"] if f["confidence"] >= threshold else "uncertain")

@@ -46,6 +46,9 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
     if "test" not in metrics:
         metrics["test"] = None  # the probabilities changed: the last test report no longer describes them
     card.update_card(model_path, calibration=summary, metrics=metrics, **sections)
+    if t >= 0.999 * calibration.T_RANGE:
+        log(f"note: T reached the search's upper bound {calibration.T_RANGE:g}: the model's probabilities carry "
+            f"almost no information on val (it is at chance), so calibrated they are near uniform")
     log(f"calibrated {model_path}: T = {t:.3f} (fitted on {len(y)} val images); val ECE {summary['val_ece_before']:.4f}"
         f" -> {summary['val_ece_after']:.4f}, NLL {summary['val_nll_before']:.4f} -> {summary['val_nll_after']:.4f}; "
         f"model card {card.card_paths(model_path)[0]}")
@@ -71,8 +74,7 @@ def after_training(cfg, summary: dict, max_images_per_class: int | None = None, 
                 "monitor": summary.get("monitor"), "train_seconds": seconds,
                 "train_seconds_note": "sum of the epochs' training times in training_log.csv (validation excluded)",
                 "images_per_s": summary.get("images_per_s"), "hardware": hardware}
-    sections = {"data": card.data_section(cfg.data_path, cfg.class_names, ("train", "val", "test"),
-                                          max_images_per_class),
+    sections = {"data": card.data_section(cfg.data_path, cfg.class_names, ("train", "val"), max_images_per_class),
                 "recipe": card.recipe_section(cfg, {k: v for k, v in versions.items() if k not in hardware}),
                 "training": training}
     return calibrate_file(cfg, max_images_per_class, card_sections=sections, log=log)

@@ -31,15 +31,21 @@ def metrics(y, probs, model, cfg) -> dict:
 
 
 def write(perf_dir: Path, y, probs, result: dict, cfg, model_path: Path) -> None:
-    """The two figures into perf_dir, and result's figures into the model card (under result['split'])."""
+    """The two figures into perf_dir, and result's figures into the model card (under result['split'], and the
+    split's images per class under data)."""
     perf_dir = Path(perf_dir)
     t = result.get("temperature")
     plot_reliability(y, probs, t, perf_dir / FIGURES[0], result)
     plot_coverage(y, probs, cfg.min_confidence, perf_dir / FIGURES[1], result)
     section = {**card.metrics_section(y, probs, cfg.class_names, base=result),
                **{k: result[k] for k in CARD_KEYS}, "tta": result.get("tta"), "evaluated_at": result.get("evaluated_at")}
-    old = (card.read_card(model_path) or {}).get("calibration", {})
-    card.update_card(model_path, metrics={result["split"]: section}, calibration={**old, "temperature": t})
+    old = card.read_card(model_path) or {}
+    data = old.get("data", {})
+    counts = np.bincount(np.asarray(y, np.int64), minlength=len(cfg.class_names))
+    data = {**data, "images_per_class": {**data.get("images_per_class", {}),
+                                         result["split"]: dict(zip(cfg.class_names, map(int, counts)))}}
+    card.update_card(model_path, metrics={result["split"]: section}, data=data,
+                     calibration={**old.get("calibration", {}), "temperature": t})
 
 
 def _reliability_panel(ax, y, probs, title: str) -> None:
