@@ -16,7 +16,7 @@ images per classifier call.
 --json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
 [{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
 "uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
-says "uncertain (happy 0.42)"). At start it prints one line from the model's card (emotion/card.py). --save-images
+says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/card.py). --save-images
 writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
@@ -145,7 +145,7 @@ def describe(name: str, results, top_k: int) -> list[str]:
         others = [f"{k} {v:.2f}" for k, v in ranked if k != r.top_label][:top_k - 1]
         box = ",".join(str(int(v)) for v in r.box)
         best = f"{r.top_label} {r.confidence:.2f}"
-        best = f"uncertain ({best})" if r.label != r.top_label else best  # below min_confidence (confidence.py)
+        best = f"uncertain: {best}" if r.label != r.top_label else best  # below min_confidence (confidence.py)
         lines.append(f"  face {i} [{box}] {best}" + (f" ({', '.join(others)})" if others else ""))
     return lines
 

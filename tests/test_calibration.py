@@ -228,7 +228,7 @@ def test_predict_json_says_uncertain_below_min_confidence(overconfident):
         assert f["top_label"] == max(f["probabilities"], key=f["probabilities"].get)
         assert f["label"] == (f["top_label"] if f["confidence"] >= threshold else "uncertain")
     assert any(f["label"] == "uncertain" for f in faces), [f["confidence"] for f in faces]
-    assert any(line.strip().startswith("face 1 [") and "uncertain (" in line for line in proc.stdout.splitlines())
+    assert any(line.strip().startswith("face 1 [") and "] uncertain: " in line for line in proc.stdout.splitlines())
 
 
 def card_line(o) -> str:

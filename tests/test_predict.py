@@ -254,7 +254,9 @@ def test_folder_printed_and_json_in_one_batch(env, spy, tmp_path):
     assert aff["whole_image"] and aff["faces"][0]["box"] == [0, 0, 96, 96] and aff["faces"][0]["detector_score"] is None
     # The printed numbers are the JSON's.
     first = by_name[PHOTOS[0]]["faces"][0]
-    assert f"  face 1 [{','.join(map(str, first['box']))}] {first['label']} {first['confidence']:.2f}" in out
+    shown = f"{first['top_label']} {first['confidence']:.2f}"
+    shown = f"uncertain: {shown}" if first["label"] == "uncertain" else shown  # below min_confidence
+    assert f"  face 1 [{','.join(map(str, first['box']))}] {shown}" in out
     s = summary(out)
     assert (s["images"], s["faces"], s["failed"]) == (5, 4, 0) and s["ms_per_image"] > 0
     # Batches of 2 images (A..., A... | Arnaud, affectnet | blank): two classifier calls, same output.
