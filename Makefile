@@ -4,7 +4,9 @@
 #   make test                                      the test suite (installs Chromium and web/node_modules for
 #                                                  the browser tests)
 #   make web                                       the live web page on http://127.0.0.1:8000 (after make demo)
-PYTHON ?= python3.11
+# Python: 3.11 or 3.12 (TensorFlow 2.19's range ends at 3.12), python3.11 when both are installed (the one Windows
+# can also use, see README); PYTHON=/path/to/python3.x picks another. Setup says which one .venv has.
+PYTHON ?= $(or $(shell command -v python3.11 2>/dev/null),$(shell command -v python3.12 2>/dev/null),python3.11)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 DATASET ?=
@@ -12,25 +14,34 @@ EPOCHS ?=
 VIDEO ?=
 MAX_IMAGES ?=
 
-.PHONY: setup demo test bench web web-deps chromium clean-outputs
+.PHONY: setup demo test bench check-platforms web web-deps chromium clean-outputs
 
 setup: $(VENV)/.installed
+	@echo "make: using $$($(PY) --version 2>&1) ($(VENV))"
 
-# Re-installs when requirements.txt changes. The pins are what makes tensorflowjs's converter run.
-# mediapipe only carries the BlazeFace face detector model (src/faces.py reads its .tflite, never
+# Re-installs when a requirements file changes: the core (requirements.txt) and the TF.js converter
+# (requirements-tfjs.txt, Linux and macOS; its pins are what makes the converter run).
+# mediapipe only carries the BlazeFace face detector model (src/emotion/faces.py reads its .tflite, never
 # imports it): as a dependency it would need numpy<2, protobuf<5 and opencv-contrib-python.
-$(VENV)/.installed: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(VENV)/.installed: requirements.txt requirements-tfjs.txt
+	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: no python3.11 or python3.12 found: install one (TensorFlow 2.19 needs 3.9-3.12), or pass PYTHON=/path/to/python3.x" >&2; exit 1; }; \
+	  echo "make: creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-tfjs.txt
 	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
-	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements.txt"; exit 1; }
+	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements-tfjs.txt"; exit 1; }
+	touch $@
+
+# The test tools (pytest, the notebook runner).
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 demo: setup
 	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(VIDEO),--video "$(VIDEO)")
 
-test: setup web-deps chromium
+test: setup $(VENV)/.installed-dev web-deps chromium
 	$(PY) -m pytest -q
 
 # The page's npm packages (TF.js, BlazeFace, playwright-core), exactly as the lockfile says.
@@ -56,3 +67,7 @@ web: setup web-deps
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+# Does every requirements file resolve on Linux, macOS and Windows (README "What runs where")? Asks the index only.
+check-platforms: setup
+	$(PY) benchmarks/check_platforms.py

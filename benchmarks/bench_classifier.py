@@ -67,7 +67,7 @@ def split_folder(data: Path) -> Path:
 
 def calibration_faces(args, shape) -> tuple[np.ndarray, str]:
     """Faces for int8 calibration, never from the split the accuracy is measured on when avoidable."""
-    from conftest import YOLO_SAMPLE
+    from support import YOLO_SAMPLE
     if args.data:
         split = split_folder(Path(args.data))
         for other in (split.parent / "train", split.parent / "test"):
@@ -145,8 +145,9 @@ def run(args, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
     from emotion import classifier
     from emotion import config
+    from emotion import conversion
     from emotion import model as model_lib
-    from conftest import YOLO_SAMPLE
+    from support import YOLO_SAMPLE
 
     if args.model:
         model_path = Path(args.model)
@@ -180,7 +181,7 @@ def run(args, tmp: Path) -> dict:
     del cached
     for q in QUANTIZED:
         start = time.perf_counter()
-        data = classifier.to_tflite(model, q, calib.astype(np.float32) if q == "int8" else None)
+        data = conversion.to_tflite(model, q, calib.astype(np.float32) if q == "int8" else None)
         conversion_s[q] = round(time.perf_counter() - start, 1)
         sources[q] = tmp / f"{q}.tflite"
         sources[q].write_bytes(data)

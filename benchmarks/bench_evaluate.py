@@ -5,8 +5,8 @@
     python benchmarks/bench_evaluate.py --tta             # with flip test-time augmentation
 
 With a random-init ResNet50 (weights null), saved to a temp file:
-  * throughput: evaluate's timed part (make_dataset without cache -> training.predict_probs, as evaluate.py
-    runs it) against the same tf.function forward (training.make_forward) on one real batch held in memory,
+  * throughput: evaluate's timed part (make_dataset without cache -> model_lib.predict_probs, as evaluate.py
+    runs it) against the same tf.function forward (model_lib.make_forward) on one real batch held in memory,
     same batch size, alternated over --rounds so both see the same load on a shared machine;
   * memory: src/evaluate.py in a fresh process on N images and on 2N (every file linked twice), its peak
     RSS sampled every 5 ms; its own images/s are reported too.
@@ -74,7 +74,7 @@ def link_copies(src: Path, dest: Path, prefixes=("",)) -> None:
 
 def main() -> None:
     args = parse_args()
-    from conftest import YOLO_SAMPLE, link_organized
+    from support import YOLO_SAMPLE, link_organized
     tmp = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     try:
         if args.data:
@@ -98,7 +98,6 @@ def run(args, tmp: Path) -> None:
     from emotion import config
     from emotion import data_preprocessing as dp
     from emotion import model as model_lib
-    from emotion import training
 
     model_path = tmp / "model.h5"
     overrides = ["weights=null", f"model_save_path={model_path}", f"test_batch_size={args.batch}",
@@ -115,7 +114,7 @@ def run(args, tmp: Path) -> None:
     # memory, alternated in rounds so that both see the same load on a shared machine.
     model = model_lib.load_model(model_path)
     ds, info = dp.make_dataset(tmp / "n" / "test", cfg, training=False, batch_size=args.batch, cache=False)
-    forward = training.make_forward(model, args.tta, ds.element_spec[0])
+    forward = model_lib.make_forward(model, args.tta, ds.element_spec[0])
     images = next(iter(ds))[0]
     forward(images).numpy()  # trace + warm-up
     steps = max(3, info.num_images // args.batch)
@@ -128,7 +127,7 @@ def run(args, tmp: Path) -> None:
 
     def time_pipeline() -> float:
         start = time.perf_counter()
-        y, _ = training.predict_probs(model, ds, forward=forward)
+        y, _ = model_lib.predict_probs(model, ds, forward=forward)
         return len(y) / (time.perf_counter() - start)
 
     rounds = [(time_forward(), time_pipeline()) for _ in range(args.rounds)]

@@ -35,7 +35,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emotion import faces  # noqa: E402
-from conftest import FACES_GRAY, VIDEOS  # noqa: E402
+from support import FACES_GRAY, VIDEOS  # noqa: E402
 from group_photo import group_photo  # noqa: E402
 
 GROUP_FACE_SIDE = 160

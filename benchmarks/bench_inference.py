@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import numpy as np  # noqa: E402
 
-from conftest import VIDEOS  # noqa: E402
+from support import VIDEOS  # noqa: E402
 
 VIDEO = VIDEOS / "Megamind.avi"
 TARGET_FPS, TARGET_RATIO = 40.0, 4.0

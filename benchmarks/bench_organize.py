@@ -1,4 +1,4 @@
-"""Time organize_data.organize (move mode) against a naive per-file sort on a synthetic YOLO_format tree.
+"""Time emotion.organize.organize (move mode, what organize_data.py runs) against a naive per-file sort on a synthetic YOLO_format tree.
 
 Usage:
     python benchmarks/bench_organize.py                 # 100,000 images (and as many labels)
@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-import organize_data  # noqa: E402
+from emotion.organize import organize  # noqa: E402
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 SPLITS = (("train", 0.80), ("valid", 0.15), ("test", 0.05))
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
         print(f"writing two trees of {args.files} images and labels in {tmp} ...", file=sys.stderr)
         make_tree(tmp / "ours" / "YOLO_format", args.files)
         make_tree(tmp / "naive" / "YOLO_format", args.files)
-        ours = timed(lambda: organize_data.organize(tmp / "ours" / "YOLO_format", tmp / "ours" / "data",
+        ours = timed(lambda: organize(tmp / "ours" / "YOLO_format", tmp / "ours" / "data",
                                                     CLASSES, mode="move"))
         naive = timed(lambda: naive_organize(tmp / "naive" / "YOLO_format", tmp / "naive" / "data"))
         for which in ("ours", "naive"):

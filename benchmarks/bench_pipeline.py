@@ -26,6 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))  # support.py: helpers shared with the tests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from emotion import config  # noqa: E402
@@ -74,7 +75,7 @@ def link_yolo_split(yolo_split: Path, out_split: Path, class_names: list[str]) -
 
 
 def naive_cv2_epoch(paths, labels, cfg, batch_size: int, seed: int) -> int:
-    """One epoch: Python loop, cv2.imread, per-image numpy/cv2 augmentation like build_augmenter's."""
+    """One epoch: Python loop, cv2.imread, per-image numpy/cv2 augmentation like support.keras_augmenter's."""
     import cv2
     import numpy as np
 
@@ -118,7 +119,8 @@ def naive_tfdata(paths, labels, cfg, batch_size: int):
     import tensorflow as tf
     from emotion import data_preprocessing as dp
 
-    augmenter = dp.build_augmenter(cfg)
+    from support import keras_augmenter
+    augmenter = keras_augmenter(cfg)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=cfg.seed)
     ds = ds.map(lambda p, y: (tf.cast(dp.decode_uint8(tf.io.read_file(p), cfg.input_shape), tf.float32), y))
     ds = ds.batch(batch_size)

@@ -50,7 +50,7 @@ def alternate(run_epoch, datasets: dict, steps: int, batch: int, rounds: int) ->
 
 def main() -> None:
     args = parse_args()
-    from conftest import YOLO_SAMPLE, link_organized
+    from support import YOLO_SAMPLE, link_organized
     if not YOLO_SAMPLE.exists():
         print(json.dumps({"skipped": f"real data not found at {YOLO_SAMPLE}"}))
         return

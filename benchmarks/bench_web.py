@@ -5,7 +5,7 @@
                                                                      # with random BatchNorm statistics
     python benchmarks/bench_web.py --model PATH --seconds 20 --rounds 3
 
-The page is built twice around the same weights (src/web.py), both TF.js graph models with uint8 weights, and
+The page is built twice around the same weights (emotion/webpage.py), both TF.js graph models with uint8 weights, and
 run three ways on TF.js's WASM backend:
   * ours: BatchNorm folded into the convolutions before conversion (export.py's path), the model in one Web
     Worker per core (TF.js 4.22's WASM backend uses one thread whatever it is told: tensorflow/tfjs#8513);
@@ -45,19 +45,21 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    import web
-    if web.browser_missing():
-        print(json.dumps({"skipped": web.browser_missing()}))
+    from emotion import headless
+    if headless.browser_missing():
+        print(json.dumps({"skipped": headless.browser_missing()}))
         return 0
     if not Path(args.video).is_file():
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    from emotion import classifier
-    import export
+    from emotion import conversion
+    from emotion import exporting
     from emotion import model as model_lib
+    from emotion import webpage
     from emotion.config import load_config
-    from conftest import random_batchnorm_model
+    from browser import write_y4m
+    from support import random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])
     model_path = Path(args.model) if args.model else Path(cfg.model_save_path)
@@ -68,21 +70,21 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        folded, n_folded = classifier.fold_batch_norms(model)
+        folded, n_folded = conversion.fold_batch_norms(model)
         pages = {}
         for name, source in (("ours", folded), ("naive", model)):
-            saved = classifier.export_saved_model(source, tmp / f"saved_{name}")
-            export.convert_tfjs(saved, tmp / f"tfjs_{name}", "uint8")
-            web.build(cfg, tmp / f"tfjs_{name}", tmp / f"dist_{name}", web.WEB / "node_modules")
+            saved = conversion.export_saved_model(source, tmp / f"saved_{name}")
+            exporting.convert_tfjs(saved, tmp / f"tfjs_{name}", "uint8")
+            webpage.build(cfg, tmp / f"tfjs_{name}", tmp / f"dist_{name}", webpage.NODE_MODULES)
             pages[name] = tmp / f"dist_{name}"
         y4m = tmp / "camera.y4m"
-        frames_in_clip = web.write_y4m(Path(args.video), y4m)
+        frames_in_clip = write_y4m(Path(args.video), y4m)
 
-        with web.serving(pages["ours"]) as ours_url, web.serving(pages["naive"]) as naive_url:
+        with webpage.serving(pages["ours"]) as ours_url, webpage.serving(pages["naive"]) as naive_url:
             urls = {"ours": ours_url, "naive": naive_url}
 
             def run(name: str, backend: str = "wasm", seconds: float = args.seconds) -> dict:
-                result = web.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
+                result = headless.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
                                          timeoutSeconds=300)
                 if "error" in result:
                     raise RuntimeError(result["error"])

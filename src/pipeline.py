@@ -10,16 +10,22 @@ data/ and downloads the Kaggle dataset when data/ is empty. --epochs and --max-i
 for a demo. predict runs on the test split's photos and writes results_dir/photos/predictions.json (the
 video stage's predictions.json stays in results_dir); the video stage reads --video (default: config
 video_path) and is skipped when there is no clip. Stages that are not part of the project yet are listed
-and skipped. Every stage is also a script of its own (src/<stage>.py) with the same --config/--set.
+and skipped. Every stage is also a script of its own (src/<stage>.py) with the same --config/--set, and runs
+as one: in a process of its own, so nothing one stage leaves in memory or in global state (the decoded-image
+cache, Keras' mixed-precision policy) reaches the next, and the pipeline's peak memory is its largest stage's.
+--formats (e.g. saved_model,tflite_float32) exports fewer formats; --verbose shows TensorFlow's own logging.
+When the ImageNet weights cannot be downloaded (train.py's exit code 3), the demo goes on from random init.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from emotion import cli
+
+SRC = Path(__file__).resolve().parent
 
 STAGES = ["organize_data", "train", "evaluate", "predict", "inference", "export"]
 
@@ -33,13 +39,16 @@ def parse_args(argv=None):
                    help="short budget: N epochs for each training phase")
     p.add_argument("--max-images", type=cli.positive_int, metavar="N", help="short budget: at most N images per class and split")
     p.add_argument("--restart", action="store_true", help="train from scratch even if an earlier run can be resumed")
+    p.add_argument("--formats", metavar="LIST", help="export only these comma-separated formats "
+                                                     "(default: export.py's; see python src/export.py --help)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their arguments, run nothing")
     return p.parse_args(argv)
 
 
 def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
     """Each stage's command line, from the pipeline's own; None skips a stage that has no input."""
-    common = ["--config", args.config] + [a for o in args.overrides for a in ("--set", o)]
+    common = (["--config", args.config] + [a for o in args.overrides for a in ("--set", o)]
+              + (["--verbose"] if args.verbose else []))
     video = args.video or cfg.video_path
     budget = ["--max-images-per-class", str(args.max_images)] if args.max_images else []
     epochs = (["--set", f"num_epochs={args.epochs}", "--set", f"fine_tune_epochs={args.epochs}"]
@@ -53,7 +62,7 @@ def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
         "predict": common + ["--set", f"results_dir={Path(cfg.results_dir) / 'photos'}",
                              "--image_path", str(Path(cfg.data_path) / "test" / "*" / "*"), "--json"],
         "inference": common + ["-v", video, "--no-display"] if Path(video).is_file() else None,
-        "export": common + budget,
+        "export": common + budget + (["--formats", args.formats] if args.formats else []),
     }
 
 
@@ -61,7 +70,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)  # fail on a bad config before any stage runs
     stage_args = stage_arguments(args, cfg)
-    present = [s for s in STAGES if importlib.util.find_spec(s) is not None]
+    present = [s for s in STAGES if (SRC / f"{s}.py").is_file()]
     missing = [s for s in STAGES if s not in present]
     if missing:
         print(f"pipeline: stages not in the project yet, skipped: {', '.join(missing)}")
@@ -73,9 +82,12 @@ def main(argv=None) -> int:
         if args.dry_run:
             continue
         start = time.perf_counter()
-        code = run_stage(stage, stage_args[stage])
+        code, errors = run_stage(stage, stage_args[stage])
         if code:
-            print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run")
+            print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run", flush=True)
+        for line in errors:  # the stage's error line stays the last line of the output
+            print(line, file=sys.stderr, flush=True)
+        if code:
             return code
         print(f"=== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
     if "export" in present and not args.dry_run:
@@ -83,18 +95,32 @@ def main(argv=None) -> int:
     return 0
 
 
-def run_stage(stage: str, argv: list[str]) -> int:
-    module = importlib.import_module(stage)
-    if stage != "train":
-        return module.main(argv) or 0
-    from emotion import model
-    try:
-        return module.main(argv) or 0
-    except model.WeightsDownloadError as exc:
+def run_stage(stage: str, argv: list[str]) -> tuple[int, list[str]]:
+    """Run src/<stage>.py argv in a process of its own; returns its exit code and its 'error: ...' lines."""
+    code, errors = run_script(stage, argv)
+    if stage == "train" and code == cli.EXIT_WEIGHTS_DOWNLOAD:
         # The demo should run the first time even offline; train.py alone never falls back silently.
-        print(f"warning: {exc}\nwarning: the demo goes on from random init (weights=null); "
-              f"accuracy will be far below a pretrained run")
-        return module.main(argv + ["--set", "weights=null"]) or 0
+        for line in errors:
+            cli.warn(line.removeprefix("error: "))
+        cli.warn("the demo goes on from random init (weights=null); accuracy will be far below a pretrained run")
+        return run_script(stage, argv + ["--set", "weights=null"])
+    return code, errors
+
+
+def run_script(stage: str, argv: list[str]) -> tuple[int, list[str]]:
+    """Run the script with this interpreter, its stdout straight to ours and its stderr passed on line by line,
+    except its 'error: ...' lines (the last of its output), which are returned with its exit code for the
+    caller to print or turn into a warning."""
+    with subprocess.Popen([sys.executable, str(SRC / f"{stage}.py"), *argv], stderr=subprocess.PIPE, text=True,
+                          errors="replace", env=cli.child_env()) as proc:
+        errors = []
+        for line in proc.stderr:
+            if line.startswith("error: "):
+                errors.append(line.rstrip("\n"))
+            else:
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    return proc.returncode, errors
 
 
 if __name__ == "__main__":

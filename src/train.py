@@ -14,7 +14,8 @@ train.py's own files in checkpoint_dir (it refuses when that folder holds anythi
 <performance_dir>/training_log.csv, loss_accuracy_plot.png, train_config.yaml and versions.json. Last, the best
 model is calibrated (temperature scaling fitted on val, stored in the model, emotion/calibrating.py) and its
 model card <model stem>.card.md / .card.json written beside it.
-Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
+Exit code 3 (emotion.cli.EXIT_WEIGHTS_DOWNLOAD): the ImageNet weights could not be downloaded (pipeline.py
+then goes on with weights=null). Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 carried by the exports; "uncertain" below min_confidence; a model saved before all this still loads and runs.
 
 Real faces: the AffectNet sample's val split (fitting) and test split (measuring), 15 per class, at 32x32 on a
-tiny random ResNet50 whose logits are spread (conftest.spread_head) and then multiplied by 10: a deliberately
+tiny random ResNet50 whose logits are spread (support.spread_head) and then multiplied by 10: a deliberately
 over-confident model (top probabilities near 1, accuracy near chance)."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import as_set_args, link_organized, run_script, spread_model, tiny_config
+from support import as_set_args, link_organized, run_script, spread_model, tiny_config
 
 PER_CLASS = 15
 
@@ -67,7 +67,7 @@ def test_the_uncertain_rule():
 
 def _images(folder: Path, shape) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
-    from conftest import CLASS_NAMES
+    from support import CLASS_NAMES
     files = sorted(folder.rglob("*.*"))
     x = np.stack([np.asarray(Image.open(f).convert("RGB").resize(tuple(shape[:2])), np.float32) for f in files])
     return x, np.array([CLASS_NAMES.index(f.parent.name) for f in files])
@@ -153,7 +153,7 @@ def test_evaluation_metrics_hold_the_calibration_keys_and_the_figures_are_drawn(
 
 
 def _predictions(perf: Path) -> tuple[np.ndarray, np.ndarray]:
-    from conftest import CLASS_NAMES
+    from support import CLASS_NAMES
     with open(perf / "predictions.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     probs = np.array([[float(r[f"prob_{c}"]) for c in CLASS_NAMES] for r in rows])
@@ -161,7 +161,7 @@ def _predictions(perf: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
-    from conftest import CLASS_NAMES
+    from support import CLASS_NAMES
     from emotion import card
     o = overconfident
     m, model_path = o["metrics"], Path(o["cfg"].model_save_path)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import CLASS_NAMES, as_set_args, link_organized, tiny_config
+from support import CLASS_NAMES, as_set_args, link_organized, tiny_config
 
 
 def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
@@ -82,7 +82,7 @@ def test_inference_prints_the_card_line_and_says_uncertain_below_min_confidence(
     """inference.py on 4 frames of the real clip with a model without a card: it runs, says so, and every face
     in predictions.json follows the rule (label "uncertain" below min_confidence, top_label the argmax)."""
     import inference
-    from conftest import VIDEOS, require
+    from support import VIDEOS, require
     model_path, overrides = spread_model_path
     threshold = 0.6
     argv = ["-v", str(require(VIDEOS / "Megamind.avi")), "--max-frames", "4", "--no-display",

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from support import REPO
 
 SUITE = '''
 import pytest
@@ -40,7 +40,8 @@ def test_known_failure():
 def _run(tmp_path: Path, ci: str | None, module_skip: bool = False) -> tuple[int, str]:
     suite = tmp_path / ("module" if module_skip else "suite")
     suite.mkdir()
-    shutil.copyfile(REPO / "tests" / "conftest.py", suite / "conftest.py")
+    for name in ("conftest.py", "support.py"):
+        shutil.copyfile(REPO / "tests" / name, suite / name)
     if module_skip:
         (suite / "test_needs_a_module.py").write_text('import pytest\npytest.importorskip("no_such_module_here")\n'
                                                       'def test_x():\n    pass\n')

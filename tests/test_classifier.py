@@ -1,4 +1,4 @@
-"""src/classifier.py: the TFLite conversion (exact in float32), its cache, batching, quantized paths and the
+"""emotion/conversion.py and emotion/classifier.py: the TFLite conversion (exact in float32), its cache, batching, quantized paths and the
 Keras fallback. One random-init ResNet50 is converted once for the module; the cache and quantization tests
 use a tiny model of the same shape of graph (preprocess layer, conv, BatchNorm, softmax), which converts in
 a second or two. Timing is benchmarks/bench_classifier.py's job, not asserted here."""
@@ -7,32 +7,48 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import YOLO_SAMPLE, spread_head
+from support import YOLO_SAMPLE, keras_probs, save_random_model, spread_head, tiny_model
 
-from emotion import classifier
+from emotion import classifier, conversion
 from emotion.config import UserError, load_config
 
 TINY_SHAPE = (32, 32, 3)
 
 
+class CountConversions:
+    """with CountConversions() as count: ... count.n is how many times conversion.convert_model_file ran
+    (the cache's only way to a new .tflite), the real function doing the work."""
+
+    def __enter__(self):
+        self.n = 0
+        self._patch = pytest.MonkeyPatch()
+        real = conversion.convert_model_file
+
+        def counted(*args, **kwargs):
+            self.n += 1
+            return real(*args, **kwargs)
+
+        self._patch.setattr(conversion, "convert_model_file", counted)
+        return self
+
+    def __exit__(self, *exc):
+        self._patch.undo()
+
+
 @pytest.fixture(scope="module")
 def resnet(tmp_path_factory):
     """(keras model, saved .h5 path): the project's 96x96 ResNet50, random init."""
-    from emotion import model as model_lib
-    cfg = load_config(None, ["weights=null"])
-    model = model_lib.build_model(cfg)
-    path = tmp_path_factory.mktemp("resnet") / "model.h5"
-    model_lib.save_model_atomic(model, path)
-    return model, path
+    cfg, model, _ = save_random_model(tmp_path_factory.mktemp("resnet"))
+    return model, cfg.model_save_path
 
 
 @pytest.fixture(scope="module")
 def resnet_clf(resnet):
     """The ResNet50 converted to float32 TFLite through the cache (the one ResNet50 conversion here)."""
     _, path = resnet
-    before = classifier.conversions
-    clf = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
-    assert clf.converted and classifier.conversions == before + 1
+    with CountConversions() as count:
+        clf = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
+    assert clf.converted and count.n == 1
     return clf
 
 
@@ -47,30 +63,10 @@ def faces():
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize((96, 96))) for f in files])
 
 
-def _tiny_model(seed: int = 0):
-    import keras
-    from emotion import model as model_lib
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input(shape=TINY_SHAPE, name="image")
-    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
-    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(x)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    x = keras.layers.Rescaling(1 / 50)(x)  # moderate logits: a saturated softmax would hide errors
-    x = keras.layers.Dense(8, activation="softmax", name="probabilities")(x)
-    model = keras.Model(inputs, x)
-    bn = model.get_layer("bn")  # non-trivial statistics, so that folding them into the conv is tested
-    rng = np.random.default_rng(seed)
-    bn.moving_mean.assign(rng.normal(0, 5, 8).astype(np.float32))
-    bn.moving_variance.assign(rng.uniform(0.5, 4, 8).astype(np.float32))
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from emotion import model as model_lib
-    model = _tiny_model()
+    model = tiny_model(TINY_SHAPE)
     path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
     model_lib.save_model_atomic(model, path)
     return model, path
@@ -78,10 +74,6 @@ def tiny(tmp_path_factory):
 
 def _random_faces(n: int, shape=(96, 96, 3), seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).uniform(0, 255, (n, *shape)).astype(np.float32)
-
-
-def _keras(model, x) -> np.ndarray:
-    return model(np.asarray(x, np.float32), training=False).numpy()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -93,14 +85,14 @@ def test_float32_equals_keras_on_real_faces(resnet, resnet_clf, faces):
     assert resnet_clf.backend == "tflite" and resnet_clf.input_shape == (96, 96, 3)
     probs = resnet_clf.predict(faces)  # uint8 in
     assert probs.dtype == np.float32 and probs.shape == (16, 8)
-    np.testing.assert_allclose(probs, _keras(model, faces), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(probs, keras_probs(model, faces), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(resnet_clf.predict(faces.astype(np.float32)), probs)
 
 
 def test_float32_equals_keras_on_random_inputs(resnet, resnet_clf):
     model, _ = resnet
     x = _random_faces(6)
-    np.testing.assert_allclose(resnet_clf.predict(x), _keras(model, x), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(resnet_clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-4)
     np.testing.assert_allclose(resnet_clf.predict(x).sum(axis=1), 1.0, atol=1e-5)
 
 
@@ -140,9 +132,10 @@ def test_predict_checks_its_input(resnet_clf):
 
 def test_resnet_cache_is_reused(resnet, resnet_clf):
     _, path = resnet
-    before, mtime = classifier.conversions, resnet_clf.path.stat().st_mtime_ns
-    again = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
-    assert not again.converted and classifier.conversions == before
+    mtime = resnet_clf.path.stat().st_mtime_ns
+    with CountConversions() as count:
+        again = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
+    assert not again.converted and count.n == 0
     assert again.path == resnet_clf.path and again.path.stat().st_mtime_ns == mtime
     assert again.path.parent == path.parent and again.path.name.startswith("model.")
 
@@ -158,32 +151,34 @@ def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
     path.write_bytes(src.read_bytes())
     cache_dir = tmp_path / "cache"
 
-    before = classifier.conversions
-    first = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
-    assert first.converted and classifier.conversions == before + 1
-    assert first.path == classifier.cache_path(path, "float32", cache_dir) and first.path.is_file()
+    with CountConversions() as count:
+        first = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
+    assert first.converted and count.n == 1
+    assert first.path == conversion.cache_path(path, "float32", cache_dir) and first.path.is_file()
     assert [p.name for p in cache_dir.iterdir()] == [first.path.name]  # no temp file left behind
     mtime = first.path.stat().st_mtime_ns
 
-    second = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
-    assert not second.converted and classifier.conversions == before + 1
+    with CountConversions() as count:
+        second = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
+    assert not second.converted and count.n == 0
     assert second.path == first.path and second.path.stat().st_mtime_ns == mtime
     x = _random_faces(3, TINY_SHAPE)
-    np.testing.assert_allclose(second.predict(x), _keras(model, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(second.predict(x), keras_probs(model, x), rtol=0, atol=1e-5)
 
-    retrained = _tiny_model(seed=1)
+    retrained = tiny_model(TINY_SHAPE, seed=1)
     model_lib.save_model_atomic(retrained, path)
-    third = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
-    assert third.converted and classifier.conversions == before + 2
+    with CountConversions() as count:
+        third = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
+    assert third.converted and count.n == 1
     assert third.path != first.path and not first.path.exists()  # the stale conversion is removed
-    np.testing.assert_allclose(third.predict(x), _keras(retrained, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(third.predict(x), keras_probs(retrained, x), rtol=0, atol=1e-5)
 
 
 def test_cache_defaults_to_the_model_folder_and_survives_a_damaged_file(tiny, tmp_path):
     _, src = tiny
     path = tmp_path / "m.h5"
     path.write_bytes(src.read_bytes())
-    cache = classifier.cache_path(path)
+    cache = conversion.cache_path(path)
     assert cache.parent == tmp_path
     cache.write_bytes(b"not a flatbuffer")
     clf = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
@@ -203,9 +198,9 @@ def test_missing_model_is_a_user_error(tmp_path):
 
 def test_float16_is_close(tiny):
     model, _ = tiny
-    data = classifier.to_tflite(model, "float16")
+    data = conversion.to_tflite(model, "float16")
     x = _random_faces(8, TINY_SHAPE)
-    np.testing.assert_allclose(classifier.EmotionClassifier(data, num_threads=1).predict(x), _keras(model, x),
+    np.testing.assert_allclose(classifier.EmotionClassifier(data, num_threads=1).predict(x), keras_probs(model, x),
                                rtol=0, atol=1e-2)
     assert "DEQUANTIZE" in classifier.tflite_op_counts(data)  # float16 weights, expanded at load
 
@@ -214,7 +209,7 @@ def test_float16_is_close(tiny):
 def test_integer_quantizations_return_probabilities(tiny, quantization):
     model, _ = tiny
     images = _random_faces(16, TINY_SHAPE, seed=3) if quantization == "int8" else None
-    data = classifier.to_tflite(model, quantization, images)
+    data = conversion.to_tflite(model, quantization, images)
     clf = classifier.EmotionClassifier(data, num_threads=1, batch_chunk=2)
     x = _random_faces(5, TINY_SHAPE)
     probs = clf.predict(x.astype(np.uint8))  # two batches of 2 + one face
@@ -223,7 +218,7 @@ def test_integer_quantizations_return_probabilities(tiny, quantization):
     assert probs.shape == (5, 8) and probs.dtype == np.float32
     assert np.all(probs >= 0) and np.all(probs <= 1)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=0.02)  # int8 output steps are 1/256
-    np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=0.1)
+    np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=0.1)
 
 
 
@@ -234,15 +229,15 @@ def spread_tiny(faces):
     its input, could not agree with it."""
     import cv2
     x = np.stack([cv2.resize(f, TINY_SHAPE[:2], interpolation=cv2.INTER_AREA) for f in faces]).astype(np.float32)
-    model = spread_head(_tiny_model(seed=2), x)
-    expected = _keras(model, x)
+    model = spread_head(tiny_model(TINY_SHAPE, seed=2), x)
+    expected = keras_probs(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 0.3 and len(set(expected.argmax(axis=1))) >= 4
     return model, x, expected
 
 
 def test_float32_within_1e_4_on_a_spread_model(spread_tiny):
     model, x, expected = spread_tiny
-    probs = classifier.EmotionClassifier(classifier.to_tflite(model, "float32"), num_threads=1).predict(x)
+    probs = classifier.EmotionClassifier(conversion.to_tflite(model, "float32"), num_threads=1).predict(x)
     np.testing.assert_allclose(probs, expected, rtol=0, atol=1e-4)  # README: within 1e-4 of Keras
 
 
@@ -251,7 +246,7 @@ def test_float32_within_1e_4_on_a_spread_model(spread_tiny):
 def test_quantized_formats_pick_the_keras_winner_on_a_spread_model(spread_tiny, quantization, agreement,
                                                                     mean_diff):
     model, x, expected = spread_tiny
-    data = classifier.to_tflite(model, quantization, x if quantization == "int8" else None)
+    data = conversion.to_tflite(model, quantization, x if quantization == "int8" else None)
     probs = classifier.EmotionClassifier(data, num_threads=1).predict(x)
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= agreement
     assert np.abs(probs - expected).mean() < mean_diff
@@ -262,28 +257,28 @@ def test_mixed_precision_model_converts_as_float32(tmp_path):
     from emotion import model as model_lib
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what train.py sets with mixed_precision on
     try:
-        mixed = _tiny_model()
+        mixed = tiny_model(TINY_SHAPE)
     finally:
         keras.mixed_precision.set_global_policy("float32")
     model_lib.save_model_atomic(mixed, tmp_path / "mixed.h5")
     loaded = model_lib.load_model(tmp_path / "mixed.h5")
     assert loaded.get_layer("conv").dtype_policy.compute_dtype == "bfloat16"
-    copy = classifier.float32_model(loaded)
+    copy = conversion.float32_model(loaded)
     assert all(layer.dtype_policy.compute_dtype == "float32" for layer in copy.layers)
-    clf = classifier.EmotionClassifier(classifier.to_tflite(loaded), num_threads=1)
+    clf = classifier.EmotionClassifier(conversion.to_tflite(loaded), num_threads=1)
     x = _random_faces(4, TINY_SHAPE)
-    np.testing.assert_allclose(clf.predict(x), _keras(copy, x), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(clf.predict(x), _keras(loaded, x).astype(np.float32), rtol=0, atol=0.05)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(copy, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(loaded, x).astype(np.float32), rtol=0, atol=0.05)
 
 
 def test_int8_requires_representative_images(tiny):
     model, _ = tiny
     with pytest.raises(ValueError, match="representative_images"):
-        classifier.to_tflite(model, "int8")
+        conversion.to_tflite(model, "int8")
     with pytest.raises(ValueError, match="representative_images"):
-        classifier.to_tflite(model, "int8", np.zeros((4, 8, 8, 3), np.float32))
+        conversion.to_tflite(model, "int8", np.zeros((4, 8, 8, 3), np.float32))
     with pytest.raises(ValueError, match="quantization"):
-        classifier.to_tflite(model, "int4")
+        conversion.to_tflite(model, "int4")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,7 +287,7 @@ def test_int8_requires_representative_images(tiny):
 
 def test_threads_auto_env_and_explicit(tiny, monkeypatch):
     model, _ = tiny
-    data = classifier.to_tflite(model)
+    data = conversion.to_tflite(model)
     monkeypatch.delenv("EMOTION_TFLITE_THREADS", raising=False)
     auto = classifier.EmotionClassifier(data)
     assert auto.num_threads in (1, 2)
@@ -311,8 +306,8 @@ def test_keras_classifier_matches_the_model(tiny):
     clf = classifier.KerasClassifier.from_model_file(path)
     assert clf.backend == "keras" and clf.input_shape == TINY_SHAPE
     x = _random_faces(3, TINY_SHAPE)
-    np.testing.assert_allclose(clf.predict(x), _keras(model, x), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(clf.predict(x[0].astype(np.uint8)), _keras(model, x[:1].astype(np.uint8)), atol=1e-6)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(clf.predict(x[0].astype(np.uint8)), keras_probs(model, x[:1].astype(np.uint8)), atol=1e-6)
     assert clf.predict(np.zeros((0, *TINY_SHAPE))).shape == (0, 8)
 
 
@@ -326,15 +321,15 @@ def test_load_classifier_prefers_tflite_and_falls_back_to_keras(tiny, tmp_path, 
     def broken(*args, **kwargs):
         raise RuntimeError("converter exploded\nsecond line")
 
-    monkeypatch.setattr(classifier, "to_tflite", broken)
+    monkeypatch.setattr(conversion, "to_tflite", broken)
     fallback = classifier.load_classifier(path, num_threads=1)
     assert fallback.backend == "keras" and "converter exploded" in capsys.readouterr().err
-    np.testing.assert_allclose(fallback.predict(x), _keras(model, x), rtol=0, atol=1e-6)
-    assert not classifier.cache_path(path).exists()
+    np.testing.assert_allclose(fallback.predict(x), keras_probs(model, x), rtol=0, atol=1e-6)
+    assert not conversion.cache_path(path).exists()
 
     monkeypatch.undo()
     clf = classifier.load_classifier(path, num_threads=1)
     assert clf.backend == "tflite" and clf.converted
-    np.testing.assert_allclose(clf.predict(x), _keras(model, x), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="prefer"):
         classifier.load_classifier(path, prefer="onnx")

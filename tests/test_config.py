@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from emotion import config
-from conftest import REPO, link_organized, run_script
+from support import REPO, link_organized, run_script
 
 
 def test_default_config_loads_and_matches_schema():
@@ -219,9 +219,7 @@ def test_script_reports_a_bad_config_file_in_one_line(tmp_path, make, args, expe
 
 def _run_without_tf_log_level(script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
     """run_script sets TF_CPP_MIN_LOG_LEVEL=2; these tests need the user's environment without it."""
-    full_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"} | env
-    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=120, env=full_env)
+    return run_script(script, *args, env={"TF_CPP_MIN_LOG_LEVEL": None, **env}, timeout=120)
 
 
 @pytest.fixture
@@ -250,6 +248,29 @@ def test_users_tf_log_level_shows_tensorflow_logging_error_still_last(broken_mod
     lines = proc.stderr.splitlines()
     assert proc.returncode == 1 and len(lines) > 1, proc.stderr  # TensorFlow's own lines are back
     assert lines[-1].startswith(f"error: cannot load the model {model}:")
+
+
+def test_verbose_shows_tensorflow_logging_error_still_last(broken_model_run):
+    args, model = broken_model_run
+    proc = _run_without_tf_log_level("evaluate.py", "--verbose", *args)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and len(lines) > 1, proc.stderr  # TensorFlow's own lines are back
+    assert any("tensorflow" in line or "absl" in line for line in lines[:-1]), proc.stderr
+    assert lines[-1].startswith(f"error: cannot load the model {model}:")
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_tf_js_converter_s_ydf_advert_is_hidden_unless_verbose(verbose):
+    """tensorflowjs's converter imports tensorflow_decision_forests, which prints an advert for ydf to stderr."""
+    code = ("import sys; sys.path.insert(0, 'src'); from emotion import cli\n"
+            f"cli.quiet_tensorflow()\nif {verbose}: cli.verbose_tensorflow()\n"
+            "import tensorflowjs.converters.converter\nprint('imported')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert proc.returncode == 0 and proc.stdout == "imported\n", proc.stderr
+    assert ("successor of TensorFlow Decision Forests" in proc.stderr) == verbose, proc.stderr
+    assert (proc.stderr == "") != verbose, proc.stderr
 
 
 def test_error_line_comes_after_buffered_stdout():

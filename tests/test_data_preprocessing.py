@@ -19,7 +19,7 @@ tf = pytest.importorskip("tensorflow")
 
 from emotion import data_preprocessing as dp  # noqa: E402
 from emotion.config import Config, UserError, load_config  # noqa: E402
-from conftest import YOLO_SAMPLE, require  # noqa: E402
+from support import YOLO_SAMPLE, keras_augmenter, require  # noqa: E402
 
 CFG = load_config()
 CLASSES = list(CFG.class_names)
@@ -251,14 +251,14 @@ def test_training_dataset(train_dir, cache):
 
 
 def test_augmenter_config_and_range():
-    assert dp.build_augmenter(no_augment()) is None
-    aug = dp.build_augmenter(CFG)
+    assert keras_augmenter(no_augment()) is None
+    aug = keras_augmenter(CFG)
     assert [layer.name for layer in aug.layers] == ["flip", "rotation", "shift", "zoom", "contrast"]
-    assert [layer.name for layer in dp.build_augmenter(cfg_with(augment_rotation=0.0, augment_zoom=0.0)).layers] \
+    assert [layer.name for layer in keras_augmenter(cfg_with(augment_rotation=0.0, augment_zoom=0.0)).layers] \
         == ["flip", "shift", "contrast"]
     extremes = tf.constant(np.stack([np.zeros((96, 96, 3)), np.full((96, 96, 3), 255.0),
                                      np.random.default_rng(1).integers(0, 2, (96, 96, 3)) * 255.0]), tf.float32)
-    strong = dp.build_augmenter(cfg_with(augment_contrast=1.0, augment_zoom=0.9, augment_rotation=0.5))
+    strong = keras_augmenter(cfg_with(augment_contrast=1.0, augment_zoom=0.9, augment_rotation=0.5))
     for _ in range(3):
         out = strong(extremes, training=True).numpy()
         assert out.min() >= -1e-3 and out.max() <= 255.0 + 1e-3  # the pipeline clips exactly to 0..255

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
-from organize_data import DIE_AFTER_ENV
+from support import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
+from organize_killer import run_killed
 
 PER_CLASS = 5
 KEPT = "yolo_labels"
@@ -98,14 +98,15 @@ def test_extract_as_data_organize_then_train(tmp_path):
     assert (tmp_path / "models" / "model.h5").is_file()
 
 
-@pytest.mark.parametrize("die_after", [1, 60, 121, 200, 241, 243, 245])
+@pytest.mark.parametrize("die_after", [1, 60, 121, 200, 205, 242, 244, 246])
 def test_a_killed_in_place_run_finishes_when_started_again(tmp_path, die_after):
-    """Steps: 120 images placed, then per split its labels moved and its images/ and labels/ removed.
+    """Steps (tests/organize_killer.py): 120 images placed (1-120), then per split its 40 labels moved and its
+    images/ and labels/ removed (train 121-162, valid 163-204 and valid/ itself 205, test 206-247).
     Killed while tidying up, data/ is no longer a whole download: resumed with --source data/ too."""
     data = tmp_path / "data"
     copied = copy_subset(data, PER_CLASS)
     args = ("--set", f"data_path={data}")
-    killed = run_script("organize_data.py", *args, env={DIE_AFTER_ENV: str(die_after)}, timeout=60)
+    killed = run_killed(die_after, *args)
     assert killed.returncode == -9, killed.stderr
     resumed = run_script("organize_data.py", *args, *(["--source", str(data)] if die_after > 240 else []),
                          timeout=60)

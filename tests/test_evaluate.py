@@ -12,7 +12,7 @@ import pytest
 from sklearn import metrics as skm
 
 from emotion import config
-from conftest import CLASS_NAMES, as_set_args, link_organized, run_script, tiny_config
+from support import CLASS_NAMES, as_set_args, keras_probs, link_organized, run_script, tiny_config
 
 PER_CLASS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
@@ -54,7 +54,7 @@ def _model_probs(model, paths, input_shape, flip=False) -> np.ndarray:
     images = np.stack([dp.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
     if flip:
         images = images[:, :, ::-1, :]
-    return model(images, training=False).numpy()
+    return keras_probs(model, images)
 
 
 def _sklearn_metrics(y, probs) -> dict:
@@ -176,3 +176,15 @@ def test_read_only_performance_dir_fails_before_any_work(read_only_folder, tmp_p
                                                r"--set performance_dir=PATH"):
         evaluate.main(as_set_args(tiny_config(tmp_path, f"performance_dir={perf}")))
     assert capsys.readouterr().out == "" and list(read_only_folder.iterdir()) == []
+
+
+def test_a_model_of_another_class_count_is_one_line(evaluated):
+    """The 8-class model against a config listing 7 classes: the class-count check every command shares (the
+    data's 8 class folders would be refused first through evaluate.main, so match_model is called itself)."""
+    from emotion import evaluation
+    seven = config.Config(evaluated["cfg"], class_names=CLASS_NAMES[:7])
+    with pytest.raises(config.UserError) as err:
+        evaluation.match_model(seven, evaluated["model"], Path("models/model.h5"))
+    assert str(err.value) == ("the model models/model.h5 predicts 8 classes but config key class_names lists 7: "
+                              "evaluate with the config it was trained with")
+    assert evaluation.match_model(evaluated["cfg"], evaluated["model"], Path("m.h5")).class_names == CLASS_NAMES

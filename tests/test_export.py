@@ -1,4 +1,4 @@
-"""src/export.py: every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
+"""src/export.py (emotion/exporting.py): every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
 statistics, so that the folded biases are not zero as in a trained model, and a spread head, so that its
 probabilities differ by tenths between images as a trained model's do), exported once for the module;
 the tests check the files' content against the Keras model on real images."""
@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
+from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
                       run_script, spread_head, tiny_config)
+from no_tfjs import env_without_tfjs
 
 import export
-import web
+from emotion import conversion, exporting, headless
 
 ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_float32", "tfjs_uint8"]
 
@@ -53,17 +54,13 @@ def _images(folder: Path, shape) -> np.ndarray:
     return np.stack([np.asarray(Image.open(f).convert("RGB").resize(tuple(shape[:2])), np.float32) for f in files])
 
 
-def _keras(model, x):
-    return np.asarray(model(x, training=False))
-
-
 def test_saved_model_serving_signature_matches_keras(exported):
     import tensorflow as tf
     model, out, _, x, _ = exported
     serve = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     probs = next(iter(serve(image=tf.constant(x)).values())).numpy()
     assert probs.shape == (len(x), 8)
-    np.testing.assert_allclose(probs, _keras(model, x), atol=1e-4)
+    np.testing.assert_allclose(probs, keras_probs(model, x), atol=1e-4)
 
 
 def _spread(probs) -> float:
@@ -73,7 +70,7 @@ def _spread(probs) -> float:
 def test_the_module_model_s_outputs_spread(exported):
     """What makes the tolerances below mean something: a constant would be tenths away."""
     model, _, _, x, _ = exported
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     assert _spread(expected) > 0.3 and len(set(expected.argmax(axis=1))) >= 4
 
 
@@ -81,14 +78,14 @@ def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
     from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float32.tflite", num_threads=1).predict(x)
-    np.testing.assert_allclose(probs, _keras(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
+    np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
 
 
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
     from emotion import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float16.tflite", num_threads=1).predict(x)
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     np.testing.assert_allclose(probs, expected, rtol=0, atol=2e-2)
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).all()
 
@@ -103,7 +100,7 @@ def test_tflite_int8_gives_probabilities(exported):
     # Compared with Keras: the same winner on most images (measured 10 of 16 on this random-init model with
     # random BatchNorm statistics, calibrated on other images; a constant would agree on about 1 in 8), and
     # outputs that follow the input.
-    expected = _keras(model, x)
+    expected = keras_probs(model, x)
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.5
     assert _spread(probs) > 0.2
     assert np.abs(probs - expected).mean() < 0.05
@@ -136,7 +133,7 @@ def test_tfjs_fused_convolutions_have_rank1_biases(exported):
     """TF.js's WASM backend rejects a _FusedConv2D whose bias is rank 4 (what BatchNorm folding gives)."""
     _, out, _, _, _ = exported
     for name in ("tfjs_float32", "tfjs_uint8"):
-        ranks = export.tfjs_fused_bias_ranks(out / name / "model.json")
+        ranks = exporting.tfjs_fused_bias_ranks(out / name / "model.json")
         assert ranks and set(ranks) == {1}, (name, ranks)
 
 
@@ -155,26 +152,25 @@ def test_tfjs_graph_has_batchnorm_folded_into_the_convolutions(exported):
 
 
 def test_fold_batch_norms_keeps_the_models_output(exported):
-    from emotion import classifier
     model, _, _, x, _ = exported
-    folded, count = classifier.fold_batch_norms(model)
+    folded, count = conversion.fold_batch_norms(model)
     assert count == 53
-    assert not any(type(layer).__name__ == "BatchNormalization" for layer in classifier._all_layers(folded))
-    expected = _keras(model, x)
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in conversion.all_layers(folded))
+    expected = keras_probs(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-3  # the images give different outputs
-    np.testing.assert_allclose(_keras(folded, x), expected, atol=1e-5)
+    np.testing.assert_allclose(keras_probs(folded, x), expected, atol=1e-5)
     assert len(model.get_weights()) > len(folded.get_weights())  # the source model is left as it was
 
 
 def test_report_has_a_row_per_format_with_its_numbers(exported):
     _, out, rows, x, stdout = exported
-    if web.browser_missing() and in_ci():  # the rows below would go unmeasured: a skip in disguise
-        pytest.fail(f"CI=true: the TF.js rows must be measured in headless Chromium: {web.browser_missing()}")
+    if headless.browser_missing() and in_ci():  # the rows below would go unmeasured: a skip in disguise
+        pytest.fail(f"CI=true: the TF.js rows must be measured in headless Chromium: {headless.browser_missing()}")
     assert [r["format"] for r in rows] == ALL
-    assert list(rows[0]) == export.COLUMNS
+    assert list(rows[0]) == exporting.COLUMNS
     for r in rows:
         assert float(r["size_mb"]) > 0 and Path(r["path"]).exists()
-        if r["format"].startswith("tfjs") and web.browser_missing():
+        if r["format"].startswith("tfjs") and headless.browser_missing():
             assert r["latency_ms_batch1"] == r["val_accuracy"] == r["max_abs_prob_diff_vs_keras"] == ""
             assert "measured in the browser: not run here" in r["note"]
         else:
@@ -183,9 +179,9 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
             float(r["accuracy_drop_points"])
             assert float(r["max_abs_prob_diff_vs_keras"]) >= 0
     by = {r["format"]: r for r in rows}
-    for name in ("saved_model", "tflite_float32", *(() if web.browser_missing() else ("tfjs_float32",))):
+    for name in ("saved_model", "tflite_float32", *(() if headless.browser_missing() else ("tfjs_float32",))):
         assert float(by[name]["max_abs_prob_diff_vs_keras"]) <= 1e-4 and by[name]["within_threshold"] == "True"
-    if not web.browser_missing():  # measured in headless Chromium, by the page's classify()
+    if not headless.browser_missing():  # measured in headless Chromium, by the page's classify()
         assert "headless Chromium, TF.js wasm" in by["tfjs_uint8"]["note"]
     last = json.loads(stdout.strip().splitlines()[-1])
     assert last["formats"] == ALL and last["num_val_images"] == len(x) == 16
@@ -209,7 +205,7 @@ def test_report_accuracy_and_drop_points_are_each_format_s_own(exported):
     from emotion import classifier
     model, _, rows, _, stdout = exported
     x, y = _val_split(rows)
-    keras_acc = float((_keras(model, x).argmax(axis=1) == y).mean())
+    keras_acc = float((keras_probs(model, x).argmax(axis=1) == y).mean())
     last = json.loads(stdout.strip().splitlines()[-1])
     assert last["keras_val_accuracy"] == pytest.approx(keras_acc, abs=1e-6)
     by = {r["format"]: r for r in rows}
@@ -232,7 +228,7 @@ def test_a_format_outside_its_threshold_gives_a_warning_and_failed_checks(export
     one warning line naming the format, the row says False, the final JSON lists it."""
     _, _, rows, _, _ = exported
     base = Path(rows[0]["path"]).parent.parent
-    monkeypatch.setattr(export, "MAX_PROB_DIFF", 0.0)
+    monkeypatch.setattr(exporting, "MAX_PROB_DIFF", 0.0)
     code = export.main([*as_set_args(tiny_config(base, f"performance_dir={tmp_path / 'perf'}")),
                         "--output", str(tmp_path / "out"), "--formats", "tflite_float32", "--latency-runs", "1",
                         "--no-browser"])
@@ -248,6 +244,21 @@ def test_a_format_outside_its_threshold_gives_a_warning_and_failed_checks(export
         (row,) = list(csv.DictReader(f))
     assert row["format"] == "tflite_float32" and row["within_threshold"] == "False"
     assert float(row["max_abs_prob_diff_vs_keras"]) > 0
+
+
+def test_formats_are_parsed_as_the_help_says():
+    """--formats LIST: comma-separated, any order, duplicates and spaces ignored, written in canonical order;
+    "all" (and no --formats) is the default set; an unknown name is a usage error naming the choices."""
+    assert export.parse_args([]).formats == ALL
+    assert export.parse_args(["--formats", "all"]).formats == ALL
+    assert export.parse_args(["--formats", "tfjs_uint8, saved_model,tfjs_uint8"]).formats == ["saved_model",
+                                                                                            "tfjs_uint8"]
+    assert export.parse_args(["--formats", "tfjs_float16"]).formats == ["tfjs_float16"]
+    for bad in ("tflite", ","):
+        with pytest.raises(ValueError, match="choose from saved_model, tflite_float32"):
+            exporting.parse_formats(bad)
+    result = run_script("export.py", "--formats", "saved_model,onnx", timeout=120)
+    assert result.returncode == 2 and "unknown format(s) onnx; choose from saved_model" in result.stderr
 
 
 def test_missing_model_is_one_line(tmp_path):
@@ -286,6 +297,48 @@ def test_dry_run_writes_nothing(exported, tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
+TFJS_MISSING = ("the TF.js converter is not installed "
+                "(pip install -r requirements-tfjs.txt; Linux, macOS or WSL)")
+
+
+def test_without_the_tfjs_converter_the_other_formats_are_exported(tmp_path):
+    """tensorflowjs is an optional extra: without it (import blocked in the subprocess), the TF.js formats asked
+    for are skipped with one line saying why and how to get them, and the others are exported and reported."""
+    require(YOLO_SAMPLE)
+    from emotion import model as model_lib
+    from emotion.config import load_config
+    overrides = tiny_config(tmp_path)
+    cfg = load_config(None, overrides)
+    link_organized(tmp_path / "data", per_class=1, splits=("val",))
+    model_lib.save_model_atomic(random_batchnorm_model(cfg), cfg.model_save_path)
+    out = tmp_path / "out"
+    result = run_script("export.py", *as_set_args(overrides), "--output", str(out), "--latency-runs", "1",
+                        "--formats", "tflite_float32,tfjs_float32,tfjs_uint8", "--no-browser",
+                        env=env_without_tfjs(tmp_path / "no_tfjs"), timeout=900)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "TF.js" in line] == [f"skipped tfjs_float32, tfjs_uint8: {TFJS_MISSING}"]
+    assert any(line.startswith("exporting ") and line.endswith(f" as tflite_float32 to {out}") for line in lines)
+    assert json.loads(lines[-1])["formats"] == ["tflite_float32"]
+    assert sorted(p.name for p in out.iterdir()) == ["emotion_float32.tflite"]
+    with open(tmp_path / "performance" / "export_report.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["format"] == "tflite_float32" and row["within_threshold"] == "True"
+    assert float(row["max_abs_prob_diff_vs_keras"]) <= 1e-4 and 0 <= float(row["val_accuracy"]) <= 1
+
+
+def test_tfjs_formats_only_without_the_converter_is_one_line(tmp_path):
+    """Nothing left to export: one error line before the model is read (a stand-in file) and nothing written."""
+    model = tmp_path / "models" / "model.h5"
+    model.parent.mkdir()
+    model.write_bytes(b"not read")
+    result = run_script("export.py", *as_set_args(tiny_config(tmp_path)), "--output", str(tmp_path / "out"),
+                        "--formats", "tfjs_uint8", env=env_without_tfjs(tmp_path / "no_tfjs"), timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: cannot export tfjs_uint8: {TFJS_MISSING}"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "performance").exists()
+
+
 def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
     from emotion.config import UserError
     _, _, rows, _, _ = exported
@@ -302,13 +355,12 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
     from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
     the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
-    from emotion import classifier
     from emotion import model as model_lib
     from emotion.config import load_config
     model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
-    folded, count = classifier.fold_batch_norms(model)
+    folded, count = conversion.fold_batch_norms(model)
     assert count == 53
-    np.testing.assert_allclose(_keras(folded, x), _keras(model, x), atol=1e-5)
-    export.convert_tfjs(classifier.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
-    assert export.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}
+    np.testing.assert_allclose(keras_probs(folded, x), keras_probs(model, x), atol=1e-5)
+    exporting.convert_tfjs(conversion.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
+    assert exporting.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}

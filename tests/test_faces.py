@@ -16,7 +16,7 @@ import pytest
 
 from emotion import faces
 from emotion.config import UserError
-from conftest import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
+from support import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
 
 FRAME_W, FRAME_H = 640, 480
 PHOTO_SIDE = 350  # the set's nominal size: its photos (46x35 .. 536x355) are scaled to this longer side

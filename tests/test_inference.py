@@ -1,4 +1,4 @@
-"""src/tracking.py and src/inference.py: stable face ids, temporal smoothing, and video/webcam inference on real
+"""emotion/tracking.py, emotion/sources.py and src/inference.py: stable face ids, temporal smoothing, and video/webcam inference on real
 clips with their outputs checked by content (predictions.json, the annotated video, the log, labeled frames),
 damaged files, a missing file or camera, and Ctrl-C.
 
@@ -23,11 +23,14 @@ import numpy as np
 import pytest
 
 from emotion import config
+from emotion import display
+from emotion import drawing
 from emotion import faces
 import inference
+from emotion import sources
 from emotion import tracking
 from emotion.config import UserError
-from conftest import REPO, VIDEOS, as_set_args, require, run_script
+from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
 
 MEGAMIND = VIDEOS / "Megamind.avi"
 BUGY = VIDEOS / "Megamind_bugy.avi"
@@ -169,7 +172,7 @@ def _read_all(source):
 
 
 def test_frame_source_skips_damaged_frames_by_position_and_counts_them():
-    source = inference.FrameSource(FakeCapture(20, bad={5, 6, 7, 12}), "video", "fake")
+    source = sources.FrameSource(FakeCapture(20, bad={5, 6, 7, 12}), "video", "fake")
     frames = _read_all(source)
     indices = [i for i, _ in frames]
     assert indices == [i for i in range(20) if i not in {5, 6, 7, 12}]
@@ -179,7 +182,7 @@ def test_frame_source_skips_damaged_frames_by_position_and_counts_them():
 
 
 def test_frame_source_stops_on_a_truncated_file_and_counts_what_is_lost():
-    source = inference.FrameSource(FakeCapture(30, truncate=18), "video", "fake")
+    source = sources.FrameSource(FakeCapture(30, truncate=18), "video", "fake")
     frames = _read_all(source)
     assert [i for _, i in frames] == list(range(18))
     assert source.skipped == 0 and source.lost_at_end == 12
@@ -187,8 +190,8 @@ def test_frame_source_stops_on_a_truncated_file_and_counts_what_is_lost():
 
 
 def test_frame_source_retries_a_camera_then_reports_it_gone(monkeypatch):
-    monkeypatch.setattr(inference.time, "sleep", lambda s: None)
-    source = inference.FrameSource(FakeCapture(10, bad={3}, camera=True), "camera", "camera:0")
+    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
+    source = sources.FrameSource(FakeCapture(10, bad={3}, camera=True), "camera", "camera:0")
     frames = _read_all(source)
     assert [i for i, _ in frames] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert source.skipped == 1 and source.stop_reason == "camera stopped delivering frames"
@@ -209,9 +212,7 @@ def test_a_damaged_copy_of_the_clip_is_read_past_its_bad_stretch(tmp_path):
         naive += 1
     cap.release()
     assert naive < total, "this OpenCV build reads through the damage; the test needs a failing read"
-    cfg = config.load_config()
-    args = type("Args", (), {"camera": False, "video": str(damaged)})()
-    source = inference.open_source(args, cfg)
+    source = sources.open_video(damaged)
     try:
         frames = _read_all_indices(source)
     finally:
@@ -230,9 +231,9 @@ def _read_all_indices(source):
 
 def test_no_display_without_an_x_server(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
-    assert inference.display_available() is False
+    assert display.display_available() is False
     monkeypatch.setenv("DISPLAY", ":97")  # nothing listens there: must not reach Qt (which would abort)
-    assert inference.display_available() is False
+    assert display.display_available() is False
 
 
 # ------------------------------------------------------------------------------------------------
@@ -273,12 +274,7 @@ def model_overrides(tmp_path_factory):
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
     from emotion import classifier
-    from emotion import model as model_lib
-    folder = tmp_path_factory.mktemp("inference_model")
-    overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
-                 "face_detector=blazeface"]
-    cfg = config.load_config(None, overrides)
-    model_lib.save_model_atomic(model_lib.build_model(cfg), cfg.model_save_path)
+    cfg, _, overrides = save_random_model(tmp_path_factory.mktemp("inference_model"), "face_detector=blazeface")
     classifier.load_classifier(cfg.model_save_path, prefer="tflite", num_threads=1)  # the conversion, once
     return overrides
 
@@ -678,7 +674,6 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
     it names (read again here with OpenCV), within 1e-4; the model's outputs spread (tenths between faces), so
     an RGB/BGR swap or an off-by-one frame fails. Labeled frames carry each face's box in its label's colour."""
     from emotion import model as model_lib
-    from emotion import recognizer
 
     path, overrides = spread_model_path
     frames = 40
@@ -699,11 +694,11 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
             swapped.append(crops[-1][..., ::-1])
     assert len(raws) >= 0.8 * frames
     raws = np.array(raws)
-    expected = model(np.stack(crops).astype(np.float32), training=False).numpy()
+    expected = keras_probs(model, np.stack(crops))
     np.testing.assert_allclose(raws, expected, atol=1e-4)
     # The check has teeth: faces differ, and the wrong colour order or frame would be far off.
     assert np.abs(raws - raws.mean(axis=0)).max() > 0.2
-    bgr = model(np.stack(swapped).astype(np.float32), training=False).numpy()
+    bgr = keras_probs(model, np.stack(swapped))
     assert np.abs(bgr - raws).max() > 0.2
 
     # Labeled frames (PNG, lossless): the box outline is drawn in the label's colour, the rest is the source.
@@ -719,7 +714,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
         assert image.shape == original.shape
         annotated = np.zeros(image.shape[:2], bool)
         for face in p["faces"]:
-            colour = np.array(recognizer.PALETTE[class_names.index(face["top_label"])], np.uint8)
+            colour = np.array(drawing.PALETTE[class_names.index(face["top_label"])], np.uint8)
             rows, cols = _perimeter(face["box"])
             on_outline = (image[rows, cols] == colour).all(axis=1).mean()
             assert on_outline > 0.9, (png.name, face["box"], on_outline)

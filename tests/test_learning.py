@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from emotion import config
-from conftest import as_set_args, link_organized, tiny_config
+from support import as_set_args, link_organized, tiny_config
 
 NO_AUGMENT = ["augment_flip=false", "augment_rotation=0.0", "augment_shift=0.0", "augment_zoom=0.0",
               "augment_contrast=0.0"]

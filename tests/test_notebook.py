@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from emotion import config
-from conftest import REPO, SPLITS, link_organized
+from support import REPO, SPLITS, link_organized
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

@@ -14,8 +14,10 @@ import pytest
 
 from emotion import cli
 import organize_data
+from emotion import image_types, organize, yolo
 from emotion.config import UserError
-from conftest import run_script
+from support import run_script
+from organize_killer import run_killed
 from test_documented_flow import copy_subset
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
@@ -92,7 +94,7 @@ def make_yolo(root: Path, items: list[tuple[str, str, bytes | None, str | None]]
 
 
 def read_log(data: Path) -> list[dict[str, str]]:
-    with open(data / organize_data.LOG_NAME, newline="") as f:
+    with open(data / organize.LOG_NAME, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -103,7 +105,7 @@ def read_log(data: Path) -> list[dict[str, str]]:
 def test_link_mode_from_read_only_sample_accounts_for_every_image(yolo_sample, tmp_path):
     before = listing(yolo_sample)
     data = tmp_path / "data"
-    summary = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    summary = organize.organize(yolo_sample, data, CLASSES, mode="link")
 
     expected = label_classes(yolo_sample)
     assert organized(data) == expected  # every image, in its label's class, once
@@ -116,7 +118,7 @@ def test_link_mode_from_read_only_sample_accounts_for_every_image(yolo_sample, t
     assert listing(yolo_sample) == before  # the source is untouched
 
     after_first = listing(data)
-    again = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    again = organize.organize(yolo_sample, data, CLASSES, mode="link")
     assert listing(data) == after_first
     assert again.moved == 0 and again.already == 6320 and again.counts == summary.counts
 
@@ -145,12 +147,12 @@ def test_link_mode_copies_when_linking_fails_and_reruns_without_duplicates(yolo_
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     monkeypatch.setattr(os, "link", no_link)
     data = tmp_path / "data"
-    first = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    first = organize.organize(yolo_sample, data, CLASSES, mode="link")
     assert first.moved == 6320
     f = next((data / "train" / "anger").iterdir())
     assert f.stat().st_ino != (yolo_sample / "train" / "images" / f.name).stat().st_ino  # a copy
     snapshot = listing(data)
-    again = organize_data.organize(yolo_sample, data, CLASSES, mode="link")
+    again = organize.organize(yolo_sample, data, CLASSES, mode="link")
     assert again.moved == 0 and again.already == 6320 and listing(data) == snapshot
 
 
@@ -160,7 +162,7 @@ def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(yolo_sample, tmp_p
     inodes = sorted(p.stat().st_ino for p in source.glob("*/images/*"))
     data = tmp_path / "data"
     args = ["--source", str(source), f"--{mode}", "--set", f"data_path={data}"]
-    killed = run_script("organize_data.py", *args, env={organize_data.DIE_AFTER_ENV: "2500"}, timeout=60)
+    killed = run_killed(2500, *args)
     assert killed.returncode == -9, killed.stderr
     done = sum(1 for _ in data.glob("*/*/*"))
     assert done == 2500
@@ -191,7 +193,7 @@ def test_bad_labels_go_to_unclassified_with_reasons_and_orphans_are_reported(tmp
         ("valid", "v.jpg", b"v", "7 0.5 0.5 1 1\n"),
     ])
     data = tmp_path / "data"
-    summary = organize_data.organize(src, data, CLASSES)
+    summary = organize.organize(src, data, CLASSES)
     assert (data / "train" / "happy" / "good.jpg").read_bytes() == b"good"
     assert (data / "val" / "surprise" / "v.jpg").exists()
     unclassified = sorted(p.name for p in (data / "train" / "unclassified").iterdir())
@@ -208,8 +210,38 @@ def test_bad_labels_go_to_unclassified_with_reasons_and_orphans_are_reported(tmp
     report = summary.report()
     assert "5 images unclassified" in report and "1 labels have no image" in report
 
-    again = organize_data.organize(src, data, CLASSES)  # move mode: the images are gone, labels remain
+    again = organize.organize(src, data, CLASSES)  # move mode: the images are gone, labels remain
     assert again.moved == 0 and again.orphan_labels == 1 and again.counts == summary.counts
+
+
+def test_image_types_the_pipeline_cannot_read_go_to_unclassified_with_the_reason(yolo_sample, tmp_path):
+    """A real photo as .jpg, .png, .webp, .tif, .tiff and .jpe: the class folders get only what train.py
+    decodes (image_types.PIPELINE_EXTENSIONS); the others are unclassified, with the reason, and stay
+    readable by OpenCV (predict.py)."""
+    import cv2
+    photo = sorted((yolo_sample / "train" / "images").iterdir())[0]
+    pixels = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    encoded = {ext: cv2.imencode(".jpg" if ext == ".jpe" else ext, pixels)[1].tobytes()
+               for ext in (".png", ".webp", ".tif", ".tiff", ".jpe")}
+    encoded[".jpg"] = photo.read_bytes()
+    src = make_yolo(tmp_path / "YOLO_format", [("train", f"face{ext.replace('.', '_')}{ext}", data, "4 0.5 0.5 1 1")
+                                               for ext, data in encoded.items()])
+    data = tmp_path / "data"
+    summary = organize.organize(src, data, CLASSES)
+    assert sorted(p.name for p in (data / "train" / "happy").iterdir()) == ["face_jpg.jpg", "face_png.png"]
+    unreadable = sorted(p.name for p in (data / "train" / "unclassified").iterdir())
+    assert unreadable == ["face_jpe.jpe", "face_tif.tif", "face_tiff.tiff", "face_webp.webp"]
+    assert summary.reasons == Counter({"image type train.py cannot read": 4})
+    reasons = {Path(r["file"]).name: r["reason"] for r in read_log(data)}
+    assert reasons["face_webp.webp"].startswith("image type train.py cannot read: .webp: train.py reads "
+                                                "jpg/jpeg/png/gif/bmp only")
+    for name in unreadable:  # real images all the same: predict.py (OpenCV) reads them
+        image = cv2.imread(str(data / "train" / "unclassified" / name), cv2.IMREAD_COLOR)
+        assert image is not None and image.shape == pixels.shape, name
+    assert all(image_types.pipeline_reads(p.name) for p in (data / "train" / "happy").iterdir())
+    assert not any(image_types.pipeline_reads(name) for name in unreadable)
+    assert set(image_types.OPENCV_EXTENSIONS) - set(image_types.PIPELINE_EXTENSIONS) == {".jpe", ".webp", ".tif",
+                                                                                         ".tiff"}
 
 
 def test_a_name_clash_never_overwrites_and_reruns_add_no_duplicates(tmp_path):
@@ -221,7 +253,7 @@ def test_a_name_clash_never_overwrites_and_reruns_add_no_duplicates(tmp_path):
     items = [("train", "a.jpg", b"our a.jpg", "0 0.5 0.5 1 1"),
              ("train", "same.jpg", b"same bytes", "0 0.5 0.5 1 1")]
     src = make_yolo(tmp_path / "one", items)
-    summary = organize_data.organize(src, data, CLASSES, mode="link")
+    summary = organize.organize(src, data, CLASSES, mode="link")
     folder = data / "train" / "anger"
     assert (folder / "a.jpg").read_bytes() == b"someone else's a.jpg"
     assert (folder / "a__1.jpg").read_bytes() == b"another one"
@@ -230,8 +262,8 @@ def test_a_name_clash_never_overwrites_and_reruns_add_no_duplicates(tmp_path):
     assert any(r["reason"].startswith("renamed") for r in read_log(data))
 
     snapshot = listing(data)
-    organize_data.organize(src, data, CLASSES, mode="link")  # same inodes
-    organize_data.organize(make_yolo(tmp_path / "two", items), data, CLASSES, mode="move")  # same bytes
+    organize.organize(src, data, CLASSES, mode="link")  # same inodes
+    organize.organize(make_yolo(tmp_path / "two", items), data, CLASSES, mode="move")  # same bytes
     assert listing(data) == snapshot
     assert sorted(p.name for p in folder.iterdir()) == ["a.jpg", "a__1.jpg", "a__2.jpg", "same.jpg"]
     assert not any((tmp_path / "two").glob("*/images/*"))  # the duplicates were moved onto themselves
@@ -266,8 +298,8 @@ def test_zip_source_is_extracted_into_data_path_and_organized(yolo_sample, tmp_p
     assert organized(data) == label_classes(yolo_sample)
     assert not any((data / "YOLO_format").glob("*/images/*"))
     assert len(list((data / "YOLO_format").glob("*/labels/*.txt"))) == 6320  # kept where the zip put them
-    assert not (data / organize_data.KEPT_LABELS).exists()
-    assert not any(p.name.startswith(organize_data.EXTRACT_PREFIX) for p in data.iterdir())
+    assert not (data / yolo.KEPT_LABELS).exists()
+    assert not any(p.name.startswith(yolo.EXTRACT_PREFIX) for p in data.iterdir())
 
     snapshot = listing(data)
     code, out, _ = main_out(["--source", str(archive), "--set", f"data_path={data}"], capsys)
@@ -364,41 +396,41 @@ def test_a_failing_file_is_named_and_the_run_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "rename", flaky_rename)
     with pytest.raises(UserError, match=r"failed moving .*images/17\.jpg to .*train/anger/17\.jpg: "
                                         r"Input/output error \(9 files done"):
-        organize_data.organize(src, tmp_path / "data", CLASSES)
+        organize.organize(src, tmp_path / "data", CLASSES)
     monkeypatch.setattr(os, "rename", real_rename)
-    summary = organize_data.organize(src, tmp_path / "data", CLASSES)
+    summary = organize.organize(src, tmp_path / "data", CLASSES)
     assert summary.moved == 11 and summary.counts["train"]["anger"] == 20
 
 
 def test_find_yolo_root_searches_a_few_levels(tmp_path):
     root = make_yolo(tmp_path / "a" / "b" / "YOLO_format", [("train", "x.jpg", b"x", "0 0 0 1 1")])
-    assert organize_data.find_yolo_root(tmp_path) == root
-    assert organize_data.prepare_source(tmp_path / "a", tmp_path / "data") == (root, "link")
-    assert organize_data.prepare_source(tmp_path / "a", tmp_path) == (root, "move")
+    assert yolo.find_yolo_root(tmp_path) == root
+    assert yolo.prepare_source(tmp_path / "a", tmp_path / "data") == (root, "link")
+    assert yolo.prepare_source(tmp_path / "a", tmp_path) == (root, "move")
     make_yolo(tmp_path / "a" / "c" / "YOLO_format", [])
     with pytest.raises(UserError, match="several YOLO_format folders"):
-        organize_data.find_yolo_root(tmp_path)
+        yolo.find_yolo_root(tmp_path)
     with pytest.raises(UserError, match="no YOLO_format download"):
-        organize_data.find_yolo_root(tmp_path / "a" / "b" / "YOLO_format" / "train")
+        yolo.find_yolo_root(tmp_path / "a" / "b" / "YOLO_format" / "train")
 
 
 def test_data_yaml_class_names_are_compared_case_insensitively(yolo_sample, tmp_path):
-    same = organize_data.organize(yolo_sample, tmp_path / "d1", CLASSES, mode="link", dry_run=True)
+    same = organize.organize(yolo_sample, tmp_path / "d1", CLASSES, mode="link", dry_run=True)
     assert same.warnings == []
     other = ["angry", *CLASSES[1:]]
-    different = organize_data.organize(yolo_sample, tmp_path / "d2", other, mode="link", dry_run=True)
+    different = organize.organize(yolo_sample, tmp_path / "d2", other, mode="link", dry_run=True)
     assert len(different.warnings) == 1 and "data.yaml" in different.warnings[0]
     assert not (tmp_path / "d1").exists() and not (tmp_path / "d2").exists()
 
 
 def test_parse_label():
-    assert organize_data.parse_label(b"3 0.5 0.5 1 1", 8) == (3, "", "")
-    assert organize_data.parse_label(b"\xef\xbb\xbf7 0.5 0.5 1 1\r\n", 8)[0] == 7
-    assert organize_data.parse_label(b"2 0.1 0.1 0.2 0.2\n2 0.5 0.5 0.2 0.2", 8)[0] == 2
-    assert organize_data.parse_label(b"  \n", 8)[1] == "empty label"
-    assert organize_data.parse_label(b"3", 8)[1] == "malformed label"
-    assert organize_data.parse_label(b"3 a b c d", 8)[1] == "malformed label"
-    assert organize_data.parse_label(b"-1 0 0 1 1", 8)[1] == "class id out of range"
+    assert yolo.parse_label(b"3 0.5 0.5 1 1", 8) == (3, "", "")
+    assert yolo.parse_label(b"\xef\xbb\xbf7 0.5 0.5 1 1\r\n", 8)[0] == 7
+    assert yolo.parse_label(b"2 0.1 0.1 0.2 0.2\n2 0.5 0.5 0.2 0.2", 8)[0] == 2
+    assert yolo.parse_label(b"  \n", 8)[1] == "empty label"
+    assert yolo.parse_label(b"3", 8)[1] == "malformed label"
+    assert yolo.parse_label(b"3 a b c d", 8)[1] == "malformed label"
+    assert yolo.parse_label(b"-1 0 0 1 1", 8)[1] == "class id out of range"
 
 
 def test_help_imports_no_tensorflow():

@@ -1,15 +1,18 @@
 """pipeline.py end to end on a tiny budget: the README's first command (make demo) on a small real dataset.
 
-One run for the module (about 3 minutes on 2 CPU cores, most of it the export stage): a YOLO_format folder of
-3 images per class and split hard-linked from ../shared, a 12-frame clip cut from Megamind.avi, --epochs 1
---max-images 3, 32x32 inputs. config.yaml's weights (imagenet) cannot be downloaded here, so the run also
-shows the demo's fall-back to random init. Each stage's outputs are checked by content.
+One run for the module: a YOLO_format folder of 3 images per class and split hard-linked from ../shared, a
+12-frame clip cut from Megamind.avi, --epochs 1 --max-images 3, 32x32 inputs, two export formats (--formats: the
+default list's TF.js conversions and browser check are what made this run last 3 minutes). config.yaml's
+weights (imagenet) cannot be downloaded here, so the run also shows the demo's fall-back to random init
+(train.py's exit code 3, in a process of its own). Each stage's outputs are checked by content. The run is the
+user's default, TF_CPP_MIN_LOG_LEVEL unset: TensorFlow's own logging must not show; --verbose shows it.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -17,10 +20,15 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import CLASS_NAMES, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script
+from support import CLASS_NAMES, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script
 
 PER_CLASS = 3
 CLIP_FRAMES = 12
+FORMATS = ["tflite_float32", "tflite_int8"]
+# TensorFlow's own C++/absl log lines: "2026-12-01 10:52:21.960317: I tensorflow/...", "E0000 00:00:17.. 8879 cuda_dnn.cc",
+# "WARNING: All log messages before absl::InitializeLog()", "... rebuild TensorFlow with the appropriate compiler flags".
+TF_LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ )"
+                         r"|absl::InitializeLog|rebuild TensorFlow", re.MULTILINE)
 SPLITS = {"train": "train", "valid": "val", "test": "test"}
 
 
@@ -67,8 +75,8 @@ def demo(tmp_path_factory):
                  f"results_dir={tmp / 'results'}", "input_shape=[32, 32, 3]", "train_batch_size=8",
                  "val_batch_size=16", "test_batch_size=16"]  # weights stay config.yaml's: imagenet
     proc = run_script("pipeline.py", "--dataset", str(tmp / "YOLO_format"), "--epochs", "1",
-                      "--max-images", str(PER_CLASS), "--video", str(tmp / "clip.avi"), *as_set_args(overrides),
-                      timeout=480)
+                      "--max-images", str(PER_CLASS), "--video", str(tmp / "clip.avi"), "--formats", ",".join(FORMATS),
+                      *as_set_args(overrides), timeout=1500, env={"TF_CPP_MIN_LOG_LEVEL": None})
     return tmp, sources, proc
 
 
@@ -79,10 +87,13 @@ def test_every_stage_ran_and_the_demo_fell_back_to_random_init(demo):
     for stage in ("organize_data", "train", "evaluate", "predict", "inference", "export"):
         assert f"=== {stage} done in" in out, stage
     assert "stages not in the project yet" not in out and "pipeline: stage" not in out
-    # Offline: the ImageNet weights cannot be fetched; the demo says so, then trains from random init.
-    warning = out.index("warning: could not download the ImageNet weights")
-    assert "warning: the demo goes on from random init (weights=null)" in out
-    train_out = out[warning:out.index("=== train done")]
+    # Offline: the ImageNet weights cannot be fetched; the demo says so (train.py's error line turned into a
+    # warning, never shown as an error), then trains from random init.
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith("warning: ")]
+    assert warnings[0].startswith("warning: could not download the ImageNet weights"), proc.stderr[-3000:]
+    assert "warning: the demo goes on from random init (weights=null)" in warnings[1]
+    assert "error: " not in proc.stderr
+    train_out = out[out.index("=== train:"):out.index("=== train done")]
     summary = json.loads([line for line in train_out.splitlines() if line.startswith("{")][-1])
     assert summary["epochs"] == 2 and summary["train_images"] == 8 * PER_CLASS
     assert "random init" in train_out
@@ -167,11 +178,12 @@ def test_video_stage_wrote_one_prediction_per_frame_and_the_video(demo):
     assert len(log) == CLIP_FRAMES + 1 and json.loads(log[-1])["frames"] == CLIP_FRAMES
 
 
-def test_export_wrote_every_default_format_within_its_threshold(demo):
+def test_export_wrote_the_formats_asked_for_within_their_thresholds(demo):
     tmp, _, proc = demo
     with (tmp / "performance" / "export_report.csv").open(newline="") as f:
         rows = {r["format"]: r for r in csv.DictReader(f)}
-    assert {"saved_model", "tflite_float32", "tflite_float16", "tflite_int8"} <= set(rows)
+    assert sorted(rows) == sorted(FORMATS)
+    assert f"--formats {','.join(FORMATS)}" in proc.stdout  # the export stage's command line
     for name, row in rows.items():
         assert Path(row["path"]).exists(), name
         assert float(row["size_mb"]) > 1, name
@@ -179,3 +191,39 @@ def test_export_wrote_every_default_format_within_its_threshold(demo):
     assert float(rows["tflite_int8"]["size_mb"]) < 0.4 * float(rows["tflite_float32"]["size_mb"])
     final = json.loads([line for line in proc.stdout.splitlines() if line.startswith('{"formats"')][-1])
     assert set(final["formats"]) == set(rows) and final["num_val_images"] == 8 * PER_CLASS
+
+
+@pytest.mark.xfail(strict=True, reason="TFLite conversion (emotion/classifier.py for predict, export.py) prints absl "
+                                       "lines past TF_CPP_MIN_LOG_LEVEL; to fix there: convert under cli.quiet_stderr() "
+                                       "unless --verbose")
+def test_tensorflow_logging_is_hidden_by_default(demo):
+    _, _, proc = demo
+    assert proc.returncode == 0
+    assert not TF_LOG_LINE.search(proc.stdout + proc.stderr), TF_LOG_LINE.findall(proc.stdout + proc.stderr)[:5]
+
+
+def test_verbose_shows_tensorflow_logging_in_every_stage(demo):
+    tmp, _, _ = demo
+    # Every stage gets --verbose from the pipeline ...
+    dry = run_script("pipeline.py", "--verbose", "--dry-run", "--set", f"data_path={tmp / 'data'}",
+                     env={"TF_CPP_MIN_LOG_LEVEL": None}, timeout=60)
+    commands = [line for line in dry.stdout.splitlines() if line.startswith("=== ") and "python src/" in line]
+    assert len(commands) >= 5 and all(line.endswith("--verbose") or " --verbose " in line for line in commands)
+    # ... and a stage with --verbose shows TensorFlow's own lines, which the demo above did not.
+    overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
+                 f"performance_dir={tmp / 'verbose-performance'}", f"results_dir={tmp / 'verbose-results'}",
+                 "input_shape=[32, 32, 3]", "test_batch_size=16"]
+    proc = run_script("evaluate.py", "--verbose", *as_set_args(overrides), env={"TF_CPP_MIN_LOG_LEVEL": None})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert TF_LOG_LINE.search(proc.stderr), proc.stderr[-3000:]
+
+
+def test_a_failing_stage_stops_the_pipeline_with_its_error_line_last(tmp_path):
+    proc = run_script("pipeline.py", "--dataset", str(tmp_path / "no-such-download"),
+                      "--set", f"data_path={tmp_path / 'data'}", timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "pipeline: stage organize_data failed (exit code 1); later stages not run" in proc.stdout
+    assert "=== train" not in proc.stdout
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "no-such-download" in last, proc.stderr
+    assert not (tmp_path / "data").exists()

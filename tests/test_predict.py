@@ -20,11 +20,14 @@ import pytest
 
 from emotion import cli
 from emotion import config
+from emotion import drawing
 from emotion import faces
+from emotion import photos
 import predict
 from emotion import recognizer
 from emotion.config import UserError
-from conftest import FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
+from support import (FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, require, run_script, tiny_config,
+                     tiny_model)
 
 # Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
 PHOTOS = ["Allison_Janney_0001.jpg", "Andre_Agassi_0034.jpg", "Arnaud_Clement_0001.jpg"]
@@ -79,10 +82,6 @@ def photo(name: str) -> Path:
     return require(FACES_GRAY) / "images" / name
 
 
-def model_probs(model, crops: np.ndarray) -> np.ndarray:
-    return model(crops.astype(np.float32), training=False).numpy()
-
-
 def two_face_frame() -> np.ndarray:
     """Two real photos side by side on a 640x480 RGB frame."""
     frame = np.zeros((480, 640, 3), np.uint8)
@@ -115,7 +114,7 @@ def test_classify_faces_equals_the_model_on_crops(env):
     assert len(found) == 1
     boxes = [f.box for f in found]
     probs = rec.classify_faces(image, boxes)
-    expected = model_probs(model, np.stack([faces.crop_face(image, b, size=SIZE) for b in boxes]))
+    expected = keras_probs(model, np.stack([faces.crop_face(image, b, size=SIZE) for b in boxes]))
     assert probs.shape == (1, 8) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, expected, atol=1e-4)
     assert rec.classify_faces(image, []).shape == (0, 8)
@@ -152,19 +151,19 @@ def test_two_faces_one_call_and_drawing(env):
     assert len(results) == 2
     centres = sorted(r.box[0] + r.box[2] / 2 for r in results)
     assert 10 < centres[0] < 310 and 330 < centres[1] < 630
-    expected = model_probs(env["model"], np.stack([faces.crop_face(frame, r.box, size=SIZE) for r in results]))
+    expected = keras_probs(env["model"], np.stack([faces.crop_face(frame, r.box, size=SIZE) for r in results]))
     np.testing.assert_allclose([list(r.probabilities.values()) for r in results], expected, atol=1e-4)
 
     bgr = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
     before = bgr.copy()
-    assert recognizer.draw_results(bgr, results, fps=41.5, ids=[3, 7]) is bgr  # in place
+    assert drawing.draw_results(bgr, results, fps=41.5, ids=[3, 7]) is bgr  # in place
     changed = np.any(bgr != before, axis=2)
     for r in results:
         x, y, w, h = r.box
         assert changed[y + h // 2, x] and changed[y + h // 2, x + w - 1]  # the box's left and right edges
     assert changed[:20, :60].any()  # the FPS counter
     with pytest.raises(ValueError, match="ids"):
-        recognizer.draw_results(bgr, results, ids=[1])
+        drawing.draw_results(bgr, results, ids=[1])
 
 
 def test_tight_crop_without_a_face_is_classified_whole(env):
@@ -173,18 +172,18 @@ def test_tight_crop_without_a_face_is_classified_whole(env):
     assert image.shape == (96, 96, 3) and rec.detect(image) == []  # precondition: BlazeFace misses this one
     (r,) = rec.analyze(image)
     assert r.whole_image and r.box == (0, 0, 96, 96) and r.detector_score is None
-    np.testing.assert_allclose(list(r.probabilities.values()), model_probs(model, image[None])[0], atol=1e-4)
+    np.testing.assert_allclose(list(r.probabilities.values()), keras_probs(model, image[None])[0], atol=1e-4)
     assert rec.analyze(image, allow_whole_image=False) == []
     # A face-less image that is not a tight crop gives nothing; a small one is resized whole.
     assert rec.analyze(np.zeros((480, 640, 3), np.uint8)) == []
     small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
     if not rec.detect(small):
         (s,) = rec.analyze(small)
-        expected = model_probs(model, cv2.resize(small, SIZE, interpolation=cv2.INTER_LINEAR)[None])[0]
+        expected = keras_probs(model, cv2.resize(small, SIZE, interpolation=cv2.INTER_LINEAR)[None])[0]
         assert s.box == (0, 0, 64, 64)
         np.testing.assert_allclose(list(s.probabilities.values()), expected, atol=1e-4)
     bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    recognizer.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
+    drawing.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
 
 
 def test_analyze_batch_is_batched_and_equals_analyze(env):
@@ -301,7 +300,7 @@ def test_blank_image_is_no_face_and_exit_0(env, spy, tmp_path):
 def test_nothing_matches_is_exit_2(env, tmp_path, capsys):
     """Before any model is loaded: one line, exit code 2."""
     missing, pattern = tmp_path / "missing.jpg", tmp_path / "nope" / "*.jpg"
-    looked = ", ".join(predict.IMAGE_EXTENSIONS)
+    looked = ", ".join(photos.IMAGE_EXTENSIONS)
     for arg, line in [(pattern, f"error: no image matches {pattern}"),
                       (missing, f"error: no such file or folder: {missing}"),
                       (tmp_path, f"error: no images in the folder {tmp_path} (looked for {looked})")]:
@@ -343,18 +342,9 @@ def test_bad_files_exit_1_and_the_rest_carries_on(env, tmp_path):
 def test_tflite_backend(env, tmp_path):
     """predict.py with classifier_backend=tflite (a tiny model of the project's kind, converted in seconds):
     the cached conversion is made beside the model and its probabilities equal the Keras model's."""
-    import keras
     from emotion import model as model_lib
 
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input(shape=(96, 96, 3), name="image")
-    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
-    x = keras.layers.Conv2D(8, 5, strides=4, name="conv")(x)
-    x = keras.layers.BatchNormalization(name="bn")(x)
-    x = keras.layers.ReLU()(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(8, activation="softmax", name="probabilities")(x)
-    tiny = keras.Model(inputs, outputs)
+    tiny = tiny_model((96, 96, 3), seed=1)
     path = tmp_path / "tiny.h5"
     model_lib.save_model_atomic(tiny, path)
     image = photo(PHOTOS[0])
@@ -366,7 +356,7 @@ def test_tflite_backend(env, tmp_path):
     (entry,) = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
     (face,) = entry["faces"]
     crop = faces.crop_face(rgb(image), face["box"], size=SIZE)
-    np.testing.assert_allclose(list(face["probabilities"].values()), model_probs(tiny, crop[None])[0], atol=1e-4)
+    np.testing.assert_allclose(list(face["probabilities"].values()), keras_probs(tiny, crop[None])[0], atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -493,9 +483,9 @@ def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_mod
         assert entries[name]["faces"], name
         for face in entries[name]["faces"]:
             crop = faces.crop_face(image_rgb, face["box"], size=SIZE)
-            expected = model_probs(model, crop[None])[0]
+            expected = keras_probs(model, crop[None])[0]
             got = np.array([face["probabilities"][c] for c in class_names])
             np.testing.assert_allclose(got, expected, atol=1e-4)
-            swapped.append(np.abs(model_probs(model, crop[None, ..., ::-1].copy())[0] - expected).max())
+            swapped.append(np.abs(keras_probs(model, crop[None, ..., ::-1].copy())[0] - expected).max())
             checked += 1
     assert checked >= 2 and max(swapped) > 0.1, swapped

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from emotion import config
-from conftest import REPO, as_set_args, link_organized, run_script, tiny_config
+from support import REPO, as_set_args, link_organized, run_script, tiny_config
 
 
 def _read_log(path: Path) -> list[dict]:

@@ -1,7 +1,7 @@
 """The web page in a real browser: headless Debian Chromium driven by playwright-core (web/tools/browser.mjs).
 
 One 96x96 ResNet50 (random init, random BatchNorm statistics so that folding matters) is exported to TF.js
-once for the module, the page is built around it (src/web.py) and served on a free port with the
+once for the module, the page is built around it (emotion/webpage.py) and served on a free port with the
 cross-origin isolation headers. The checks: the page loads and picks WASM (no GPU here), classify() gives
 the Keras model's probabilities within 1e-3 on real faces, BlazeFace in the browser finds the faces the
 Python detector finds, the fake camera playing a real clip gets boxes and labels drawn, and a refused or
@@ -18,22 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, link_organized,
+from support import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, link_organized,
                       random_batchnorm_model, require, run_script, spread_head)
 
-import web
-
-def _require_browser():
-    missing = web.browser_missing()
-    if missing:
-        pytest.skip(f"no browser tests: {missing} (make test installs Chromium and runs npm ci --prefix web)")
-
-
-def browser(scenario: str, url: str, **options) -> dict:
-    """Run one scenario of web/tools/browser.mjs (see there) and return what it printed."""
-    result = web.run_browser(scenario, url, timeout=240, **options)
-    assert "error" not in result, result["error"]
-    return result
+from browser import require_browser, scenario as browser, write_y4m
+from no_tfjs import env_without_tfjs
+from emotion import headless, webpage
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +31,7 @@ def site(tmp_path_factory):
     """{url, url_uint8, dist, keras, images: {name: float32 array}, photos, y4m}."""
     require(YOLO_SAMPLE)
     require(FACES_GRAY)
-    _require_browser()
+    require_browser()
     import cv2
 
     import export
@@ -79,15 +69,15 @@ def site(tmp_path_factory):
     spread_head(model, batch)
     from emotion import card, temperature
     temperature.set_temperature(model, 1.5)  # the page must carry T (issue 9): Keras's probabilities include it
-    keras_probs = np.asarray(model(batch, training=False))
+    keras_out = keras_probs(model, batch)
     model_lib.save_model_atomic(model, cfg.model_save_path)
     card.update_card(cfg.model_save_path, calibration={"temperature": 1.5})  # the line the page shows
     link_organized(tmp / "data", per_class=1, splits=("val",))
     out = tmp / "export"
     assert export.main([*as_set_args(overrides), "--output", str(out), "--formats", "tfjs_float32,tfjs_uint8"]) == 0
     dist, dist_uint8 = tmp / "dist", tmp / "dist_uint8"
-    web.build(cfg, out / "tfjs_float32", dist, web.WEB / "node_modules")
-    web.build(cfg, out / "tfjs_uint8", dist_uint8, web.WEB / "node_modules")
+    webpage.build(cfg, out / "tfjs_float32", dist, webpage.NODE_MODULES)
+    webpage.build(cfg, out / "tfjs_uint8", dist_uint8, webpage.NODE_MODULES)
 
     for d in (dist, dist_uint8):
         (d / "testdata").mkdir()
@@ -97,10 +87,10 @@ def site(tmp_path_factory):
             shutil.copy(photo, d / "testdata" / photo.name)
 
     y4m = tmp / "megamind.y4m"
-    web.write_y4m(require(VIDEOS / "Megamind.avi"), y4m, max_frames=48)
+    write_y4m(require(VIDEOS / "Megamind.avi"), y4m, max_frames=48)
 
-    with web.serving(dist) as url, web.serving(dist_uint8) as url_uint8:
-        yield {"url": url, "url_uint8": url_uint8, "dist": dist, "names": names, "keras": keras_probs,
+    with webpage.serving(dist) as url, webpage.serving(dist_uint8) as url_uint8:
+        yield {"url": url, "url_uint8": url_uint8, "dist": dist, "names": names, "keras": keras_out,
                "photos": [p.name for p in photos], "python_boxes": python_boxes, "y4m": str(y4m)}
 
 
@@ -276,6 +266,17 @@ def test_missing_model_is_one_line(tmp_path):
     assert not (tmp_path / "dist").exists()
 
 
+def test_missing_model_without_the_tfjs_converter_says_what_the_export_needs(tmp_path):
+    proc = run_script("web.py", "--build-only", "--model", str(tmp_path / "nope"), "--dist", str(tmp_path / "dist"),
+                      env=env_without_tfjs(tmp_path / "no_tfjs"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: no TF.js model at {tmp_path / 'nope'}: run python src/export.py --formats tfjs_uint8 "
+        f"(or pass --model DIR of a TF.js graph model); that export needs the TF.js converter, which is not "
+        f"installed (pip install -r requirements-tfjs.txt; Linux, macOS or WSL)"]
+    assert not (tmp_path / "dist").exists()
+
+
 def test_model_with_other_classes_is_refused(tmp_path):
     model_dir = tmp_path / "model"
     model_dir.mkdir()
@@ -300,7 +301,7 @@ def test_write_y4m_keeps_every_frame(tmp_path):
     import cv2
     clip = require(VIDEOS / "Megamind.avi")
     out = tmp_path / "clip.y4m"
-    assert web.write_y4m(clip, out, max_frames=5) == 5
+    assert write_y4m(clip, out, max_frames=5) == 5
     data = out.read_bytes()
     header, rest = data.split(b"\n", 1)
     assert header.startswith(b"YUV4MPEG2 W720 H528 F")
@@ -337,7 +338,7 @@ def _build(model_dir: Path, dist: Path):
 
 
 def test_build_replaces_only_a_previous_build_never_a_user_folder(tmp_path):
-    if web.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+    if headless.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
         pytest.skip("web/node_modules is missing (npm ci --prefix web)")
     model_dir = _model_folder(tmp_path)
     site = tmp_path / "site"
@@ -382,13 +383,13 @@ def test_weight_files_outside_the_model_folder_are_refused(tmp_path, name):
 
 def test_the_server_lists_no_folders(tmp_path):
     import urllib.error
-    if web.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+    if headless.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
         pytest.skip("web/node_modules is missing (npm ci --prefix web)")
     from emotion.config import load_config
     dist = tmp_path / "dist"
-    web.build(load_config(), _model_folder(tmp_path), dist, web.WEB / "node_modules")
+    webpage.build(load_config(), _model_folder(tmp_path), dist, webpage.NODE_MODULES)
     (dist / "empty").mkdir()
-    with web.serving(dist) as url:
+    with webpage.serving(dist) as url:
         with urllib.request.urlopen(url) as response:  # a folder with index.html: the page
             assert response.status == 200 and response.read() == (dist / "index.html").read_bytes()
         for folder in ("vendor/", "models/", "models/emotion/", "empty/", "vendor"):

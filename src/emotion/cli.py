@@ -1,4 +1,4 @@
-"""What every script shares on the command line: --config/--set, and one-line errors.
+"""What every script shares on the command line: --config/--set/--verbose, one-line errors, warnings.
 
 Usage (in a script):
     def main(argv=None):
@@ -10,13 +10,19 @@ Usage (in a script):
     if __name__ == "__main__":
         cli.run(main)
 
+    cli.warn("cannot open a window; running without one")   # "warning: ..." on stderr, every warning of ours
+
 Nothing here imports TensorFlow, so `--help` stays fast.
 
 TensorFlow's own logging: `import tensorflow` prints a dozen lines to stderr (CUDA plugin registration,
-absl's "All log messages before absl::InitializeLog()", CPU instruction hints), whatever
-TF_CPP_MIN_LOG_LEVEL says for the absl ones. run() hides them unless the user set TF_CPP_MIN_LOG_LEVEL
-(set it, e.g. TF_CPP_MIN_LOG_LEVEL=0, to see everything: also what a crash inside TensorFlow's import
-printed), so a script's `error: ...` line is the last line of its output and easy to find.
+absl's "All log messages before absl::InitializeLog()", cuInit errors, CPU instruction hints), whatever
+TF_CPP_MIN_LOG_LEVEL says for the absl ones. run() hides them unless the user asks: --verbose (every
+script), or a TF_CPP_MIN_LOG_LEVEL they set (e.g. TF_CPP_MIN_LOG_LEVEL=0: everything, also what a crash
+inside TensorFlow's import printed). So a script's `error: ...` line is the last line of its output and
+easy to find. A script that starts another (pipeline.py) passes child_env() so the child decides alone.
+
+Exit codes: 0 done, 1 bad input (UserError), 2 bad config or arguments, 130 interrupted, and
+EXIT_WEIGHTS_DOWNLOAD (3): train.py could not download the ImageNet weights (pipeline.py then falls back).
 """
 from __future__ import annotations
 
@@ -31,6 +37,9 @@ from typing import Callable, Sequence
 from . import config
 from .config import UserError
 
+EXIT_WEIGHTS_DOWNLOAD = 3
+_quieted = {"log_level": False}  # whether quiet_tensorflow() set TF_CPP_MIN_LOG_LEVEL (not the user)
+
 
 def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
     """An ArgumentParser with --config and repeatable --set; defaults shown in --help."""
@@ -44,7 +53,26 @@ def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
                    help="configuration file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key for this run (repeatable; VALUE is YAML, e.g. --set weights=null)")
+    p.add_argument("--verbose", action=_Verbose, help="show TensorFlow's own log lines (hidden by default)")
     return p
+
+
+class _Verbose(argparse.Action):
+    """--verbose: undo quiet_tensorflow() while parsing, before any script imports TensorFlow."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        verbose_tensorflow()
+
+
+def warn(message: str) -> None:
+    """Every warning of ours: one 'warning: ...' line on stderr (stdout flushed first, to keep the order)."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -93,14 +121,25 @@ def quiet_stderr():
         os.close(devnull)
 
 
+# Imports whose start-up lines quiet_tensorflow() hides: TensorFlow's, and the ydf advertisement that
+# tensorflow_decision_forests prints to stderr when tensorflowjs's converter imports it.
+_NOISY_IMPORTS = ("tensorflow", "tensorflow_decision_forests")
+
+
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Runs the first `import tensorflow` (wherever it happens: keras, training.py, faces.py) under
-    quiet_stderr, then sets absl's Python logging to errors only. Removes itself once used."""
+    """Runs the first import of each of _NOISY_IMPORTS (wherever it happens: keras, training.py, faces.py, the
+    TF.js converter) under quiet_stderr, then sets absl's Python logging to errors only. Removes itself once
+    all are imported."""
+
+    def __init__(self):
+        self.waiting = {name for name in _NOISY_IMPORTS if name not in sys.modules}
 
     def find_spec(self, name, path=None, target=None):
-        if name != "tensorflow":
+        if name not in self.waiting:
             return None
-        sys.meta_path.remove(self)
+        self.waiting.discard(name)
+        if not self.waiting:
+            sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return spec
@@ -132,8 +171,26 @@ def quiet_tensorflow() -> None:
         return
     # 3: C++ errors too ("failed call to cuInit" on every CPU-only run); real failures raise in Python.
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    _quieted["log_level"] = True
     if not any(isinstance(f, _QuietTensorFlowImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietTensorFlowImport())
+
+
+def verbose_tensorflow() -> None:
+    """Undo quiet_tensorflow() (what --verbose does): TensorFlow logs as it would without this module."""
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _QuietTensorFlowImport)]
+    if _quieted["log_level"]:
+        os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        _quieted["log_level"] = False
+
+
+def child_env() -> dict[str, str]:
+    """os.environ for a script started by this one, less what quiet_tensorflow() set: the child quiets itself
+    (or not, with --verbose) as if the user had started it."""
+    env = dict(os.environ)
+    if _quieted["log_level"]:
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
 
 
 def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:

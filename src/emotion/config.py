@@ -332,3 +332,13 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
             raise ConfigError(f"config key '{key}' must be {exc}, got {value!r} (from {where})") from None
         cfg[key] = _resolve_path(value, base) if field.is_path else value
     return cfg
+
+
+def check_class_count(n_out: int, class_names, model_path, remedy: str = "use the config it was trained with") -> None:
+    """UserError unless a model predicting n_out classes matches config key class_names; the one message every
+    command gives, ending with `remedy`:
+        check_class_count(int(model.output_shape[-1]), cfg.class_names, path, "use the config it was trained with")
+    """
+    if int(n_out) != len(class_names):
+        raise UserError(f"the model {model_path} predicts {n_out} classes but config key class_names lists "
+                        f"{len(class_names)}: {remedy}")

@@ -50,16 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from . import paths
 from .config import UserError
+from .image_types import PIPELINE_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 IGNORED_FOLDERS = ("unclassified",)
 MAX_WARNINGS = 20  # per check_images call; the rest are counted in one summary line
 _WARNED: set = set()  # what make_dataset has warned about in this process (one warning, not one per epoch)
@@ -106,7 +105,7 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
                     continue
                 if not _utf8_name(e.path):
                     continue
-                if e.name.lower().endswith(IMAGE_EXTENSIONS):
+                if e.name.lower().endswith(PIPELINE_EXTENSIONS):
                     files.append(e.path)
                 else:
                     other_files.append(e.path)
@@ -115,7 +114,7 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
     if other_files and key not in _WARNED:
         _WARNED.add(key)
         log.warning("warning: ignoring %d file(s) in %s that are not %s by name, e.g. %s", len(other_files),
-                    split_dir, "/".join(x[1:] for x in IMAGE_EXTENSIONS), sorted(other_files)[0])
+                    split_dir, "/".join(x[1:] for x in PIPELINE_EXTENSIONS), sorted(other_files)[0])
     return found
 
 
@@ -152,7 +151,7 @@ def list_split(split_dir: str | os.PathLike, class_names: Sequence[str],
     empty = [c for c in class_names if not found[c]]
     if empty:
         raise UserError(f"class folder(s) {', '.join(str(split_dir / c) for c in empty)} hold no images "
-                        f"({'/'.join(x[1:] for x in IMAGE_EXTENSIONS)}); every class in config key "
+                        f"({'/'.join(x[1:] for x in PIPELINE_EXTENSIONS)}); every class in config key "
                         f"class_names needs some")
     pairs = []
     for label, name in enumerate(class_names):
@@ -385,39 +384,6 @@ def augment_batch(images, cfg: Mapping[str, Any], seed) -> tf.Tensor:
         mean = tf.reduce_mean(tf.reshape(images, (b, -1, shape[3])), axis=1)[:, None, None, :]
         images = images * factor + mean * (1.0 - factor)
     return tf.clip_by_value(images, 0.0, 255.0)
-
-
-def build_augmenter(cfg: Mapping[str, Any]) -> keras.Sequential | None:
-    """The same augmentation as keras layers (a reference; make_dataset uses the faster augment_batch).
-
-    Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
-    Applied to whole float batches [B, H, W, 3] in 0..255 (per-image random draws) with training=True:
-        aug = build_augmenter(cfg);  images = aug(images, training=True)
-    Each layer gets its own seed (seed, seed+1, ...) so their draws are independent. The output stays in
-    0..255: geometric layers fill by reflection, contrast is clipped. The layers compute in float32 even
-    under a mixed-precision global policy (the model casts its inputs itself). Each layer resamples the
-    batch (several times slower than augment_batch), and the layers' random state advances per call, so
-    their output depends on call order: in a parallel map it would not be repeatable.
-    """
-    seed = int(cfg["seed"])
-    layers: list[keras.layers.Layer] = []
-    if cfg["augment_flip"]:
-        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + len(layers), dtype="float32", name="flip"))
-    if cfg["augment_rotation"] > 0:
-        layers.append(keras.layers.RandomRotation(cfg["augment_rotation"], fill_mode="reflect",
-                                                  seed=seed + len(layers), dtype="float32", name="rotation"))
-    if cfg["augment_shift"] > 0:
-        layers.append(keras.layers.RandomTranslation(cfg["augment_shift"], cfg["augment_shift"], fill_mode="reflect",
-                                                     seed=seed + len(layers), dtype="float32", name="shift"))
-    if cfg["augment_zoom"] > 0:
-        layers.append(keras.layers.RandomZoom(cfg["augment_zoom"], fill_mode="reflect",
-                                              seed=seed + len(layers), dtype="float32", name="zoom"))
-    if cfg["augment_contrast"] > 0:
-        layers.append(keras.layers.RandomContrast(cfg["augment_contrast"], value_range=(0, 255),
-                                                  seed=seed + len(layers), dtype="float32", name="contrast"))
-    if not layers:
-        return None
-    return keras.Sequential(layers, name="augmenter")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class FaceDetector:
 # BlazeFace short and full range, decoded as mediapipe's FaceDetectionShortRange / FullRange graphs do.
 
 _SCORE_CLIP = 100.0
-_NMS_IOU = 0.3
+NMS_IOU = 0.3  # BlazeFace boxes overlapping more than this are merged (the web page uses it too)
 
 
 def ssd_anchors(size: int = SHORT_RANGE.size, strides: Sequence[int] = SHORT_RANGE.strides,
@@ -288,7 +288,7 @@ class _BlazeFace:
         boxes = np.stack([cx - raw[:, 2] / 2, cy - raw[:, 3] / 2, cx + raw[:, 2] / 2, cy + raw[:, 3] / 2], axis=1)
         points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
         results = []
-        for box, score, kps in _weighted_nms(boxes, scores, points, _NMS_IOU):
+        for box, score, kps in _weighted_nms(boxes, scores, points, NMS_IOU):
             # tensor [0, 1] -> tensor pixels -> image pixels
             x0, x1 = (box[[0, 2]] * size - ox) / s
             y0, y1 = (box[[1, 3]] * size - oy) / s

@@ -7,6 +7,7 @@ Usage:
     set_phase(model, "fine_tune", cfg)        # phase 2: top cfg.fine_tune_blocks stages trainable
     probs = model(images_rgb_0_255)           # float32 [B, 8], rows sum to 1
     model = load_model(cfg.model_save_path)   # a saved model, ready for predict()
+    y, probs = predict_probs(model, dataset)  # labels [N], probabilities [N, 8] over (images, labels) batches
 
 ResNet50's own preprocess_input (RGB -> BGR, ImageNet mean subtraction) is a layer inside the model,
 so every consumer (evaluate, predict, inference, the exports, the browser) feeds raw RGB 0..255 and
@@ -19,11 +20,13 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from . import paths
 from . import temperature  # registers the Temperature layer, so that load_model reads calibrated models
 from .atomic import atomic_path
+from .cli import EXIT_WEIGHTS_DOWNLOAD
 from .config import UserError
 
 BACKBONE_NAME = "resnet50"
@@ -34,7 +37,10 @@ WEIGHTS_HELP = ("put a local copy of resnet50_weights_tf_dim_ordering_tf_kernels
 
 
 class WeightsDownloadError(UserError):
-    """The ImageNet weights could not be fetched (offline machine, firewall)."""
+    """The ImageNet weights could not be fetched (offline machine, firewall). Its own exit code, so that
+    pipeline.py can tell it from other errors of train.py and fall back to random init."""
+
+    code = EXIT_WEIGHTS_DOWNLOAD
 
 
 @keras.saving.register_keras_serializable(package="emotion")
@@ -57,15 +63,16 @@ def _backbone(cfg) -> keras.Model:
         return keras.applications.ResNet50(include_top=False, weights=weights, input_shape=tuple(cfg.input_shape))
     except Exception as exc:  # Keras wraps every download failure in a plain Exception
         if weights == "imagenet" and ("fetch failure" in str(exc) or isinstance(exc, OSError)):
-            raise WeightsDownloadError(f"could not download the ImageNet weights for ResNet50 ({_first_line(exc)}): "
+            raise WeightsDownloadError(f"could not download the ImageNet weights for ResNet50 ({first_line(exc)}): "
                             f"{WEIGHTS_HELP}") from None
         if weights not in (None, "imagenet"):
             raise UserError(f"config key 'weights': {weights} is not a ResNet50 (include_top=False) weights "
-                            f"file: {_first_line(exc)}") from None
+                            f"file: {first_line(exc)}") from None
         raise
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of exc's message (at most 200 characters), for one-line errors."""
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
@@ -151,4 +158,45 @@ def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
     except Exception as exc:
-        raise UserError(f"cannot load the model {path}: {_first_line(exc)}") from None
+        raise UserError(f"cannot load the model {path}: {first_line(exc)}") from None
+
+
+def make_forward(model: keras.Model, tta: bool = False, input_spec: tf.TensorSpec | None = None):
+    """The model in inference mode as a tf.function: images [B, H, W, 3] -> probabilities [B, C].
+
+    tta: average the probabilities of each image and its horizontal flip (one forward over both).
+    input_spec: the images' TensorSpec; with it the function is traced once for every batch size
+    (the last, smaller batch does not retrace); without it, reduce_retracing generalises after a retrace.
+    Build it once and pass it to predict_probs to time or reuse it without tracing again.
+    """
+    def forward(x):
+        if not tta:
+            return model(x, training=False)
+        n = tf.shape(x)[0]
+        probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
+        return (probs[:n] + probs[n:]) / 2
+
+    if input_spec is None:
+        return tf.function(forward, reduce_retracing=True)
+    spec = tf.TensorSpec([None, *input_spec.shape[1:]], input_spec.dtype)
+    return tf.function(forward, input_signature=[spec])
+
+
+def predict_probs(model: keras.Model, dataset: tf.data.Dataset, tta: bool = False,
+                  forward=None) -> tuple[np.ndarray, np.ndarray]:
+    """Run the model in inference mode over (images, labels) batches; returns (labels, probabilities).
+
+    Streams: only the labels and the probabilities [N, C] are kept, never the images.
+    tta: see make_forward. forward: a prebuilt make_forward(model, tta) (then tta is ignored).
+    """
+    if forward is None:
+        spec = dataset.element_spec[0]
+        forward = make_forward(model, tta, spec if isinstance(spec, tf.TensorSpec) else None)
+    labels, probs = [], []
+    for x, y in dataset:
+        probs.append(forward(x).numpy())
+        labels.append(y.numpy())
+    y = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    if y.ndim == 2:
+        y = y.argmax(axis=1)
+    return y, (np.concatenate(probs) if probs else np.zeros((0, 0), np.float32))

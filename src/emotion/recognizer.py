@@ -1,25 +1,22 @@
 """Per-frame emotion recognition: find faces, crop them like AffectNet, classify all crops in one call, draw.
 
-Shared by predict.py (photos) and inference.py (video, webcam):
+Shared by predict.py (photos) and inference.py (video, webcam); drawing the results is drawing.py's job:
 
     rec = EmotionRecognizer(cfg)                      # cfg.model_save_path, cfg.face_detector, cfg.classifier_backend
     results = rec.analyze(image_rgb)                  # [FaceResult], best detection first; [] when no face
     per_image = rec.analyze_batch([rgb1, rgb2, ...])  # many photos: crops of all images classified together
     faces = rec.detect(rgb); probs = rec.classify_faces(rgb, [f.box for f in faces])   # the two steps apart
-    draw_results(frame_bgr, results, fps=41.0, ids=[3, 7])                             # annotates in place
 
 A tight face crop in which no face is found (small and near square, faces.is_tight_face_crop: e.g. the 96x96
 AffectNet images) is classified whole, resized to the classifier's input: FaceResult.whole_image is True and
 detector_score None. Other images without a detected face give no result.
 
-Everything here takes RGB uint8 images (grayscale is accepted), except draw_results, which draws on the BGR
-frame OpenCV reads and shows. Importing this module does not import TensorFlow (the classifier does, when
+Everything here takes RGB uint8 images (grayscale is accepted). Importing this module does not import TensorFlow (the classifier does, when
 it is loaded).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -192,111 +189,3 @@ class EmotionRecognizer:
 
     def __repr__(self) -> str:
         return f"EmotionRecognizer({self.model_path}, classifier={self.classifier!r}, detector={self.detector!r})"
-
-
-# ---------------------------------------------------------------------------------------------
-# Drawing (BGR, in place)
-
-# BGR, one per class index (class order of FaceResult.probabilities), distinct on faces and backgrounds.
-PALETTE = [(60, 60, 230), (170, 90, 200), (60, 160, 60), (200, 120, 60), (40, 200, 240), (200, 200, 200),
-           (220, 80, 40), (40, 150, 255), (150, 220, 120), (120, 120, 255)]
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_BAR_LEN = 60  # probability bar length at scale 1, pixels
-
-
-@lru_cache(maxsize=512)
-def _text_size(text: str, scale: float, thickness: int) -> tuple[int, int, int]:
-    (w, h), base = cv2.getTextSize(text, _FONT, scale, thickness)
-    return w, h, base
-
-
-def _style(shape) -> tuple[float, int]:
-    """Font scale and line thickness for an image: readable on 96x96 crops and on 1080p frames."""
-    scale = min(1.2, max(0.3, min(shape[0], shape[1]) / 900))
-    return round(scale, 2), 1 if scale < 0.8 else 2
-
-
-def _label_box(image, text: str, x: int, y: int, color, scale: float, thickness: int, above: bool = True) -> None:
-    """Text on a filled box whose bottom-left is (x, y) (above=True) or whose top-left is (x, y), kept inside
-    the image."""
-    tw, th, base = _text_size(text, scale, thickness)
-    pad = max(2, int(3 * scale))
-    top = y - th - base - 2 * pad if above else y
-    top = max(0, min(top, image.shape[0] - th - base - 2 * pad))
-    x = max(0, min(x, image.shape[1] - tw - 2 * pad))
-    cv2.rectangle(image, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), color, cv2.FILLED)
-    ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
-    cv2.putText(image, text, (x + pad, top + pad + th), _FONT, scale, ink, thickness, cv2.LINE_AA)
-
-
-def _overlaps(a, b) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
-def _bars(image, probabilities: dict[str, float], box: tuple[int, int, int, int], scale: float,
-          taken: list[tuple[int, int, int, int]]) -> None:
-    """Small bars of every class probability in the class colours: under the box, else right of it, else
-    left of it, else inside its bottom-left corner: the first of those places that lies inside the image
-    and covers no rectangle of `taken` but `box` (faces, earlier panels), or the first that fits when all
-    do; none when the panel fits nowhere outside the box (e.g. a whole-image result). The panel's
-    rectangle is appended to `taken`."""
-    names = list(probabilities)
-    small = max(0.3, round(scale * 0.6, 2))
-    name_w = max(_text_size(n, small, 1)[0] for n in names)
-    _, th, base = _text_size("Ag", small, 1)
-    row = th + base + 1
-    bar = int(_BAR_LEN * max(scale, 0.5))
-    pw, ph = name_w + 4 + bar, row * len(names)
-    height, width = image.shape[:2]
-    x, y, w, h = box
-    places = []
-    if y + h + 3 + ph <= height and pw <= width:
-        places.append((max(0, min(x, width - pw)), y + h + 3))
-    if ph <= height and x + w + 4 + pw <= width:
-        places.append((x + w + 4, max(0, min(y, height - ph))))
-    if ph <= height and x - 4 - pw >= 0:
-        places.append((x - 4 - pw, max(0, min(y, height - ph))))
-    if not places:
-        return
-    if pw + 4 <= w and 2 * ph <= h:  # last resort, when all of those cover another face: inside, bottom left
-        places.append((x + 2, y + h - 2 - ph))
-    free = (p for p in places if not any(t != box and _overlaps((*p, pw, ph), t) for t in taken))
-    px, py = next(free, places[0])
-    taken.append((px, py, pw, ph))
-    bx = px + name_w + 4
-    cv2.rectangle(image, (px, py), (bx - 2, py + ph - 1), (30, 30, 30), cv2.FILLED)  # dark backing for the names
-    for i, (name, p) in enumerate(zip(names, probabilities.values())):
-        top = py + i * row
-        cv2.putText(image, name, (px, top + th), _FONT, small, (255, 255, 255), 1, cv2.LINE_AA)
-        cv2.rectangle(image, (bx, top + 1), (bx + bar, top + th), (60, 60, 60), cv2.FILLED)
-        if p > 0:
-            cv2.rectangle(image, (bx, top + 1), (bx + max(1, int(round(p * bar))), top + th),
-                          PALETTE[i % len(PALETTE)], cv2.FILLED)
-
-
-def draw_results(image_bgr: np.ndarray, results: Sequence[FaceResult], fps: float | None = None,
-                 ids: Sequence | None = None, bars: bool = True) -> np.ndarray:
-    """Annotate a C-contiguous BGR uint8 frame in place and return it. Per face: its box in the label's
-    colour, "label 87%" above it ("#id label 87%" with ids; an id of None draws no number), and small bars
-    of every class probability under or beside it (bars=False: none). An FPS counter in the top-left
-    corner when fps is given."""
-    if ids is not None and len(ids) != len(results):
-        raise ValueError(f"ids has {len(ids)} entries for {len(results)} results")
-    scale, thickness = _style(image_bgr.shape)
-    boxes = [tuple(int(v) for v in r.box) for r in results]
-    taken = list(boxes)
-    for i, r in enumerate(results):
-        x, y, w, h = boxes[i]
-        names = list(r.probabilities)
-        top = r.top_label  # the box keeps the class colour also when the answer is "uncertain"
-        color = PALETTE[names.index(top) % len(PALETTE)] if top in r.probabilities else PALETTE[0]
-        cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, thickness if r.whole_image else thickness + 1)
-        text = confidence_rule.display_text(r.label, r.top_label, r.confidence)
-        if ids is not None and ids[i] is not None:
-            text = f"#{ids[i]} {text}"
-        _label_box(image_bgr, text, x, y, color, scale, thickness, above=y > 0)
-        if bars and r.probabilities:
-            _bars(image_bgr, r.probabilities, boxes[i], scale, taken)
-    if fps is not None:
-        _label_box(image_bgr, f"FPS {fps:.1f}", 0, 0, (0, 0, 0), scale, thickness, above=False)
-    return image_bgr

@@ -85,7 +85,7 @@ def logits_model(model):
 def calibrate(model, dataset) -> tuple[keras.Model, float, np.ndarray, np.ndarray]:
     """Fit T on (images, labels) batches (the val split) and store it: (model, T, labels, logits). The model
     is rebuilt with a Temperature layer first when it has none (with_temperature)."""
-    from .training import predict_probs  # TensorFlow's training helpers, only when calibrating
+    from .model import predict_probs  # (here: model.py imports this module)
 
     model = with_temperature(model)
     y, logits = predict_probs(logits_model(model), dataset)

@@ -6,7 +6,7 @@
         probs = classifier(...)                          # [N, C] raw probabilities, one row per box
         ids, smoothed = tracker.update(boxes, probs)     # ids[i] and smoothed[i] belong to boxes[i]
 
-    # or the two halves apart (inference.py assigns ids while detecting, smooths after classifying):
+    # or the two halves apart (a video run assigns ids while detecting, smooths after classifying):
     ids = tracker.assign(boxes)                      # FaceTracker: ids only
     smoothed = smoother.update(ids, probs)           # ProbabilitySmoother: the exponential average per id
 

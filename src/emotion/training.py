@@ -33,6 +33,7 @@ from . import atomic
 from . import checkpoints
 from . import data_preprocessing as dp
 from . import model as model_lib
+from .model import predict_probs
 from . import paths
 from .config import Config, UserError
 from .metrics import classification_metrics
@@ -197,51 +198,6 @@ class TrainEpoch:
         return totals[0] / totals[2], totals[1] / totals[2]
 
 
-# ------------------------------------------------------------------------------------------------
-# Validation
-
-
-def make_forward(model: keras.Model, tta: bool = False, input_spec: tf.TensorSpec | None = None):
-    """The model in inference mode as a tf.function: images [B, H, W, 3] -> probabilities [B, C].
-
-    tta: average the probabilities of each image and its horizontal flip (one forward over both).
-    input_spec: the images' TensorSpec; with it the function is traced once for every batch size
-    (the last, smaller batch does not retrace); without it, reduce_retracing generalises after a retrace.
-    Build it once and pass it to predict_probs to time or reuse it without tracing again.
-    """
-    def forward(x):
-        if not tta:
-            return model(x, training=False)
-        n = tf.shape(x)[0]
-        probs = model(tf.concat([x, tf.reverse(x, axis=[2])], axis=0), training=False)
-        return (probs[:n] + probs[n:]) / 2
-
-    if input_spec is None:
-        return tf.function(forward, reduce_retracing=True)
-    spec = tf.TensorSpec([None, *input_spec.shape[1:]], input_spec.dtype)
-    return tf.function(forward, input_signature=[spec])
-
-
-def predict_probs(model: keras.Model, dataset: tf.data.Dataset, tta: bool = False,
-                  forward=None) -> tuple[np.ndarray, np.ndarray]:
-    """Run the model in inference mode over (images, labels) batches; returns (labels, probabilities).
-
-    Streams: only the labels and the probabilities [N, C] are kept, never the images.
-    tta: see make_forward. forward: a prebuilt make_forward(model, tta) (then tta is ignored).
-    """
-    if forward is None:
-        spec = dataset.element_spec[0]
-        forward = make_forward(model, tta, spec if isinstance(spec, tf.TensorSpec) else None)
-    labels, probs = [], []
-    for x, y in dataset:
-        probs.append(forward(x).numpy())
-        labels.append(y.numpy())
-    y = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
-    if y.ndim == 2:
-        y = y.argmax(axis=1)
-    return y, (np.concatenate(probs) if probs else np.zeros((0, 0), np.float32))
-
-
 def monitor_value(cfg: Config, val: dict) -> float:
     """Higher is better for every monitor (val_loss is negated)."""
     key = cfg.monitor.removeprefix("val_")
@@ -271,7 +227,7 @@ def load_checkpoint(path: Path, compile: bool) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged zip/HDF5 file
-        raise UserError(f"cannot load the checkpoint {path} ({model_lib._first_line(exc)}): pass --restart to "
+        raise UserError(f"cannot load the checkpoint {path} ({model_lib.first_line(exc)}): pass --restart to "
                         f"start over") from None
 
 

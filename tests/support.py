@@ -1,0 +1,233 @@
+"""What tests and benchmarks share (a plain module: fixtures live in conftest.py, which imports from here).
+
+    from support import YOLO_SAMPLE, require, run_script, tiny_config, as_set_args, keras_probs
+
+Where the real data lies (../shared, or SHARED_DATA_DIR), how to run a script as a user would, small real
+datasets linked from the sample, and small models whose outputs are worth comparing (random BatchNorm
+statistics, a head whose probabilities spread, a tiny model of the project's kind that converts in seconds).
+Nothing here imports TensorFlow, Keras or pytest at import time (benchmarks import it without pytest).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SHARED_DATA_DIR", REPO.parent / "shared"))
+YOLO_SAMPLE = SHARED / "data" / "affectnet-yolo-sample" / "YOLO_format"
+FACES_GRAY = SHARED / "data" / "faces-grayscale-350"
+VIDEOS = SHARED / "videos"
+
+
+def require(path: Path) -> Path:
+    """Skip the calling test, with the reason, when a piece of ../shared is absent."""
+    if not path.exists():
+        import pytest
+        pytest.skip(f"real data not found at {path} (see ../shared/README.md)")
+    return path
+
+
+def run_script(script: str, *args: str, cwd: Path | None = None, timeout: float = 600,
+               env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run src/<script> with this interpreter; returns the CompletedProcess (text output). A None value in
+    env unsets that variable (TF_CPP_MIN_LOG_LEVEL=None: the user's default, TensorFlow's logging hidden)."""
+    merged = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}
+    return subprocess.run([sys.executable, str(REPO / "src" / script), *args], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+CLASS_NAMES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+SPLITS = {"train": "train", "valid": "val", "test": "test"}
+
+
+def link_organized(dest: Path, per_class: int | None = None, splits=("train", "val", "test")) -> Path:
+    """Hard-link the real sample into dest/<split>/<class>/ (the layout organize_data.py makes),
+    at most `per_class` images per class; independent of organize_data.py, so tests of other stages
+    do not depend on it. Returns dest."""
+    root = require(YOLO_SAMPLE)
+    for src_split, split in SPLITS.items():
+        if split not in splits:
+            continue
+        taken = {c: 0 for c in CLASS_NAMES}
+        for image in sorted((root / src_split / "images").iterdir()):
+            label = root / src_split / "labels" / f"{image.stem}.txt"
+            cls = CLASS_NAMES[int(label.read_text().split()[0])]
+            if per_class is not None and taken[cls] >= per_class:
+                continue
+            target = dest / split / cls / image.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(image, target)
+            taken[cls] += 1
+    return dest
+
+
+def tiny_config(tmp_path: Path, *overrides: str) -> list[str]:
+    """--set overrides for a fast run entirely inside tmp_path (random init, 32x32 inputs, small batches)."""
+    return [f"data_path={tmp_path / 'data'}", f"model_save_path={tmp_path / 'models' / 'model.h5'}",
+            f"checkpoint_dir={tmp_path / 'models' / 'checkpoints'}", f"performance_dir={tmp_path / 'performance'}",
+            f"results_dir={tmp_path / 'results'}", "weights=null", "input_shape=[32, 32, 3]",
+            "train_batch_size=8", "val_batch_size=16", "test_batch_size=16", "dense_units=16",
+            *overrides]
+
+
+def as_set_args(overrides: list[str]) -> list[str]:
+    return [a for o in overrides for a in ("--set", o)]
+
+
+def random_batchnorm_model(cfg, seed: int = 0):
+    """build_model(cfg) with random BatchNorm statistics in the backbone: a fresh model's are 0/1, so folding
+    or converting them would go untested (a trained model's are not). Imports Keras: call it in a fixture."""
+    import keras
+    import numpy as np
+
+    from emotion import model as model_lib
+    model = model_lib.build_model(cfg)
+    rng = np.random.default_rng(seed)
+    for layer in model_lib.backbone(model).layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, var = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape), rng.normal(0, 0.1, beta.shape),
+                               rng.normal(0, 0.1, mean.shape), rng.uniform(0.5, 1.5, var.shape)])
+    return model
+
+
+def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0):
+    """Re-draw the logits layer ("logits", before the temperature and the softmax; in a model of the kind saved
+    before issue 9, the softmax layer "probabilities") of `model` in place so that its outputs SPREAD: its logits,
+    centred on `calibration_images` (RGB [N, H, W, 3], e.g. face crops), vary by about `logit_std` between
+    images. A fresh model's probabilities lie within a few hundredths of 1/8 for every input, so "returns a
+    constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with this head the same
+    mistakes move probabilities by tenths. Returns the model."""
+    import keras
+    import numpy as np
+
+    head = model.get_layer("logits" if any(layer.name == "logits" for layer in model.layers) else "probabilities")
+    pooled = keras.Model(model.input, head.input)
+    features = pooled(np.asarray(calibration_images, np.float32), training=False).numpy().astype(np.float64)
+    mean = features.mean(axis=0)
+    kernel = np.random.default_rng(seed).normal(0, 1, head.kernel.shape)
+    # Orthogonal to the features' mean, so the logits carry no large common part (float32 rounding of a
+    # large part cancelled by the bias would make TFLite and Keras differ far more than on a real model).
+    unit = mean / np.linalg.norm(mean)
+    kernel -= np.outer(unit, unit @ kernel)
+    kernel *= logit_std / ((features - mean) @ kernel).std()
+    head.set_weights([kernel.astype(np.float32), (-mean @ kernel).astype(np.float32)])
+    return model
+
+
+def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
+    """build_model(cfg) with spread_head. Imports Keras: call it in a fixture."""
+    from emotion import model as model_lib
+    return spread_head(model_lib.build_model(cfg), calibration_images, logit_std, seed)
+
+
+def megamind_face_crops(count: int = 12, size=(96, 96)):
+    """RGB face crops (recognizer's framing) from every 5th frame of Megamind.avi, BlazeFace boxes; skips the
+    calling test when the clip or BlazeFace is absent."""
+    import cv2
+    import numpy as np
+    import pytest
+
+    from emotion import faces
+    require(VIDEOS / "Megamind.avi")
+    if faces.blazeface_model_path() is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+    detector = faces.FaceDetector("blazeface")
+    cap = cv2.VideoCapture(str(VIDEOS / "Megamind.avi"))
+    crops, index = [], 0
+    while len(crops) < count:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        if index % 5 == 0:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            crops += [faces.crop_face(rgb, f.box, size=size) for f in detector.detect(rgb)]
+        index += 1
+    cap.release()
+    return np.stack(crops[:count])
+
+
+def keras_probs(model, images):
+    """The Keras model's probabilities on images (any dtype; fed as float32), in inference mode: numpy [N, 8]."""
+    import numpy as np
+    return np.asarray(model(np.asarray(images, np.float32), training=False))
+
+
+def tiny_model(shape=(32, 32, 3), seed: int = 0):
+    """A model of the project's kind (image in, ResNetPreprocess, conv + BatchNorm with non-trivial statistics,
+    8-way softmax named "probabilities") that converts to TFLite in seconds. Imports Keras."""
+    import keras
+    import numpy as np
+
+    from emotion import model as model_lib
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(shape=tuple(shape), name="image")
+    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(x)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Rescaling(1 / 50)(x)  # moderate logits: a saturated softmax would hide errors
+    x = keras.layers.Dense(8, activation="softmax", name="probabilities")(x)
+    model = keras.Model(inputs, x)
+    bn = model.get_layer("bn")  # non-trivial statistics, so that folding them into the conv is tested
+    rng = np.random.default_rng(seed)
+    bn.moving_mean.assign(rng.normal(0, 5, 8).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.5, 4, 8).astype(np.float32))
+    return model
+
+
+def save_random_model(folder: Path, *overrides: str):
+    """build_model (random init, 96x96 unless overridden) saved as folder/model.h5: (cfg, keras model, its
+    --set overrides). Imports Keras."""
+    from emotion import config
+    from emotion import model as model_lib
+    overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={Path(folder) / 'model.h5'}",
+                 *overrides]
+    cfg = config.load_config(None, overrides)
+    model = model_lib.build_model(cfg)
+    model_lib.save_model_atomic(model, cfg.model_save_path)
+    return cfg, model, overrides
+
+
+def keras_augmenter(cfg):
+    """data_preprocessing.augment_batch's augmentation as Keras layers: a reference for tests and benchmarks
+    (make_dataset uses the faster augment_batch). Imports Keras.
+
+    Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
+    Applied to whole float batches [B, H, W, 3] in 0..255 (per-image random draws) with training=True:
+        aug = keras_augmenter(cfg);  images = aug(images, training=True)
+    Each layer gets its own seed (seed, seed+1, ...) so their draws are independent. The output stays in
+    0..255: geometric layers fill by reflection, contrast is clipped. The layers compute in float32 even
+    under a mixed-precision global policy (the model casts its inputs itself). Each layer resamples the
+    batch (several times slower than augment_batch), and the layers' random state advances per call, so
+    their output depends on call order: in a parallel map it would not be repeatable.
+    """
+    import keras
+
+    seed = int(cfg["seed"])
+    layers = []
+    if cfg["augment_flip"]:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed + len(layers), dtype="float32", name="flip"))
+    if cfg["augment_rotation"] > 0:
+        layers.append(keras.layers.RandomRotation(cfg["augment_rotation"], fill_mode="reflect",
+                                                  seed=seed + len(layers), dtype="float32", name="rotation"))
+    if cfg["augment_shift"] > 0:
+        layers.append(keras.layers.RandomTranslation(cfg["augment_shift"], cfg["augment_shift"], fill_mode="reflect",
+                                                     seed=seed + len(layers), dtype="float32", name="shift"))
+    if cfg["augment_zoom"] > 0:
+        layers.append(keras.layers.RandomZoom(cfg["augment_zoom"], fill_mode="reflect",
+                                              seed=seed + len(layers), dtype="float32", name="zoom"))
+    if cfg["augment_contrast"] > 0:
+        layers.append(keras.layers.RandomContrast(cfg["augment_contrast"], value_range=(0, 255),
+                                                  seed=seed + len(layers), dtype="float32", name="contrast"))
+    if not layers:
+        return None
+    return keras.Sequential(layers, name="augmenter")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

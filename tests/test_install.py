@@ -1,0 +1,104 @@
+"""What the README promises about installing: the Makefile's choice of Python, the requirements split, and the
+"What runs where" table, which must say what benchmarks/check_platforms.py expects pip to resolve."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+import check_platforms  # noqa: E402
+
+MAKE = shutil.which("make")
+
+
+def _fake_pythons(folder, *versions):
+    """Executables python3.X in folder that print their version, as the Makefile asks them to."""
+    folder.mkdir()
+    for v in versions:
+        exe = folder / f"python{v}"
+        exe.write_text(f"#!/bin/sh\necho 'Python {v}.0'\n")
+        exe.chmod(0o755)
+    return folder
+
+
+def _make(tmp_path, bin_dir, *args, dry_run=True):
+    env = {**os.environ, "PATH": str(bin_dir)}
+    env.pop("PYTHON", None)
+    return subprocess.run([MAKE, *(["-n"] if dry_run else []), "setup", f"VENV={tmp_path / 'venv'}", *args],
+                          cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.mark.skipif(MAKE is None, reason="make is not installed")
+@pytest.mark.parametrize("installed, chosen", [(("3.11", "3.12"), "3.11"), (("3.12",), "3.12"), (("3.11",), "3.11")])
+def test_make_creates_the_venv_with_python_3_11_or_3_12_and_says_which(tmp_path, installed, chosen):
+    bin_dir = _fake_pythons(tmp_path / "bin", *installed)
+    proc = _make(tmp_path, bin_dir)
+    assert proc.returncode == 0, proc.stderr
+    assert f"creating {tmp_path / 'venv'} with {bin_dir / f'python{chosen}'}" in proc.stdout
+    assert f"{bin_dir / f'python{chosen}'} -m venv {tmp_path / 'venv'}" in proc.stdout
+
+
+@pytest.mark.skipif(MAKE is None, reason="make is not installed")
+def test_make_without_python_3_11_or_3_12_stops_with_one_line(tmp_path):
+    proc = _make(tmp_path, _fake_pythons(tmp_path / "bin", "3.10"), dry_run=False)
+    assert proc.returncode != 0 and proc.stdout == ""
+    assert proc.stderr.splitlines()[0] == ("error: no python3.11 or python3.12 found: install one (TensorFlow 2.19 needs "
+                                   "3.9-3.12), or pass PYTHON=/path/to/python3.x")
+    assert not (tmp_path / "venv").exists()
+
+
+def _requirements(name: str) -> tuple[set[str], set[str]]:
+    """(package names pinned in the file, files it includes with -r)."""
+    packages, includes = set(), set()
+    for line in (REPO / name).read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line.startswith("-r "):
+            includes.add(line[3:].strip())
+        elif line:
+            packages.add(re.split(r"[=<>!~\[ ]", line)[0].lower())
+    return packages, includes
+
+
+def test_the_tfjs_converter_and_its_pins_are_an_extra_and_test_tools_are_apart():
+    core, core_includes = _requirements("requirements.txt")
+    tfjs, tfjs_includes = _requirements("requirements-tfjs.txt")
+    dev, dev_includes = _requirements("requirements-dev.txt")
+    assert {"tensorflow", "keras", "numpy", "opencv-python", "scikit-learn", "pyyaml"} <= core and not core_includes
+    assert tfjs == {"tensorflowjs", "ydf", "protobuf"} and tfjs_includes == {"requirements.txt"}
+    assert {"pytest", "nbclient", "ipykernel"} <= dev and dev_includes == {"requirements.txt"}
+    assert not core & (tfjs | dev)
+    makefile = (REPO / "Makefile").read_text()
+    assert "-r requirements-tfjs.txt" in makefile and "-r requirements-dev.txt" in makefile
+
+
+def _readme_table() -> dict[tuple[str, str], str]:
+    """The README's "What runs where" table: (platform tag, python) -> cell text."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("### What runs where"):text.index("## The scripts")]
+    rows = [line for line in section.splitlines() if line.startswith("| Python ")]
+    columns = check_platforms.PLATFORMS  # Linux, macOS, Windows: the table's column order
+    table = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        python = cells[0].removeprefix("Python ")
+        table.update({(platform, python): cell for platform, cell in zip(columns, cells[1:])})
+    return table
+
+
+def test_the_readme_table_says_what_check_platforms_expects():
+    meaning = {"everything": set(check_platforms.REQUIREMENTS),
+               "core, tests, BlazeFace": {"requirements.txt", "requirements-dev.txt", check_platforms.MEDIAPIPE},
+               "BlazeFace's wheel only": {check_platforms.MEDIAPIPE}}
+    table = _readme_table()
+    assert set(table) == {(p, v) for p in check_platforms.PLATFORMS for v in check_platforms.PYTHONS}
+    for (platform, python), cell in table.items():
+        (said,) = [files for start, files in meaning.items() if cell.startswith(start)]
+        expected = {r for r in check_platforms.REQUIREMENTS if check_platforms.EXPECTED[(platform, python, r)]}
+        assert said == expected, (platform, python, cell)
