@@ -9,6 +9,9 @@ that both see the same load on a shared machine:
     beforehand, as after a first run), outputs included (annotated MJPG video, predictions.json, the log,
     labeled frames). frames/s = frames / time from the first frame read to the last output written, as the
     script's own summary reports it; startup (model load) is reported apart.
+  * ours without report: the same run with the per-track report (tracks.csv, emotion_timeline.png, issue 10)
+    switched off (emotion.report.write_report replaced by a no-op in this process): the report must keep ours
+    within 5% of this (report_cost: frames/s and whole-run seconds of both, medians over the rounds).
   * ours/2: the same with --classify-every 2 (each face classified every other frame of its track, its last
     probabilities reused in between): the speed a user can trade for a 12 Hz classification at 24 fps.
   * seed: the seed's loop: read a frame, resize the whole frame to 96x96, model.predict on it, draw the label,
@@ -87,15 +90,37 @@ def seed_loop(model, video: Path, out: Path, class_names) -> dict:
             "ms_median": {k: round(float(np.median(v)), 2) for k, v in times.items() if v}}
 
 
-def ours(video: Path, overrides: list[str], *extra: str) -> dict:
-    """inference.main as the command line runs it; its summary (the log's last line)."""
+def ours(video: Path, overrides: list[str], *extra: str, report: bool = True) -> dict:
+    """inference.main as the command line runs it; its summary (the log's last line) and run_s, the seconds
+    main() took (startup, every frame, the report and the publication of the outputs included).
+    report=False: without the per-track report (emotion.report.write_report a no-op for this call)."""
     import inference
+    from emotion import report as report_lib
     args = ["-v", str(video), "--no-display", *extra] + [a for o in overrides for a in ("--set", o)]
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        code = inference.main(args)
+    real = report_lib.write_report
+    if not report:
+        report_lib.write_report = lambda *a, **k: []
+    try:
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()) as out:
+            code = inference.main(args)
+        run_s = time.perf_counter() - start
+    finally:
+        report_lib.write_report = real
     if code:
         raise SystemExit(f"inference.py exited with {code}")
-    return json.loads(out.getvalue().strip().splitlines()[-1])
+    return json.loads(out.getvalue().strip().splitlines()[-1]) | {"run_s": run_s}
+
+
+def report_cost(with_report: list[dict], without: list[dict]) -> dict:
+    """Ours with the per-track report against ours without it: frames/s (the script's own figure: the report
+    is written inside its timed span) and whole-run seconds, medians; target: within 5%."""
+    fps, bare_fps = (float(np.median([s["fps"] for s in runs])) for runs in (with_report, without))
+    run_s, bare_s = (float(np.median([s["run_s"] for s in runs])) for runs in (with_report, without))
+    return {"fps_with": round(fps, 2), "fps_without": round(bare_fps, 2), "fps_ratio": round(fps / bare_fps, 3),
+            "run_s_with": round(run_s, 2), "run_s_without": round(bare_s, 2), "run_s_ratio": round(run_s / bare_s, 3),
+            "fps_with_each": [s["fps"] for s in with_report], "fps_without_each": [s["fps"] for s in without],
+            "target": 0.95, "met": fps / bare_fps >= 0.95}
 
 
 def main() -> int:
@@ -126,14 +151,16 @@ def run(args, video: Path, tmp: Path) -> dict:
     classifier.load_classifier(model_path)  # the TFLite conversion, cached beside the model (a first run's cost)
     model = model_lib.load_model(model_path)
     model.predict(np.zeros((1, 96, 96, 3), np.float32), verbose=0)  # build predict()'s function once
-    seed_runs, our_runs, every2_runs = [], [], []
+    seed_runs, our_runs, every2_runs, bare_runs = [], [], [], []
     for r in range(max(1, args.rounds)):
-        order = ("seed", "ours", "every2") if r % 2 == 0 else ("every2", "ours", "seed")
+        order = ("seed", "ours", "bare", "every2") if r % 2 == 0 else ("every2", "bare", "ours", "seed")
         for which in order:
             if which == "seed":
                 seed_runs.append(seed_loop(model, video, tmp / "seed_out.avi", cfg.class_names))
             elif which == "ours":
                 our_runs.append(ours(video, overrides))
+            elif which == "bare":
+                bare_runs.append(ours(video, overrides, report=False))
             else:
                 every2_runs.append(ours(video, overrides, "--classify-every", "2"))
     seed_fps = float(np.median([s["fps"] for s in seed_runs]))
@@ -158,6 +185,7 @@ def run(args, video: Path, tmp: Path) -> dict:
         "tracks": last["tracks"], "dominant_track_frames": last["dominant_track_frames"],
         "targets": {"fps": TARGET_FPS, "speedup": TARGET_RATIO},
         "met": {"fps": our_fps >= TARGET_FPS, "speedup": bool(ratio and ratio >= TARGET_RATIO)},
+        "report_cost": report_cost(our_runs, bare_runs),
         "cpu_count": os.cpu_count(), "load_avg_start": round(load_start, 2),
         "load_avg_end": round(os.getloadavg()[0], 2),
     }

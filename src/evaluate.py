@@ -13,6 +13,7 @@ Writes to performance_dir (each file atomically):
   detailed_report.csv              precision, recall, F1 and support per class
   predictions.csv                  one row per image: path, true_class, predicted_class, prob_<class> ...
   confident_mistakes.png           the wrong predictions made with the highest confidence
+  confident_mistakes_gradcam.png   the same images with the Grad-CAM map of the predicted class over them
   reliability_diagram.png          accuracy per confidence bin (15 bins, count per bin), uncalibrated and calibrated
   coverage_accuracy.png            accuracy on the faces answered against the share answered, as the threshold rises
 evaluation_metrics also holds calibration: ece (15 equal-width bins), ece_uncalibrated, nll, brier (and their

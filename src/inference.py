@@ -25,14 +25,20 @@ Writes to cfg.results_dir:
   labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none)
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)
-These four are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
+  tracks.csv                     one row per face track: id, first_s, last_s, frames, faces_classified,
+                                 dominant_label, mean_<class>, share_<class> (emotion/report.py)
+  emotion_timeline.png           per track lasting 1 s or more: its probabilities over time (stacked, in the
+                                 overlay's colours) and its labels as a strip; shorter tracks in one line
+These are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
 after Ctrl-C or an error once frames were written), so what lies there is always one complete run's outputs: a
 run killed on the way leaves the previous run's, and the next run removes its temporary files. A
 labeled_images/ folder this project did not write (no .written-by-emotion-recognition file) is never replaced.
 A window shows the annotated frames with an FPS counter when a display is available (not with --no-display).
 A frame that cannot be decoded in the middle of a file is skipped by seeking past it, and counted
 (skipped_frames); a file that cannot be read at all, or a missing camera, stops with one 'error:' line.
-Prints one JSON summary line at the end; the exit code is 130 after Ctrl-C (outputs still complete).
+Prints one line per track ("#1 0:00-0:11 (264 frames): happy 62%, neutral 30%, ...": shares of its frames by
+label), then one JSON summary line (with the report's paths: tracks_csv, timeline); the exit code is 130 after
+Ctrl-C (outputs still complete).
 """
 from __future__ import annotations
 

@@ -21,6 +21,11 @@ writes annotated copies to <results_dir>/labeled_images/. Both are written under
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
 run's outputs. An unwritable results_dir is refused before any work.
+--summary writes <results_dir>/summary.csv: one row per image (image, faces, labels, error, count_<class> per
+class); the faces per label over all images are printed. --explain writes <results_dir>/explanations/<image
+stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
+Keras model at model_save_path; emotion/gradcam.py) and its top-3 probabilities. Both are published with the
+other outputs (explanations/ is replaced whole, like labeled_images/).
 An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
 then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
 matching nothing: exit code 2.
@@ -41,6 +46,10 @@ def parse_args(argv=None):
                    help="probabilities printed per face: the label's and the next K-1")
     p.add_argument("--json", action="store_true", help="write <results_dir>/predictions.json")
     p.add_argument("--save-images", action="store_true", help="write annotated copies to <results_dir>/labeled_images/")
+    p.add_argument("--summary", action="store_true",
+                   help="write <results_dir>/summary.csv: per image its faces and labels, a count per label")
+    p.add_argument("--explain", action="store_true",
+                   help="write <results_dir>/explanations/<stem>_face<k>.png: the Grad-CAM map of every face")
     p.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
                    help="images whose faces are classified together in one call")
     args = p.parse_args(argv)
@@ -53,7 +62,8 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)  # a configuration mistake is reported first, as by every script
     if not args.image_path:
         args.parser.error("the following arguments are required: --image_path")
-    plan = photos.plan(cfg, args.image_path, write_json=args.json, save_images=args.save_images)
+    plan = photos.plan(cfg, args.image_path, write_json=args.json, save_images=args.save_images,
+                       summary=args.summary, explain=args.explain)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from emotion import recognizer  # OpenCV, and TensorFlow with the classifier, are imported after parsing

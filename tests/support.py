@@ -9,6 +9,7 @@ Nothing here imports TensorFlow, Keras or pytest at import time (benchmarks impo
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -231,3 +232,17 @@ def keras_augmenter(cfg):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256 of a file, 'dir' for a folder, 'link -> target' for a symlink} of everything."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            out[rel] = f"link -> {p.readlink()}"
+        elif p.is_dir():
+            out[rel] = "dir"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out

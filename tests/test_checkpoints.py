@@ -9,25 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from support import snapshot
+
 from emotion import atomic
 from emotion import checkpoints
 from emotion.config import UserError
 
 FINGERPRINT = "f" * 16
-
-
-def _snapshot(folder: Path) -> dict[str, str]:
-    """{relative path: sha256 of a file, 'dir' for a folder, 'link -> target' for a symlink} of everything."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        rel = str(p.relative_to(folder))
-        if p.is_symlink():
-            out[rel] = f"link -> {p.readlink()}"
-        elif p.is_dir():
-            out[rel] = "dir"
-        else:
-            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def _dead_pid() -> int:
@@ -70,12 +58,12 @@ def test_restart_refuses_a_folder_with_other_files_and_deletes_nothing(tmp_path)
     (keep / "precious.txt").write_text("x\n")
     (keep / "state.json").write_text("{}")  # ours by name, but the folder is not ours alone
     (keep / "link.h5").symlink_to(keep / "precious.txt")
-    before = _snapshot(keep)
+    before = snapshot(keep)
     run = checkpoints.RunFiles(keep, tmp_path / "m.h5", tmp_path / "m_last.h5", tmp_path / "log.csv")
     with pytest.raises(UserError, match=r"--restart deletes only train.py's own files, but checkpoint_dir .*keep "
                                         r"also holds link.h5, precious.txt, sub: move them away"):
         run.clear()
-    assert _snapshot(keep) == before
+    assert snapshot(keep) == before
 
 
 def test_restart_deletes_only_own_files(tmp_path):
@@ -103,10 +91,10 @@ def test_restart_refuses_while_another_process_writes_there(tmp_path):
     _committed(run)
     live = run.dir / f".epoch_003.tmp-{atomic.os.getppid()}.keras"
     live.write_bytes(b"being written")
-    before = _snapshot(run.dir)
+    before = snapshot(run.dir)
     with pytest.raises(UserError, match="another process is writing .epoch_003"):
         run.clear()
-    assert _snapshot(run.dir) == before
+    assert snapshot(run.dir) == before
 
 
 # ---- stale temps of killed writers (item 9)

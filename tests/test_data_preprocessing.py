@@ -5,7 +5,6 @@ that need them skip with the reason when ../shared is absent.
 """
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from pathlib import Path
@@ -296,7 +295,7 @@ def test_augment_batch_flip_is_horizontal_and_parts_switch_off():
     assert np.all(np.abs(factor - 1.0) <= CFG.augment_contrast + 1e-3) and len(np.unique(factor.round(4))) > 8
 
 
-def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, caplog):
+def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, capsys):
     split = tmp_path / "split"
     shutil.copytree(train_dir, split)
     good_jpg = next(p for p in sorted((split / "happy").iterdir()) if p.suffix == ".jpg").read_bytes()
@@ -311,40 +310,38 @@ def test_bad_files_are_skipped_with_a_warning(tmp_path, train_dir, caplog):
     for path, data in bad.items():
         path.write_bytes(data)
 
-    with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
+    ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
     assert info.num_skipped == 5 and sorted(info.skipped) == sorted(map(str, bad))
-    warned = [r.getMessage() for r in caplog.records]
+    warned = capsys.readouterr().err.splitlines()
     for path in bad:
         assert sum(str(path) in line for line in warned) == 1
     assert info.num_images == 48 and info.class_counts["fear"] == PER_CLASS
     x, y = collect(ds)
     assert len(x) == 48  # the count reported is the count fed
 
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        ds, info = dp.make_dataset(split, CFG, training=True, batch_size=7)  # the next epoch
+    capsys.readouterr()
+    ds, info = dp.make_dataset(split, CFG, training=True, batch_size=7)  # the next epoch
     assert len(collect(ds)[0]) == 48 and info.num_skipped == 5
-    assert not caplog.records  # each bad file is named once per process, not once per epoch
+    assert not capsys.readouterr().err  # each bad file is named once per process, not once per epoch
 
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        keep, skipped = dp.check_images([str(p) for p in bad if p.name != "garbage.jpg"] * 3, max_warnings=5)
+    capsys.readouterr()
+    keep, skipped = dp.check_images([str(p) for p in bad if p.name != "garbage.jpg"] * 3, max_warnings=5)
     assert keep == [] and len(skipped) == 12
-    assert len(caplog.records) == 6 and "7 more" in caplog.records[-1].getMessage()
+    warned = capsys.readouterr().err.splitlines()
+    assert len(warned) == 6 and "7 more" in warned[-1]
 
 
 def test_decoded_images_cached_across_calls(train_dir):
     dp.clear_cache()
     dp.make_dataset(train_dir, CFG, training=True)
     dp.make_dataset(train_dir, cfg_with(seed=CFG.seed + 1), training=True)   # next epoch: same files
-    assert len(dp._CACHES) == 1
+    assert dp.cached_datasets() == 1
     dp.make_dataset(train_dir, CFG, training=True, limit_per_class=2)
-    assert len(dp._CACHES) == 2
+    assert dp.cached_datasets() == 2
     _, info = dp.make_dataset(train_dir, cfg_with(cache_max_mb=0), training=True)
-    assert not info.cached and len(dp._CACHES) == 2
+    assert not info.cached and dp.cached_datasets() == 2
     dp.clear_cache()
-    assert not dp._CACHES
+    assert dp.cached_datasets() == 0
 
 
 def test_float32_under_mixed_precision(train_dir):
@@ -360,7 +357,7 @@ def test_float32_under_mixed_precision(train_dir):
     assert images.dtype == tf.float32
 
 
-def test_jpeg_corrupt_in_the_middle_is_named_and_counted(tmp_path, train_dir, caplog):
+def test_jpeg_corrupt_in_the_middle_is_named_and_counted(tmp_path, train_dir, capsys):
     """A real JPEG whose middle bytes are overwritten keeps its start and end markers, so only decoding it finds
     it out: it is named in a warning and counted as skipped, and the images reported are the images fed."""
     split = tmp_path / "split"
@@ -371,24 +368,22 @@ def test_jpeg_corrupt_in_the_middle_is_named_and_counted(tmp_path, train_dir, ca
     middle = len(data) // 2
     jpg.write_bytes(data[:middle] + b"\xff" * 50 + data[middle + 50:])
     assert dp.image_problem(jpg) is None  # the pre-scan cannot see it
-    with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
+    ds, info = dp.make_dataset(split, CFG, training=False, batch_size=7)
     assert info.skipped == [str(jpg)] and info.num_skipped == 1
-    assert [r.getMessage() for r in caplog.records] == [f"warning: skipping {jpg}: cannot be decoded (corrupt image data)"]
+    assert capsys.readouterr().err.splitlines() == [f"warning: skipping {jpg}: cannot be decoded (corrupt image data)"]
     assert info.num_images == 47 == len(collect(ds)[0]) and str(jpg) not in info.paths
 
 
-def test_file_name_not_utf8_is_skipped_with_a_warning(tmp_path, train_dir, caplog):
+def test_file_name_not_utf8_is_skipped_with_a_warning(tmp_path, train_dir, capsys):
     split = tmp_path / "split"
     shutil.copytree(train_dir, split)
     image = next(iter(sorted((split / "happy").iterdir())))
     odd = os.fsdecode(bytes(split / "happy") + b"/z_\xff" + image.suffix.encode())
     shutil.copyfile(image, odd)
-    with caplog.at_level(logging.WARNING, logger=dp.log.name):
-        paths, _ = dp.list_split(split, CLASSES)
-        ds, info = dp.make_dataset(split, CFG, training=True, batch_size=16)
+    paths, _ = dp.list_split(split, CLASSES)
+    ds, info = dp.make_dataset(split, CFG, training=True, batch_size=16)
     assert odd not in paths and info.num_images == 48 == len(collect(ds)[0])
-    warned = [r.getMessage() for r in caplog.records]
+    warned = capsys.readouterr().err.splitlines()
     assert warned == [f"warning: skipping {split}/happy/z_\\xff{image.suffix}: its file name is not valid UTF-8 "
                       f"(rename it to use it)"]
     assert Path(odd).read_bytes() == image.read_bytes()  # left as it was

@@ -110,12 +110,16 @@ def test_every_output_written_and_right(evaluated):
     assert np.allclose([float(r_["recall"]) for r_ in report], r, atol=1e-6)
 
     import cv2
-    for name, min_size in (("confusion_matrix.png", (600, 1500)), ("confident_mistakes.png", (250, 250))):
+    for name, min_size in (("confusion_matrix.png", (600, 1500)), ("confident_mistakes.png", (250, 250)),
+                           ("confident_mistakes_gradcam.png", (250, 250))):
         data = (perf / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", name
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape[0] >= min_size[0] and image.shape[1] >= min_size[1], name
         assert image.std() > 10, f"{name} looks blank"
+    # the Grad-CAM figure shows the same mistakes in the same grid (issue 10)
+    shapes = [cv2.imread(str(perf / n)).shape for n in ("confident_mistakes.png", "confident_mistakes_gradcam.png")]
+    assert shapes[0] == shapes[1]
     assert not list(perf.glob(".*tmp*")), "temp files left behind"
 
 

@@ -31,6 +31,7 @@ from emotion import sources
 from emotion import tracking
 from emotion.config import UserError
 from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
+from report_checks import check_report
 
 MEGAMIND = VIDEOS / "Megamind.avi"
 BUGY = VIDEOS / "Megamind_bugy.avi"
@@ -341,6 +342,7 @@ def _check_outputs(results: Path, summary: dict, video_name="test_out.avi", size
     assert summary["ms_per_frame_median"] == pytest.approx(np.median(walls), abs=0.01)
     assert summary["fps"] > 0 and summary["frames_written"] == frames
 
+    check_report(results, predictions, summary)  # tracks.csv and emotion_timeline.png (issue 10)
     labeled = sorted(p.name for p in (results / "labeled_images").glob("frame_*.png"))
     assert labeled == [f"frame_{i:03d}.png" for i in range(0, frames, stride)]
     image = cv2.imread(str(results / "labeled_images" / labeled[-1]))
@@ -610,9 +612,10 @@ def test_a_killed_run_leaves_the_previous_run_s_outputs_whole_and_the_next_run_r
     assert code == 0
     _check_outputs(results, first, stride=10)
     before = _snapshot(results)
-    assert sorted(before) == ["inference_logs.txt", "labeled_images/.written-by-emotion-recognition",
+    assert sorted(before) == ["emotion_timeline.png", "inference_logs.txt",
+                              "labeled_images/.written-by-emotion-recognition",
                               "labeled_images/frame_000.png", "labeled_images/frame_010.png",
-                              "labeled_images/frame_020.png", "predictions.json", "test_out.avi"]
+                              "labeled_images/frame_020.png", "predictions.json", "test_out.avi", "tracks.csv"]
 
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, str(REPO / "src" / "inference.py"), "-v", str(MEGAMIND), "--no-display",
@@ -639,8 +642,8 @@ def test_a_killed_run_leaves_the_previous_run_s_outputs_whole_and_the_next_run_r
                          "--set", "labeled_frame_stride=5")
     assert code == 0 and last["frames"] == 12
     _check_outputs(results, last, stride=5)  # frame_020.png of the first run is gone with the rest
-    assert sorted(p.name for p in results.iterdir()) == ["inference_logs.txt", "labeled_images", "predictions.json",
-                                                          "test_out.avi"]
+    assert sorted(p.name for p in results.iterdir()) == ["emotion_timeline.png", "inference_logs.txt", "labeled_images",
+                                                          "predictions.json", "test_out.avi", "tracks.csv"]
     # labeled_frame_stride 0: the last run's labeled frames do not stay beside this run's outputs
     code, _, _ = _run(model_overrides, tmp_path, "-v", str(MEGAMIND), "--max-frames", "3",
                       "--set", "labeled_frame_stride=0")

@@ -193,9 +193,6 @@ def test_export_wrote_the_formats_asked_for_within_their_thresholds(demo):
     assert set(final["formats"]) == set(rows) and final["num_val_images"] == 8 * PER_CLASS
 
 
-@pytest.mark.xfail(strict=True, reason="TFLite conversion (emotion/classifier.py for predict, export.py) prints absl "
-                                       "lines past TF_CPP_MIN_LOG_LEVEL; to fix there: convert under cli.quiet_stderr() "
-                                       "unless --verbose")
 def test_tensorflow_logging_is_hidden_by_default(demo):
     _, _, proc = demo
     assert proc.returncode == 0

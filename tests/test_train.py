@@ -77,7 +77,7 @@ def test_train_writes_every_output(tiny, capsys):
 
 # A train.py run with deterministic ops (no hook in src/: the flag is set before train.main runs).
 DETERMINISTIC_TRAIN = ("import sys, tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
-                       "import cli, train; sys.argv[0] = 'train.py'; cli.run(train.main)")
+                       "from emotion import cli; import train; sys.argv[0] = 'train.py'; cli.run(train.main)")
 COMPARED = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate"]
 
 
@@ -232,7 +232,7 @@ def _digest(weights) -> str:
 
 
 def _snapshot(*folders: Path) -> dict[str, str]:
-    from test_checkpoints import _snapshot as snap
+    from support import snapshot as snap
     return {f"{folder.name}/{k}": v for folder in folders for k, v in snap(folder).items()}
 
 

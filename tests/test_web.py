@@ -205,6 +205,53 @@ def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+def test_history_csv_matches_the_bars_and_timelines_the_page_drew(site):
+    """Issue 10: the fake camera plays the clip, Stop, then "Download CSV". One CSV row per classified frame
+    and face; the last frame's rows are the bars listed; every face's timeline canvas holds, column by column,
+    its rows' probabilities stacked in the overlay's class colours; the per-track section adds up."""
+    import csv
+    import io
+    from emotion.drawing import PALETTE
+    result = browser("history", site["url"], y4m=site["y4m"], frames=12)
+    assert result["errors"] == [] and result["filename"] == "emotions.csv"
+    assert [u for u in result["requestsAfterStop"] if not u.startswith("blob:")] == []  # nothing leaves the page
+    frames_part, tracks_part = result["csv"].rstrip("\n").split("\n\n")
+    rows = list(csv.DictReader(io.StringIO(frames_part)))
+    tracks = list(csv.DictReader(io.StringIO(tracks_part)))
+    probs = [f"prob_{c}" for c in CLASS_NAMES]
+    assert list(rows[0]) == ["time_s", "id", "x", "y", "w", "h", "label", "confidence", *probs]
+    assert len(rows) == result["historyFaces"] > 0 and result["frames"] >= 12
+    times = [float(r["time_s"]) for r in rows]
+    assert times == sorted(times)
+    last = [r for r in rows if r["time_s"] == rows[-1]["time_s"]]
+    assert [r["label"] for r in last] == [item["label"] for item in result["list"]]
+    for r, item in zip(last, result["list"]):
+        assert float(r["confidence"]) == pytest.approx(item["confidence"], abs=1e-4)
+        assert [float(r[p]) for p in probs] == pytest.approx(item["fills"], abs=0.01)
+        assert item["timelineBeside"]
+    colours = [np.array(PALETTE[i][::-1]) for i in range(len(CLASS_NAMES))]
+    assert len(result["timelines"]) == len(last)
+    for timeline in result["timelines"]:
+        w, h = timeline["width"], timeline["height"]
+        pixels = np.array(timeline["pixels"], np.uint8).reshape(h, w, 4)
+        own = [r for r in rows if int(r["id"]) == timeline["id"]][-w:]
+        for x, r in enumerate(own):
+            heights = np.diff([0, *np.round(np.cumsum([float(r[p]) for p in probs]) * h)])
+            drawn = [int(((pixels[:, x, :3] == c).all(axis=1) & (pixels[:, x, 3] == 255)).sum()) for c in colours]
+            assert np.abs(np.array(drawn) - heights).max() <= 1, (x, drawn, heights)
+        assert (pixels[:, len(own):, 3] == 0).all()  # nothing drawn right of the face's last frame
+    assert list(tracks[0])[:6] == ["id", "first_s", "last_s", "frames", "faces_classified", "dominant_label"]
+    assert sum(int(t["frames"]) for t in tracks) == len(rows)
+    for t in tracks:
+        own = [r for r in rows if r["id"] == t["id"]]
+        mean = np.mean([[float(r[p]) for p in probs] for r in own], axis=0)
+        assert int(t["frames"]) == len(own) and t["first_s"] == own[0]["time_s"] and t["last_s"] == own[-1]["time_s"]
+        assert [float(t[f"mean_{c}"]) for c in CLASS_NAMES] == pytest.approx(mean, abs=1e-4)
+        assert t["dominant_label"] == CLASS_NAMES[int(np.argmax(mean))]
+        for c in CLASS_NAMES:
+            assert float(t[f"share_{c}"]) == pytest.approx(sum(r["label"] == c for r in own) / len(own), abs=1e-4)
+
+
 def test_an_opened_photo_is_drawn_with_its_faces(site):
     photo = site["dist"] / "testdata" / site["photos"][0]
     result = browser("file", site["url"], file=str(photo))
@@ -283,7 +330,7 @@ def test_model_with_other_classes_is_refused(tmp_path):
     (model_dir / "model.json").write_text(json.dumps({"signature": {"outputs": {"probs": {"tensorShape": {
         "dim": [{"size": "-1"}, {"size": "7"}]}}}}, "weightsManifest": []}))
     proc = run_script("web.py", "--build-only", "--model", str(model_dir), "--dist", str(tmp_path / "dist"))
-    assert proc.returncode == 1 and "outputs 7 classes but the config's class_names has 8" in proc.stderr
+    assert proc.returncode == 1 and "predicts 7 classes but config key class_names lists 8" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "dist").exists()
 
 

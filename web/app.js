@@ -6,6 +6,7 @@
 // Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?workers=N sets how many Web Workers run
 // the model on WASM (0: on the page's thread), ?threads=N sets WASM threads, ?camera=1 starts the camera at load.
 import {EmotionDetector, sourceSize} from './emotion-detector.js';
+import {FaceHistory} from './timeline.js';
 
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
@@ -14,6 +15,7 @@ const canvas = $('overlay');
 const ctx = canvas.getContext('2d');
 const stats = {frames: 0, fps: 0, lastMs: 0, readyAt: null, firstResultAt: null, lastFaces: [], history: []};
 let detector = null;
+let history = null;  // per-face history of the live session: timelines and the CSV (timeline.js)
 let running = null;  // the live loop's stop flag holder
 
 function setStatus(text, isError = false) {
@@ -29,6 +31,8 @@ const ready = (async () => {
   });
   $('backend').textContent = detector.backend.detail;
   $('model-card').textContent = config.modelCard || 'model: no model card';  // the line predict.py prints
+  history = new FaceHistory(detector.classNames);
+  window.emotionDetector.history = history;
   for (const id of ['camera', 'file']) $(id).disabled = false;
   stats.readyAt = performance.now();
   setStatus('Ready: start the camera, or drop an image or a video file.');
@@ -92,6 +96,18 @@ function showList(faces) {
     title.textContent = `${face.id ? `face #${face.id}` : `face ${i + 1}`}: ${answerText(face, 1)}`
       + (face.wholeImage ? ' (whole picture)' : '');
     li.append(title);
+    const body = document.createElement('div');  // the bars, and beside them the face's timeline
+    body.className = 'face-body';
+    const bars = document.createElement('div');
+    body.append(bars);
+    if (face.id !== null && face.id !== undefined && history) {
+      const timeline = Object.assign(document.createElement('canvas'), {width: 120, height: 40, className: 'timeline'});
+      timeline.dataset.id = face.id;
+      timeline.title = 'this face over its last 120 frames';
+      history.drawTimeline(timeline, face.id);
+      body.append(timeline);
+    }
+    li.append(body);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const row = document.createElement('div');
       row.className = name === face.topLabel ? 'bar top' : 'bar';
@@ -99,7 +115,7 @@ function showList(faces) {
       row.children[0].textContent = name;
       row.children[1].firstChild.style.width = `${(p * 100).toFixed(1)}%`;
       row.children[2].textContent = p.toFixed(2);
-      li.append(row);
+      bars.append(row);
     }
     return li;
   }));
@@ -122,6 +138,8 @@ async function runLive() {
   const token = {stop: false};
   running = token;
   detector.tracker.reset();
+  history.reset();  // a new session: a new history (ids keep counting, so none is reused)
+  const sessionStart = performance.now();
   $('stop').disabled = false;
   const times = [];
   const inFlight = new Set();
@@ -135,8 +153,10 @@ async function runLive() {
   };
   if (hasFrameCallback) video.requestVideoFrameCallback(onFrame);
 
-  const finish = (faces, start) => {
+  const finish = (faces, start, at) => {
     if (token.stop || faces.stale) return;  // a later frame was already shown
+    history.add(at, faces);
+    $('download').disabled = false;
     draw(video, faces);
     const end = performance.now();
     stats.frames += 1;
@@ -165,7 +185,8 @@ async function runLive() {
     }
     used = presented;
     const start = performance.now();
-    const job = detector.classify(video, {track: true}).then((faces) => finish(faces, start));
+    const at = video.srcObject ? (start - sessionStart) / 1000 : video.currentTime;  // s into the session / file
+    const job = detector.classify(video, {track: true}).then((faces) => finish(faces, start, at));
     inFlight.add(job);
     job.catch((err) => setStatus(`Classification failed: ${err.message || err}`, true))
       .finally(() => inFlight.delete(job));
@@ -253,6 +274,7 @@ async function openFile(file) {
 
 $('camera').addEventListener('click', startCamera);
 $('stop').addEventListener('click', () => { stopLive(); setStatus('Stopped.'); });
+$('download').addEventListener('click', () => history.download());
 $('file').addEventListener('change', (e) => e.target.files[0] && openFile(e.target.files[0]));
 const stage = $('stage');
 stage.addEventListener('dragover', (e) => { e.preventDefault(); stage.classList.add('dragging'); });

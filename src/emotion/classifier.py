@@ -15,7 +15,6 @@ TensorFlow is imported lazily (inside the functions), so importing this module i
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import warnings
@@ -24,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from . import conversion, paths
-from .config import UserError
+from . import cli, conversion, paths
+from .config import UserError, first_line
 
 
 def tflite_op_counts(tflite: bytes | str | os.PathLike) -> dict[str, int]:
@@ -65,16 +64,17 @@ def _interpreter(tflite, num_threads: int, batch: int | None = None):
     except ImportError:
         import tensorflow as tf
         Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
+    # cli.quiet_unless_verbose: "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." comes from C++.
+    with warnings.catch_warnings(), cli.quiet_unless_verbose():
         warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated ... use ai_edge_litert"
         interpreter = Interpreter(num_threads=num_threads, **kwargs)
-    if batch is not None:
-        # Resize before the first allocate_tensors: a dynamic-range model allocated at batch 1 and then
-        # resized crashes the process in invoke() (TF 2.19 with XNNPACK); resized first, it runs fine.
-        inp = interpreter.get_input_details()[0]
-        if int(inp["shape"][0]) != batch:
-            interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=False)
-    interpreter.allocate_tensors()
+        if batch is not None:
+            # Resize before the first allocate_tensors: a dynamic-range model allocated at batch 1 and then
+            # resized crashes the process in invoke() (TF 2.19 with XNNPACK); resized first, it runs fine.
+            inp = interpreter.get_input_details()[0]
+            if int(inp["shape"][0]) != batch:
+                interpreter.resize_tensor_input(inp["index"], [batch, *inp["shape"][1:]], strict=False)
+        interpreter.allocate_tensors()
     return interpreter
 
 
@@ -179,7 +179,7 @@ class EmotionClassifier:
             try:
                 return cls(cache, num_threads, **kwargs)
             except (ValueError, RuntimeError) as exc:  # a damaged cache file: convert again
-                print(f"warning: ignoring the unreadable cached {cache}: {_first_line(exc)}", file=sys.stderr)
+                cli.warn(f"ignoring the unreadable cached {cache}: {first_line(exc)}")
         data = conversion.convert_model_file(model_path, quantization)
         clf = cls(conversion.store_cached(cache, data) or data, num_threads, **kwargs)
         clf.converted = True
@@ -266,10 +266,8 @@ def load_classifier(model_path: str | os.PathLike, prefer: str = "tflite", num_t
         except UserError:
             raise
         except Exception as exc:  # the converter raises many kinds (ConverterError, RuntimeError, ...)
-            print(f"warning: TFLite conversion of {model_path} failed ({type(exc).__name__}: {_first_line(exc)}); "
-                  f"using the Keras model instead (slower)", file=sys.stderr)
+            cli.warn(f"TFLite conversion of {model_path} failed ({type(exc).__name__}: {first_line(exc)}); "
+                     f"using the Keras model instead (slower)")
     return KerasClassifier.from_model_file(model_path)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -184,6 +184,15 @@ def verbose_tensorflow() -> None:
         _quieted["log_level"] = False
 
 
+def quiet_unless_verbose():
+    """A context that hides stderr (quiet_stderr) while TensorFlow's logging is hidden, for C++ code that logs
+    past TF_CPP_MIN_LOG_LEVEL (the TFLite and TF.js converters); a no-op with --verbose or the user's own
+    TF_CPP_MIN_LOG_LEVEL. Errors still arrive as Python exceptions.
+        with cli.quiet_unless_verbose():
+            flatbuffer = converter.convert()"""
+    return quiet_stderr() if _quieted["log_level"] else contextlib.nullcontext()
+
+
 def child_env() -> dict[str, str]:
     """os.environ for a script started by this one, less what quiet_tensorflow() set: the child quiets itself
     (or not, with --verbose) as if the user had started it."""

@@ -34,6 +34,11 @@ class UserError(Exception):
     code = 1
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of exc's message (at most 200 characters), for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
 class ConfigError(UserError):
     code = 2
 

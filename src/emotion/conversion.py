@@ -25,13 +25,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from . import atomic
+from . import atomic, cli
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # quantizations a model file converts to alone (int8 needs calibration images)
@@ -241,7 +240,8 @@ def to_tflite(model, quantization: str = "float32", representative_images: np.nd
         export_saved_model(model, tmp, batch_size, channel_flip="gather" if quantization == "int8" else "reverse")
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
         _quantize(converter, quantization, representative_images)
-        return bytes(converter.convert())
+        with cli.quiet_unless_verbose():  # the converter's C++ logs past TF_CPP_MIN_LOG_LEVEL
+            return bytes(converter.convert())
 
 
 def _quantize(converter, quantization: str, images: np.ndarray | None) -> None:
@@ -308,8 +308,8 @@ def store_cached(cache: Path, data: bytes) -> Path | None:
     try:
         atomic.write_bytes(cache, data)
     except OSError as exc:
-        print(f"warning: cannot cache the TFLite model at {cache} ({exc.strerror or exc}); "
-              f"it will be converted again next time", file=sys.stderr)
+        cli.warn(f"cannot cache the TFLite model at {cache} ({exc.strerror or exc}); "
+                 f"it will be converted again next time")
         return None
     _remove_stale(cache)
     return cache

@@ -42,7 +42,6 @@ How it reads:
 """
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections import OrderedDict
@@ -53,11 +52,10 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from . import paths
+from . import cli, paths
 from .config import UserError
 from .image_types import PIPELINE_EXTENSIONS
 
-log = logging.getLogger(__name__)
 
 IGNORED_FOLDERS = ("unclassified",)
 MAX_WARNINGS = 20  # per check_images call; the rest are counted in one summary line
@@ -113,8 +111,8 @@ def _scan_split(split_dir: str | os.PathLike, class_names: Sequence[str]) -> dic
     key = ("ignored", str(split_dir), len(other_files))
     if other_files and key not in _WARNED:
         _WARNED.add(key)
-        log.warning("warning: ignoring %d file(s) in %s that are not %s by name, e.g. %s", len(other_files),
-                    split_dir, "/".join(x[1:] for x in PIPELINE_EXTENSIONS), sorted(other_files)[0])
+        cli.warn(f"ignoring {len(other_files)} file(s) in {split_dir} that are not "
+                 f"{'/'.join(x[1:] for x in PIPELINE_EXTENSIONS)} by name, e.g. {sorted(other_files)[0]}")
     return found
 
 
@@ -127,8 +125,7 @@ def _utf8_name(path: str) -> bool:
     except UnicodeEncodeError:
         if ("name", path) not in _WARNED:
             _WARNED.add(("name", path))
-            log.warning("warning: skipping %s: its file name is not valid UTF-8 (rename it to use it)",
-                        paths.printable(path))
+            cli.warn(f"skipping {paths.printable(path)}: its file name is not valid UTF-8 (rename it to use it)")
         return False
 
 
@@ -247,10 +244,9 @@ def _report(paths: Sequence[str], problems: Mapping[int, str | None], max_warnin
             if warn_once:
                 _WARNED.add(("bad", p))
     for p, problem in to_report[:max_warnings]:
-        log.warning("warning: skipping %s: %s", p, problem)
+        cli.warn(f"skipping {p}: {problem}")
     if len(to_report) > max_warnings:
-        log.warning("warning: skipped %d more unreadable image(s) (%d in all)",
-                    len(to_report) - max_warnings, len(bad))
+        cli.warn(f"skipped {len(to_report) - max_warnings} more unreadable image(s) ({len(bad)} in all)")
     return keep, bad
 
 
@@ -417,6 +413,11 @@ _CACHES: OrderedDict[tuple, tuple[tf.data.Dataset, int]] = OrderedDict()
 def clear_cache() -> None:
     """Forget the decoded images cached by earlier make_dataset calls (frees their memory)."""
     _CACHES.clear()
+
+
+def cached_datasets() -> int:
+    """How many decoded datasets the in-memory cache holds now (each one split's files at one image size)."""
+    return len(_CACHES)
 
 
 def _file_key(paths: Sequence[str]) -> tuple:

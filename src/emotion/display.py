@@ -11,6 +11,8 @@ import os
 import socket
 import sys
 
+from . import cli
+
 WINDOW = "emotion recognition (q quits)"
 QUIT_KEYS = (ord("q"), ord("Q"), 27)
 
@@ -27,8 +29,7 @@ def display_available() -> bool:
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error as exc:
-        print(f"warning: cannot open a window ({str(exc).strip().splitlines()[-1]}); running without one",
-              file=sys.stderr)
+        cli.warn(f"cannot open a window ({str(exc).strip().splitlines()[-1]}); running without one")
         return False
     return True
 

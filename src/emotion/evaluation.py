@@ -12,18 +12,17 @@ import csv
 import hashlib
 import json
 import math
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import paths
+from . import cli, paths
 from . import plots
 from .atomic import atomic_path
 from .config import Config, check_class_count
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
-           "predictions.csv", "confident_mistakes.png",
+           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png",
            "reliability_diagram.png", "coverage_accuracy.png"]
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
@@ -63,6 +62,9 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
     result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
     result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
     write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
+    from . import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
+    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
+                                   perf_dir / "confident_mistakes_gradcam.png")
     from . import calibration_report
     calibration_report.write(perf_dir, y, probs, result, cfg, model_path)  # 2 figures and the model card
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
@@ -122,7 +124,7 @@ def aligned_paths(info, y, input_shape) -> list[str]:
                 dp.decode_uint8(tf.io.read_file(p), input_shape)
                 keep.append(i)
             except (tf.errors.OpError, ValueError):
-                print(f"warning: skipping {p}: cannot be decoded", file=sys.stderr)
+                cli.warn(f"skipping {p}: cannot be decoded")
         paths, labels = [paths[i] for i in keep], labels[keep]
     if len(y) != len(paths) or not np.array_equal(y, labels):
         raise RuntimeError(f"the dataset fed {len(y)} images but lists {len(paths)}: cannot match predictions to files")
@@ -191,9 +193,10 @@ def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKE
     import cv2
     import numpy as np
     plt = plots.pyplot()
+    from .explanations import confident_mistakes
     pred, conf = probs.argmax(axis=1), probs.max(axis=1)
     wrong = np.flatnonzero(pred != y)
-    shown = wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+    shown = confident_mistakes(y, probs, k)  # the same images as confident_mistakes_gradcam.png
     cols = 4
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)

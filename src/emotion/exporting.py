@@ -19,11 +19,10 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from . import atomic
+from . import atomic, cli
 from . import paths
 from .config import UserError
 
@@ -250,9 +249,8 @@ def _report(job: ExportJob, rows: list[dict], val: ValData) -> dict:
     print_table(rows, val.keras_acc, len(val.x))
     failed = [r for r in rows if r["within_threshold"] is False]
     for r in failed:
-        print(f"warning: {r['format']} is outside its threshold ({r['threshold']}): accuracy drop "
-              f"{r['accuracy_drop_points']} points, max probability difference {r['max_abs_prob_diff_vs_keras']}",
-              file=sys.stderr)
+        cli.warn(f"{r['format']} is outside its threshold ({r['threshold']}): accuracy drop "
+                 f"{r['accuracy_drop_points']} points, max probability difference {r['max_abs_prob_diff_vs_keras']}")
     print(f"wrote {len(rows)} format(s) to {job.out_dir} and the report to {report}")
     return {"formats": [r["format"] for r in rows], "output": str(job.out_dir), "report": str(report),
             "num_val_images": len(val.x), "keras_val_accuracy": round(val.keras_acc, 6),
@@ -272,7 +270,8 @@ def convert_tfjs(saved_model_dir: Path, output_dir: Path, quantization: str | No
 
     from tensorflowjs.converters import convert_tf_saved_model
     dtype_map = {quantization: "*"} if quantization else None
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its progress
+    # The converter prints its progress on stdout, and its C++ (grappler) logs past TF_CPP_MIN_LOG_LEVEL.
+    with contextlib.redirect_stdout(io.StringIO()), cli.quiet_unless_verbose():
         convert_tf_saved_model(str(saved_model_dir), str(output_dir), signature_def="serving_default",
                                saved_model_tags="serve", quantization_dtype_map=dtype_map)
     return flatten_fused_biases(Path(output_dir) / "model.json")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +56,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from . import cli
 from .cli import quiet_stderr  # noqa: F401  (also used by predict.py as faces.quiet_stderr)
 from .config import UserError
 
@@ -178,8 +178,8 @@ class FaceDetector:
             self._impl = _BlazeFace(path, model, self.num_threads)
         else:
             if backend == "auto":
-                print(f"warning: BlazeFace face detector not installed ({MEDIAPIPE_INSTALL}); using OpenCV's "
-                      "Haar cascade, which finds fewer faces", file=sys.stderr)
+                cli.warn(f"BlazeFace face detector not installed ({MEDIAPIPE_INSTALL}); using OpenCV's "
+                         "Haar cascade, which finds fewer faces")
             self.backend = "haar"
             self._impl = _Haar()
 

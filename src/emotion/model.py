@@ -27,7 +27,7 @@ from . import paths
 from . import temperature  # registers the Temperature layer, so that load_model reads calibrated models
 from .atomic import atomic_path
 from .cli import EXIT_WEIGHTS_DOWNLOAD
-from .config import UserError
+from .config import UserError, first_line
 
 BACKBONE_NAME = "resnet50"
 # ResNet50's stages, top first: fine_tune_blocks=1 unfreezes conv5, 2 adds conv4, ...
@@ -69,11 +69,6 @@ def _backbone(cfg) -> keras.Model:
             raise UserError(f"config key 'weights': {weights} is not a ResNet50 (include_top=False) weights "
                             f"file: {first_line(exc)}") from None
         raise
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of exc's message (at most 200 characters), for one-line errors."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def build_model(cfg) -> keras.Model:

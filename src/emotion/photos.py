@@ -28,6 +28,7 @@ from .image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS  # what OpenCV re
 
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
+SUMMARY_NAME, EXPLANATIONS_DIR = "summary.csv", "explanations"   # --summary, --explain (issue 10)
 
 
 class NoInput(UserError):
@@ -172,9 +173,11 @@ class Plan:
     staged: outputs.Staged
 
 
-def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = False) -> Plan:
+def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = False, summary: bool = False,
+         explain: bool = False) -> Plan:
     """Find the images of `specs` and check the outputs can be written, before any model loads. NoInput
-    (exit code 2) when nothing matches; UserError for an unwritable results_dir or a folder not ours."""
+    (exit code 2) when nothing matches; UserError for an unwritable results_dir or a folder not ours.
+    summary: summary.csv (report.photo_rows); explain: explanations/ (Grad-CAM figures, explanations.py)."""
     image_paths, unmatched = collect_inputs(specs)
     if not image_paths:
         raise NoInput(no_match_message(unmatched[0]) if len(unmatched) == 1 else
@@ -182,7 +185,9 @@ def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = Fa
     results_dir = Path(cfg.results_dir)
     finals = {**({"json": results_dir / JSON_NAME} if write_json else {}),
               **({"labeled": results_dir / LABELED_DIR} if save_images else {})}
-    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys())
+    finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),   # issue 10
+               **({"explanations": results_dir / EXPLANATIONS_DIR} if explain else {})}
+    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
     if finals:
         paths.check_writable(results_dir, "results_dir")
         staged.check(inputs=[Path(p) for p in image_paths])
@@ -206,6 +211,9 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     staged = plan.staged
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
     tally = {"entries": [], "failed": 0, "faces": 0, "read": 0, "used_names": set()}
+    if "explanations" in staged.finals:  # issue 10: Grad-CAM figures on the Keras model
+        from . import explanations
+        tally["explainer"] = explanations.Explainer(rec, staged.tmp["explanations"])
     for spec in plan.unmatched:
         print(f"error: {no_match_message(spec)}", file=sys.stderr, flush=True)
         tally["entries"].append({"image": spec, "width": None, "height": None, "faces": [], "whole_image": False,
@@ -217,6 +225,11 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     seconds = time.perf_counter() - start
     if json_path is not None:
         staged.tmp["json"].write_text(json.dumps(tally["entries"], indent=2) + "\n", encoding="utf-8")
+    if "summary" in staged.finals:
+        from . import report
+        rows = report.photo_rows(tally["entries"], rec.class_names)
+        report.write_photo_summary(rows, staged.tmp["summary"])
+        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in report.label_counts(rows).items()))
     if staged.finals:
         staged.publish()
     read_ok = tally["read"]
@@ -227,7 +240,9 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     print(json.dumps({"images": len(plan.image_paths) + len(plan.unmatched), "faces": tally["faces"],
                       "failed": tally["failed"], "ms_per_image": round(1000 * seconds / read_ok, 2) if read_ok else None,
                       "json": str(json_path) if json_path is not None else None,
-                      "labeled_images": str(labeled_dir) if labeled_dir is not None else None}), flush=True)
+                      "labeled_images": str(labeled_dir) if labeled_dir is not None else None,
+                      **{k: str(staged.finals[k]) if k in staged.finals else None for k in ("summary", "explanations")}}),
+          flush=True)
     return 1 if tally["failed"] else 0
 
 
@@ -250,6 +265,8 @@ def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, t
         results = analysed[i]
         tally["faces"] += len(results)
         print("\n".join(describe(path, results, top_k)), flush=True)
+        if "explainer" in tally:
+            tally["explainer"].explain(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), results)
         tally["entries"].append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
                                  "faces": [r.to_dict() for r in results],
                                  "whole_image": bool(results and results[0].whole_image), "error": None})

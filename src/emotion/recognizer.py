@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from . import confidence as confidence_rule
-from .config import UserError
+from .config import check_class_count
 from .faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
@@ -103,9 +103,8 @@ class EmotionRecognizer:
         self.class_names = list(cfg.class_names)
         self.min_confidence = float(cfg.get("min_confidence", 0.0))  # below it a face is "uncertain"
         n_out = getattr(classifier, "num_classes", None)
-        if n_out is not None and int(n_out) != len(self.class_names):
-            raise UserError(f"the model {self.model_path} predicts {n_out} classes but config key class_names "
-                            f"lists {len(self.class_names)}: use the config it was trained with")
+        if n_out is not None:
+            check_class_count(n_out, self.class_names, self.model_path)
         h, w = (int(d) for d in classifier.input_shape[:2])
         self.input_size = (w, h)
 

@@ -16,6 +16,7 @@ A kill before 2 resumes from the previous epoch; a kill after it is completed at
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -35,7 +36,7 @@ from . import data_preprocessing as dp
 from . import model as model_lib
 from .model import predict_probs
 from . import paths
-from .config import Config, UserError
+from .config import Config, UserError, first_line
 from .metrics import classification_metrics
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
@@ -227,7 +228,7 @@ def load_checkpoint(path: Path, compile: bool) -> keras.Model:
     try:
         return keras.models.load_model(path, compile=compile)
     except Exception as exc:  # Keras raises many kinds for a damaged zip/HDF5 file
-        raise UserError(f"cannot load the checkpoint {path} ({model_lib.first_line(exc)}): pass --restart to "
+        raise UserError(f"cannot load the checkpoint {path} ({first_line(exc)}): pass --restart to "
                         f"start over") from None
 
 
@@ -297,9 +298,72 @@ def phase_plan(cfg: Config) -> list[tuple[str, int]]:
     return [(p, n) for p, n in (("head", cfg.num_epochs), ("fine_tune", cfg.fine_tune_epochs)) if n > 0]
 
 
+@dataclasses.dataclass
+class TrainingRun:
+    """What a run sets up once, before its first epoch: the data, the model, where its files go."""
+    cfg: Config
+    max_images_per_class: int | None
+    strategy: tf.distribute.Strategy
+    chief: bool
+    jit: bool
+    files: checkpoints.RunFiles
+    best_path: Path
+    last_path: Path
+    perf_dir: Path
+    ckpt_dir: Path
+    batch: int
+    class_weight: dict | None
+    train_info: dp.DatasetInfo
+    val_ds: tf.data.Dataset
+    val_info: dp.DatasetInfo
+    plan: list[tuple[str, int]]
+    model: keras.Model
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(n for _, n in self.plan)
+
+    def train_data(self, epoch: int):
+        return epoch_dataset(self.cfg, epoch, self.batch, self.max_images_per_class)
+
+
+def epoch_dataset(cfg: Config, epoch: int, batch: int, max_images_per_class: int | None):
+    """The training split for one epoch (augmentation seeded by seed + epoch), sharded by data."""
+    seeded = Config(cfg, seed=cfg.seed + epoch)
+    ds, info = dp.make_dataset(Path(cfg.data_path) / "train", seeded, training=True, batch_size=batch,
+                               limit_per_class=max_images_per_class, one_hot=True)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options), info
+
+
 def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = False,
           dry_run: bool = False, log=print) -> dict:
     """Train as configured; returns the summary printed as the final JSON line."""
+    run = prepare(cfg, max_images_per_class, log)
+    if dry_run:
+        return {"dry_run": True, "train_images": run.train_info.num_images, "val_images": run.val_info.num_images,
+                "steps_per_epoch": run.train_info.steps_per_epoch, "epochs": run.total_epochs,
+                "parameters": model_lib.count_params(run.model)[1]}
+    if run.total_epochs == 0:
+        raise UserError("nothing to train: num_epochs and fine_tune_epochs are both 0")
+    state = resume_state(run, restart)
+    resumed_from = state["epoch"]  # epochs an earlier run finished; the model built by prepare has none
+    if resumed_from >= run.total_epochs:
+        log(f"nothing left to do: {run.ckpt_dir} holds a finished run of {resumed_from} epochs "
+            f"(--restart trains again)")
+    epoch = 0  # global epochs finished
+    for phase, phase_epochs in run.plan:
+        if resumed_from < epoch + phase_epochs:
+            state = train_phase(run, state, phase, epoch, phase_epochs, resumed_from, log)
+        epoch += phase_epochs
+    if run.chief and state["rows"]:
+        plot_history(state["rows"], run.perf_dir / "loss_accuracy_plot.png")
+    return summarize(run, state, trained=state["epoch"] > resumed_from)
+
+
+def prepare(cfg: Config, max_images_per_class: int | None, log) -> TrainingRun:
+    """Set the precision and strategy, check the output folders, build the datasets and the model; log both."""
     mixed, jit = resolve_switch(cfg.mixed_precision), resolve_switch(cfg.xla)
     if mixed:
         keras.mixed_precision.set_global_policy("mixed_float16" if has_gpu() else "mixed_bfloat16")
@@ -311,135 +375,141 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
         for folder, key in ((best_path.parent, "model_save_path"), (ckpt_dir, "checkpoint_dir"),
                             (perf_dir, "performance_dir")):
             paths.check_writable(folder, key)
-    files = checkpoints.RunFiles(ckpt_dir, best_path, last_path, perf_dir / "training_log.csv")
-    data_path = Path(cfg.data_path)
-    train_dir, val_dir = data_path / "train", data_path / "val"
+    counts = dp.class_counts(Path(cfg.data_path) / "train", cfg.class_names)
+    class_weight = dp.compute_class_weights(counts, cfg.class_names) if cfg.class_weighting == "auto" else None
     replicas = strategy.num_replicas_in_sync
     batch = cfg.train_batch_size * replicas
-    class_weight = None
-    counts = dp.class_counts(train_dir, cfg.class_names)
-    if cfg.class_weighting == "auto":
-        class_weight = dp.compute_class_weights(counts, cfg.class_names)
-
-    def train_data(epoch: int):
-        seeded = Config(cfg, seed=cfg.seed + epoch)
-        ds, info = dp.make_dataset(train_dir, seeded, training=True, batch_size=batch,
-                                   limit_per_class=max_images_per_class, one_hot=True)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return ds.with_options(options), info
-
-    _, train_info = train_data(0)
-    val_ds, val_info = dp.make_dataset(val_dir, cfg, training=False, limit_per_class=max_images_per_class)
-    steps = train_info.steps_per_epoch
-    plan = phase_plan(cfg)
-    total_epochs = sum(n for _, n in plan)
-
-    fingerprint = config_fingerprint(cfg, max_images_per_class)
-
+    _, train_info = epoch_dataset(cfg, 0, batch, max_images_per_class)
+    val_ds, val_info = dp.make_dataset(Path(cfg.data_path) / "val", cfg, training=False,
+                                       limit_per_class=max_images_per_class)
     with strategy.scope():
         model = model_lib.build_model(cfg)
-    trainable, total = model_lib.count_params(model)
-    log(f"data: {train_info.num_images} train images ({steps} steps of {batch}), {val_info.num_images} val images; "
-        f"skipped unreadable: {train_info.num_skipped + val_info.num_skipped}")
+    run = TrainingRun(cfg, max_images_per_class, strategy, chief, jit,
+                      checkpoints.RunFiles(ckpt_dir, best_path, last_path, perf_dir / "training_log.csv"),
+                      best_path, last_path, perf_dir, ckpt_dir, batch, class_weight,
+                      train_info, val_ds, val_info, phase_plan(cfg), model)
+    steps = train_info.steps_per_epoch
+    log(f"data: {run.train_info.num_images} train images ({steps} steps of {run.batch}), {val_info.num_images} "
+        f"val images; skipped unreadable: {run.train_info.num_skipped + val_info.num_skipped}")
     log(f"model: ResNet50 ({'pretrained: ' + str(cfg.weights) if cfg.weights else 'random init'}), "
-        f"{total:,} parameters; plan: " + ", ".join(f"{p} {n} epochs" for p, n in plan)
+        f"{model_lib.count_params(model)[1]:,} parameters; plan: "
+        + ", ".join(f"{p} {n} epochs" for p, n in run.plan)
         + f"; strategy {cfg.strategy} ({replicas} replica{'s' if replicas > 1 else ''}), "
           f"mixed precision {'on' if mixed else 'off'}, XLA {'on' if jit else 'off'}")
-    if dry_run:
-        return {"dry_run": True, "train_images": train_info.num_images, "val_images": val_info.num_images,
-                "steps_per_epoch": steps, "epochs": total_epochs, "parameters": total}
-    if total_epochs == 0:
-        raise UserError("nothing to train: num_epochs and fine_tune_epochs are both 0")
+    return run
 
-    # ---- resume (and complete what a kill after the last commit left undone)
-    if chief:
-        files.remove_stale_temps({best_path.parent: {best_path.name, last_path.name, _config_copy(best_path).name},
+
+def resume_state(run: TrainingRun, restart: bool) -> dict:
+    """The committed state of an earlier run of this config (or a fresh one), with what a kill after its last
+    commit left undone completed; the run's config and versions written beside its outputs."""
+    files, best_path, perf_dir = run.files, run.best_path, run.perf_dir
+    if run.chief:
+        files.remove_stale_temps({best_path.parent: {best_path.name, run.last_path.name,
+                                                     _config_copy(best_path).name},
                                   perf_dir: {*PERFORMANCE_FILES}})
         if restart:
-            own_outputs = {best_path: best_path.name, last_path: last_path.name,
+            own_outputs = {best_path: best_path.name, run.last_path: run.last_path.name,
                            _config_copy(best_path): _config_copy(best_path).name,
                            **{perf_dir / name: name for name in PERFORMANCE_FILES}}
-            files.clear({name for path, name in own_outputs.items() if path.parent.resolve() == ckpt_dir.resolve()})
+            files.clear({name for path, name in own_outputs.items()
+                         if path.parent.resolve() == run.ckpt_dir.resolve()})
+    fingerprint = config_fingerprint(run.cfg, run.max_images_per_class)
     saved = None if restart else files.load_state(fingerprint)
     state = saved or {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None, "last_model": None,
                       "best_model": None, "rows": [], "random_states": {}}
-    rows = state["rows"]
-    if chief:
+    state["fingerprint"] = fingerprint
+    if run.chief:
         if saved:
             files.publish(saved)
             files.prune(saved)
-        files.check_disk(total, cfg.optimizer)
+        files.check_disk(run.total_epochs, run.cfg.optimizer)
         perf_dir.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(perf_dir / "train_config.yaml", cfg.to_yaml())
-        atomic.write_text(_config_copy(best_path), cfg.to_yaml())
+        atomic.write_text(perf_dir / "train_config.yaml", run.cfg.to_yaml())
+        atomic.write_text(_config_copy(best_path), run.cfg.to_yaml())
         atomic.write_text(perf_dir / "versions.json", json.dumps(library_versions(), indent=2) + "\n")
+    return state
 
-    resumed_from = state["epoch"]  # epochs an earlier run finished; the model built above has none
-    if resumed_from >= total_epochs:
-        log(f"nothing left to do: {ckpt_dir} holds a finished run of {resumed_from} epochs (--restart trains again)")
-    epoch = 0  # global epochs finished
-    for phase, phase_epochs in plan:
-        phase_start = epoch
-        if resumed_from >= phase_start + phase_epochs:
-            epoch += phase_epochs
-            continue
-        with strategy.scope():
-            if resumed_from > phase_start:  # resume inside this phase: model + optimizer as saved
-                model = load_checkpoint(ckpt_dir / state["checkpoint"], compile=True)
-                log(f"resuming {phase} from epoch {resumed_from} ({ckpt_dir / state['checkpoint']})")
-            else:
-                if resumed_from == phase_start > 0:  # resume at a phase boundary: the weights only
-                    model = load_checkpoint(ckpt_dir / state["checkpoint"], compile=False)
-                    log(f"resuming at the start of {phase} from epoch {resumed_from}")
-                compile_model(model, cfg, phase, steps)
-            if resumed_from >= max(phase_start, 1):  # loaded from the checkpoint: its dropout states too
-                restore_random_states(model, state.get("random_states", {}))
-            run_epoch = TrainEpoch(model, strategy, cfg, class_weight, jit)
-        epoch = max(resumed_from, phase_start)
-        while epoch < phase_start + phase_epochs:
-            label = f"epoch {epoch + 1}/{total_epochs} ({phase})"
-            ds, info = train_data(epoch)
-            lr = current_lr(model)
-            start = time.perf_counter()
-            loss, accuracy = run_epoch(ds, info.steps_per_epoch, label)
-            seconds = time.perf_counter() - start
-            y_val, p_val = predict_probs(model, val_ds)
-            if not np.isfinite(p_val).all():
-                raise UserError(f"validation loss became nan after {label}: the model diverged; lower the learning "
-                                f"rate (now {lr:.2g}); nothing of this epoch was saved (the last finished epoch "
-                                f"is kept)")
-            val = classification_metrics(y_val, p_val, cfg.class_names)
-            epoch += 1
-            row = {"epoch": epoch, "phase": phase, "loss": round(loss, 5),
-                   "accuracy": round(accuracy, 5), "val_loss": round(val["loss"], 5),
-                   "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
-                   "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
-                   "seconds": round(seconds, 1)}
-            score = monitor_value(cfg, val)
-            improved = state["best"] is None or score > state["best"]
-            log(f"{label}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss {row['val_loss']:.4f} "
-                f"acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} | lr {row['learning_rate']} | "
-                f"{row['images_per_s']} img/s{' | best so far, saved' if improved else ''}")
-            names = files.save_epoch(model, epoch, improved, state["best_model"]) if chief else {}
-            rows = [*rows, row]
-            state = {**state, **names, "epoch": epoch, "rows": rows, "fingerprint": fingerprint,
-                     "random_states": random_states(model)}
-            if improved:
-                state.update(best=score, best_epoch=epoch)
-            if chief:
-                files.commit(state)
-                files.publish(state)
-                files.prune(state)
 
-    if chief and rows:
-        plot_history(rows, perf_dir / "loss_accuracy_plot.png")
+def phase_model(run: TrainingRun, state: dict, phase: str, phase_start: int, resumed_from: int, log) -> keras.Model:
+    """The model compiled for `phase`: the one in memory, or the checkpoint of the earlier run this one resumes
+    (`resumed_from` epochs; inside the phase: model and optimizer as saved; at its start: the weights only),
+    with its dropout states."""
+    steps = run.train_info.steps_per_epoch
+    checkpoint = run.ckpt_dir / state["checkpoint"] if state["checkpoint"] else None
+    with run.strategy.scope():
+        model = run.model
+        if resumed_from > phase_start:
+            model = load_checkpoint(checkpoint, compile=True)
+            log(f"resuming {phase} from epoch {resumed_from} ({checkpoint})")
+        else:
+            if resumed_from == phase_start > 0:
+                model = load_checkpoint(checkpoint, compile=False)
+                log(f"resuming at the start of {phase} from epoch {resumed_from}")
+            compile_model(model, run.cfg, phase, steps)
+        if resumed_from >= max(phase_start, 1):  # loaded from the checkpoint: its dropout states too
+            restore_random_states(model, state.get("random_states", {}))
+    return model
+
+
+def train_phase(run: TrainingRun, state: dict, phase: str, phase_start: int, phase_epochs: int,
+                resumed_from: int, log) -> dict:
+    """Train the epochs of one phase that are not done yet; each epoch's files are committed as it ends.
+    Returns the state after the phase's last epoch."""
+    model = run.model = phase_model(run, state, phase, phase_start, resumed_from, log)
+    with run.strategy.scope():
+        run_epoch = TrainEpoch(model, run.strategy, run.cfg, run.class_weight, run.jit)
+    epoch = max(state["epoch"], phase_start)
+    while epoch < phase_start + phase_epochs:
+        label = f"epoch {epoch + 1}/{run.total_epochs} ({phase})"
+        row, val = train_epoch(run, run_epoch, epoch, phase, label)
+        epoch += 1
+        score = monitor_value(run.cfg, val)
+        improved = state["best"] is None or score > state["best"]
+        log(f"{label}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} | val loss {row['val_loss']:.4f} "
+            f"acc {row['val_accuracy']:.4f} macro-F1 {row['val_macro_f1']:.4f} | lr {row['learning_rate']} | "
+            f"{row['images_per_s']} img/s{' | best so far, saved' if improved else ''}")
+        names = run.files.save_epoch(model, epoch, improved, state["best_model"]) if run.chief else {}
+        state = {**state, **names, "epoch": epoch, "rows": [*state["rows"], row],
+                 "random_states": random_states(model)}
+        if improved:
+            state.update(best=score, best_epoch=epoch)
+        if run.chief:
+            run.files.commit(state)
+            run.files.publish(state)
+            run.files.prune(state)
+    return state
+
+
+def train_epoch(run: TrainingRun, run_epoch: TrainEpoch, epoch: int, phase: str, label: str) -> tuple[dict, dict]:
+    """One epoch of training, then the val split: (the log row, the val metrics). A NaN val loss stops the run."""
+    ds, info = run.train_data(epoch)
+    lr = current_lr(run_epoch.model)
+    start = time.perf_counter()
+    loss, accuracy = run_epoch(ds, info.steps_per_epoch, label)
+    seconds = time.perf_counter() - start
+    y_val, p_val = predict_probs(run_epoch.model, run.val_ds)
+    if not np.isfinite(p_val).all():
+        raise UserError(f"validation loss became nan after {label}: the model diverged; lower the learning "
+                        f"rate (now {lr:.2g}); nothing of this epoch was saved (the last finished epoch "
+                        f"is kept)")
+    val = classification_metrics(y_val, p_val, run.cfg.class_names)
+    row = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
+           "accuracy": round(accuracy, 5), "val_loss": round(val["loss"], 5),
+           "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
+           "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
+           "seconds": round(seconds, 1)}
+    return row, val
+
+
+def summarize(run: TrainingRun, state: dict, trained: bool) -> dict:
+    """The final JSON line: the best epoch's val figures, the data, the speed."""
+    rows = state["rows"]
     best_row = next((r for r in rows if int(r["epoch"]) == state["best_epoch"]), rows[-1] if rows else {})
-    return {"model": str(best_path), "best_epoch": state["best_epoch"], "monitor": cfg.monitor,
+    return {"model": str(run.best_path), "best_epoch": state["best_epoch"], "monitor": run.cfg.monitor,
             "best_val_accuracy": float(best_row.get("val_accuracy", "nan")),
-            "best_val_macro_f1": float(best_row.get("val_macro_f1", "nan")), "epochs": epoch,
-            "train_images": train_info.num_images, "val_images": val_info.num_images,
-            "images_per_s": float(rows[-1]["images_per_s"]) if rows else None, "chief": chief,
+            "best_val_macro_f1": float(best_row.get("val_macro_f1", "nan")), "epochs": state["epoch"],
+            "train_images": run.train_info.num_images, "val_images": run.val_info.num_images,
+            "images_per_s": float(rows[-1]["images_per_s"]) if rows else None, "chief": run.chief,
             # Sum of |trainable weights|: equal on every worker of a distributed run.
-            "weights_checksum": (round(float(sum(np.abs(w.numpy()).sum() for w in model.trainable_weights)), 3)
-                                 if epoch > resumed_from else None)}
+            "weights_checksum": (round(float(sum(np.abs(w.numpy()).sum() for w in run.model.trainable_weights)), 3)
+                                 if trained else None)}

@@ -1,5 +1,6 @@
 """Emotion recognition on a video file or a webcam (what inference.py runs): every face boxed, labelled, tracked
-and smoothed; the annotated video, predictions.json, labeled frames and a log written together.
+and smoothed; the annotated video, predictions.json, labeled frames, a log and the per-track report (tracks.csv,
+emotion_timeline.png: report.py) written together.
 
     output = output_path("test_out.avi", cfg)              # in results_dir unless a path is given
     check_outputs(cfg, output, input_video=Path("clip.mp4"))   # before the model loads
@@ -25,6 +26,8 @@ import numpy as np
 from . import display as display_lib
 from . import outputs
 from . import paths
+from . import plots
+from . import report
 from . import tracking
 from .config import UserError
 from .video_bookkeeping import FrameAnnotator, RunRecorder, StageTimes, log_line, median_ms
@@ -33,6 +36,7 @@ from .video_threads import END, Classifiers, Producer, Writer, classifier_worker
 LOG_NAME = "inference_logs.txt"
 PREDICTIONS_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
+TRACKS_NAME, TIMELINE_NAME = "tracks.csv", "emotion_timeline.png"   # the per-track report (report.py, issue 10)
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
 DEFAULT_FPS = 30.0          # for the output video when the source reports none (most webcams)
 MAX_MISSED = 5              # a face track survives this many frames without a detection
@@ -63,9 +67,10 @@ def check_outputs(cfg, output: Path, input_video: Path | None = None) -> None:
 
 
 def staged_outputs(results_dir: Path, video: Path, labeled: bool) -> outputs.Staged:
-    """The four outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
+    """The outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
     frames are labeled or when a previous run's folder would otherwise be left beside this run's outputs."""
-    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME}
+    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME,
+              "tracks": results_dir / TRACKS_NAME, "timeline": results_dir / TIMELINE_NAME}
     folder = results_dir / LABELED_DIR
     legacy = is_frame_name
     if labeled or outputs.is_own_folder(folder, legacy):
@@ -95,6 +100,7 @@ def recognize(source, cfg, output: Path, display: bool = True, max_frames: int |
     try:
         started = time.perf_counter()
         rec = load_recognizer(cfg)  # imports TensorFlow
+        plots.pyplot()  # matplotlib for the end-of-run report, loaded at startup rather than after the last frame
         startup_s = time.perf_counter() - started
         from . import card
         print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
@@ -152,6 +158,7 @@ class VideoRun:
         self.window = display_lib.Window() if display else None
         self.fps_in = source.fps or DEFAULT_FPS
         self.smoothing = float(cfg.smoothing)
+        self.uncertain = "min_confidence" in cfg  # the report's share_uncertain column (issue 9's threshold)
         tracker = tracking.FaceTracker(smoothing=self.smoothing, max_missed=MAX_MISSED)  # ids: the producer's
         self.annotator = FrameAnnotator(rec.class_names, self.smoothing, classify_every, forget_after=MAX_MISSED,
                                         classify_missing=self._classify_one,
@@ -249,11 +256,16 @@ class VideoRun:
         # Ctrl-C between the two lines of finish_frame() that record and queue a frame: keep them in step.
         counts = self.recorder.finish(written=self.writer.written)
         self.recorder.save(self.staged.tmp["predictions"])
+        rows = report.write_report(self.recorder.predictions, self.rec.class_names, self.staged.tmp["tracks"],
+                                   self.staged.tmp["timeline"], uncertain=self.uncertain,
+                                   title=f"{self.source.name}: {counts['frames']} frames")
         summary = self.summary(counts, time.perf_counter() - self.started)
         self.log.write(json.dumps(summary) + "\n")
         self.log.close()
         if self.writer_started:  # a video with at least one frame: this run's outputs replace the last run's
             self.staged.publish()
+            if rows:  # one line per track, before the script prints the JSON summary
+                print("\n".join(report.track_lines(rows)), flush=True)
         else:
             self.staged.discard()
         if self.window is not None:
@@ -284,6 +296,7 @@ class VideoRun:
             "frames_written": writer.written, "labeled_images": writer.labeled,
             "video": str(self.output), "predictions": str(self.results_dir / PREDICTIONS_NAME),
             "log": str(self.results_dir / LOG_NAME),
+            "tracks_csv": str(self.results_dir / TRACKS_NAME), "timeline": str(self.results_dir / TIMELINE_NAME),
         }
 
 

@@ -23,12 +23,13 @@ from pathlib import Path, PurePosixPath
 from . import atomic
 from . import outputs
 from . import paths
-from .config import UserError
+from .config import UserError, check_class_count
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"
 NODE_MODULES = WEB / "node_modules"
-PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "emotion-detector.js", "emotion-model.js", "classifier-worker.js", "style.css",
+              "timeline.js")
 VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tf-core.min.js": "@tensorflow/tfjs-core",
     "tf-converter.min.js": "@tensorflow/tfjs-converter",
@@ -68,9 +69,8 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
                         f"it): a build replaces the whole folder, so give a new or empty folder")
     spec = _read_json(model_json)
     classes = _output_size(spec)
-    if classes is not None and classes != len(cfg.class_names):
-        raise UserError(f"{model_json} outputs {classes} classes but the config's class_names has "
-                        f"{len(cfg.class_names)}: export the model trained with this config")
+    if classes is not None:
+        check_class_count(classes, cfg.class_names, model_json, "export the model trained with this config")
     weights = _weight_files(spec, model_json, model_dir)
     sources = _sources(model_dir, weights, node_modules)
     with atomic.atomic_dir(dist) as tmp:

@@ -11,8 +11,11 @@
 //   nocamera  {url}                                 -> the same with no camera at all
 //   file      {url, file, frames?}                  -> {status, list, boxPixels, stats}: a file opened with the
 //             picker (a video: waits until `frames` frames are classified)
+//   history   {url, y4m, frames?: 20}              -> {csv, list, timelines, historyFaces, frames, requestsAfterStop}: the fake camera
+//             plays until `frames` frames are classified, Stop is pressed, then "Download CSV" is clicked and
+//             what the page shows (bars, each face's timeline pixels) is read
 //   bench     {url, y4m, seconds?: 10}              -> {readyMs, firstResultMs, fps, framesPerFace..., modelBytes}
-import {mkdtempSync, rmSync} from 'node:fs';
+import {mkdtempSync, readFileSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {chromium} from 'playwright-core';
@@ -126,6 +129,42 @@ async function camera() {
   }
 }
 
+async function history() {
+  const {page, errors, close} = await launch({camera: opts.y4m, grant: true, fakeUi: true});
+  try {
+    await page.goto(`${opts.url}${opts.url.includes('?') ? '&' : '?'}camera=1`);
+    const ready = await waitReady(page);
+    await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n
+      && window.emotionDetector.stats.lastFaces.length > 0, opts.frames || 20, {timeout});
+    await page.click('#stop');  // no frame is drawn or recorded after this
+    const sent = [];  // requests the page makes from here on (the CSV must not be one of them)
+    page.context().on('request', (request) => sent.push(request.url()));
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
+    const csv = readFileSync(await download.path(), 'utf8');
+    const shownNow = await page.evaluate(() => ({
+      list: [...document.querySelectorAll('#faces li')].map((li) => ({
+        label: li.dataset.label, confidence: Number(li.dataset.confidence),
+        fills: [...li.querySelectorAll('.fill')].map((f) => f.getBoundingClientRect().width
+          / f.parentElement.getBoundingClientRect().width),
+        timelineBeside: (() => {
+          const c = li.querySelector('canvas.timeline');
+          const bar = li.querySelector('.bar');
+          return Boolean(c && bar && c.getBoundingClientRect().left >= bar.getBoundingClientRect().right - 1);
+        })(),
+      })),
+      timelines: [...document.querySelectorAll('#faces canvas.timeline')].map((c) => ({
+        id: Number(c.dataset.id), width: c.width, height: c.height,
+        pixels: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data),
+      })),
+      historyFaces: window.emotionDetector.stats.history.reduce((sum, h) => sum + h.faces, 0),
+      frames: window.emotionDetector.stats.frames,
+    }));
+    return {ready, csv, ...shownNow, filename: download.suggestedFilename(), requestsAfterStop: sent, errors};
+  } finally {
+    await close();
+  }
+}
+
 async function cameraFailure(withCamera) {
   // no --use-fake-ui-for-media-stream and no granted permission: headless Chromium denies the request
   const {page, errors, close} = await launch({camera: withCamera ? opts.y4m : null});
@@ -216,7 +255,7 @@ async function bench() {
   }
 }
 
-const scenarios = {classify, camera, file: openFile, refused: () => cameraFailure(true), nocamera: () => cameraFailure(false), bench};
+const scenarios = {classify, camera, history, file: openFile, refused: () => cameraFailure(true), nocamera: () => cameraFailure(false), bench};
 try {
   if (!scenarios[opts.scenario]) throw new Error(`unknown scenario ${opts.scenario}: ${Object.keys(scenarios).join(', ')}`);
   console.log(JSON.stringify(await scenarios[opts.scenario]()));
