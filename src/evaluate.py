@@ -4,6 +4,7 @@
     python src/evaluate.py --tta                             # average each image with its horizontal flip
     python src/evaluate.py --split val --max-images-per-class 20
     python src/evaluate.py --dry-run                         # check the model and the data, evaluate nothing
+    python src/evaluate.py --calibrate                       # first fit the temperature on val (src/calibrate.py)
 
 Writes to performance_dir (each file atomically):
   evaluation_metrics.txt / .json   accuracy, balanced accuracy, macro and weighted precision/recall/F1,
@@ -13,6 +14,11 @@ Writes to performance_dir (each file atomically):
   predictions.csv                  one row per image: path, true_class, predicted_class, prob_<class> ...
   confident_mistakes.png           the wrong predictions made with the highest confidence
   confident_mistakes_gradcam.png   the same images with the Grad-CAM map of the predicted class over them
+  reliability_diagram.png          accuracy per confidence bin (15 bins, count per bin), uncalibrated and calibrated
+  coverage_accuracy.png            accuracy on the faces answered against the share answered, as the threshold rises
+evaluation_metrics also holds calibration: ece (15 equal-width bins), ece_uncalibrated, nll, brier (and their
+_uncalibrated values), temperature (null: the model has none), and at config min_confidence the coverage and
+answered_accuracy. The model's card (<model stem>.card.md / .json beside it) gets the split's figures.
 Ends with one JSON line of the headline metrics. Images stream through the model batch by batch; only the
 labels and probabilities are kept, so memory does not grow with the number of images.
 """
@@ -28,6 +34,8 @@ def parse_args(argv=None):
                    help="evaluate at most N images per class (quick runs)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the horizontal flip")
     p.add_argument("--dry-run", action="store_true", help="check the model and the data, print the plan, write nothing")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit the temperature on the val split and save the model (as src/calibrate.py) first")
     return p.parse_args(argv)
 
 
@@ -36,7 +44,7 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)
     from emotion import evaluation  # TensorFlow is imported here, after the arguments are parsed
 
-    evaluation.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run)
+    evaluation.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run, args.calibrate)
     return 0
 
 

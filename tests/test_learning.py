@@ -58,7 +58,7 @@ def test_trained_weights_move_away_from_a_fresh_model(overfit_run):
     moved = [float(np.abs(a.numpy() - b.numpy()).max()) for a, b in zip(fresh.trainable_weights,
                                                                         trained.trainable_weights)]
     assert min(moved) > 0, "some trainable weights never changed"
-    head = trained.get_layer("probabilities").kernel.numpy() - fresh.get_layer("probabilities").kernel.numpy()
+    head = trained.get_layer("logits").kernel.numpy() - fresh.get_layer("logits").kernel.numpy()
     assert np.abs(head).max() > 1e-3
 
 

@@ -27,7 +27,10 @@ def env(tmp_path_factory):
     from emotion import config
     from emotion import model as model_lib
     tmp = tmp_path_factory.mktemp("photo_report")
-    overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface")
+    # min_confidence 0: every face gets its class, which the counts below check ("uncertain" faces and their
+    # count_uncertain column: test_report.py, test_calibration.py)
+    overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface",
+                            "min_confidence=0")
     cfg = config.load_config(None, overrides)
     model_lib.save_model_atomic(spread_head(model_lib.build_model(cfg), megamind_face_crops(16)), cfg.model_save_path)
     folder = tmp / "photos"

@@ -159,7 +159,7 @@ def test_predict_classified_every_test_photo(demo):
         for face in entry["faces"]:
             assert list(face["probabilities"]) == CLASS_NAMES
             assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
-            assert face["label"] == max(face["probabilities"], key=face["probabilities"].get)
+            assert face["top_label"] == max(face["probabilities"], key=face["probabilities"].get)
 
 
 def test_video_stage_wrote_one_prediction_per_frame_and_the_video(demo):

@@ -126,10 +126,10 @@ def test_classify_faces_equals_the_model_on_crops(env):
     assert list(r.probabilities) == rec.class_names
     assert sum(r.probabilities.values()) == pytest.approx(1.0, abs=1e-9)
     np.testing.assert_allclose(list(r.probabilities.values()), expected[0], atol=1e-4)
-    assert r.label == rec.class_names[int(expected[0].argmax())] and r.confidence == max(r.probabilities.values())
+    assert r.top_label == rec.class_names[int(expected[0].argmax())] and r.confidence == max(r.probabilities.values())
     d = json.loads(json.dumps(r.to_dict()))
     assert d["box"] == list(r.box) and d["label"] == r.label and d["whole_image"] is False
-    assert set(d) == {"box", "label", "confidence", "probabilities", "detector_score", "whole_image"}
+    assert set(d) == {"box", "label", "top_label", "confidence", "probabilities", "detector_score", "whole_image"}
 
 
 def test_results_from_probs():
@@ -244,16 +244,18 @@ def test_folder_printed_and_json_in_one_batch(env, spy, tmp_path):
     for e in data:
         assert set(e) >= {"image", "faces", "whole_image", "error"} and e["error"] is None
         for f in e["faces"]:
-            assert set(f) == {"box", "label", "confidence", "probabilities", "detector_score", "whole_image"}
+            assert set(f) == {"box", "label", "top_label", "confidence", "probabilities", "detector_score", "whole_image"}
             assert sum(f["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-            assert f["label"] == max(f["probabilities"], key=f["probabilities"].get)
+            assert f["top_label"] == max(f["probabilities"], key=f["probabilities"].get)
     by_name = {Path(e["image"]).name: e for e in data}
     assert by_name["blank.png"]["faces"] == [] and not by_name["blank.png"]["whole_image"]
     aff = by_name["affectnet.jpg"]
     assert aff["whole_image"] and aff["faces"][0]["box"] == [0, 0, 96, 96] and aff["faces"][0]["detector_score"] is None
     # The printed numbers are the JSON's.
     first = by_name[PHOTOS[0]]["faces"][0]
-    assert f"  face 1 [{','.join(map(str, first['box']))}] {first['label']} {first['confidence']:.2f}" in out
+    shown = f"{first['top_label']} {first['confidence']:.2f}"
+    shown = f"uncertain: {shown}" if first["label"] == "uncertain" else shown  # below min_confidence
+    assert f"  face 1 [{','.join(map(str, first['box']))}] {shown}" in out
     s = summary(out)
     assert (s["images"], s["faces"], s["failed"]) == (5, 4, 0) and s["ms_per_image"] > 0
     # Batches of 2 images (A..., A... | Arnaud, affectnet | blank): two classifier calls, same output.

@@ -183,7 +183,8 @@ def test_megamind_run_writes_the_report_and_prints_a_line_per_track(spread_model
                                                        if 0 < float(r[f"share_{c}"]) < 1}) >= 2
     lines = printed[-1 - len(rows):-1]
     for row, line in zip(rows, lines):
-        shares = sorted(((c, float(row[f"share_{c}"])) for c in CLASS_NAMES), key=lambda kv: -kv[1])
+        names = [*CLASS_NAMES, *(["uncertain"] if "share_uncertain" in row else [])]  # below min_confidence
+        shares = sorted(((c, float(row[f"share_{c}"])) for c in names), key=lambda kv: -kv[1])
         head = f"#{row['id']} {report.clock(float(row['first_s']))}-{report.clock(float(row['last_s']))} " \
                f"({row['frames']} frames): {shares[0][0]} {shares[0][1]:.0%}"
         assert line.startswith(head), (line, head)

@@ -200,7 +200,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
     strategy = tf.distribute.get_strategy()
     model = model_lib.build_model(cfg)
     training.compile_model(model, cfg, "head", steps_per_epoch=2)
-    head = model.get_layer("probabilities")
+    head = model.get_layer("logits")
     head.kernel.assign(np.full(head.kernel.shape, np.nan, np.float32))  # as if the weights had diverged
     images = np.full((2, 8, 32, 32, 3), 100.0, np.float32)
     labels = np.tile(np.eye(8, dtype=np.float32), (2, 1, 1))

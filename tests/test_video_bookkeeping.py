@@ -126,8 +126,8 @@ def test_frame_annotator_smooths_per_track_draws_and_lists_the_faces():
             np.testing.assert_allclose(probs, mean / mean.sum(), atol=2e-6)
             np.testing.assert_allclose([face["raw_probabilities"][c] for c in CLASS_NAMES], row, atol=1e-6)
             assert face["label"] == CLASS_NAMES[int(mean.argmax())] and "classified" not in face
-            assert set(face) == {"id", "box", "label", "confidence", "probabilities", "detector_score",
-                                 "raw_probabilities"}
+            assert set(face) == {"id", "box", "label", "top_label", "confidence", "probabilities", "detector_score",
+                                 "raw_probabilities"} and face["top_label"] == face["label"]  # min_confidence 0
             # drawn in place: the box's left edge in the label's colour
             x, y, w, h = face["box"]
             colour = drawing.PALETTE[CLASS_NAMES.index(face["label"])]

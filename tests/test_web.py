@@ -67,8 +67,11 @@ def site(tmp_path_factory):
     # A random head gives (nearly) the same probabilities for every face: spread them over tenths, so that a
     # page returning a constant, or reading BGR, cannot match.
     spread_head(model, batch)
+    from emotion import card, temperature
+    temperature.set_temperature(model, 1.5)  # the page must carry T (issue 9): Keras's probabilities include it
     keras_out = keras_probs(model, batch)
     model_lib.save_model_atomic(model, cfg.model_save_path)
+    card.update_card(cfg.model_save_path, calibration={"temperature": 1.5})  # the line the page shows
     link_organized(tmp / "data", per_class=1, splits=("val",))
     out = tmp / "export"
     assert export.main([*as_set_args(overrides), "--output", str(out), "--formats", "tfjs_float32,tfjs_uint8"]) == 0
@@ -120,6 +123,8 @@ def test_page_loads_the_model_on_wasm_without_a_gpu(classified):
     if (os.cpu_count() or 1) >= 2:  # the model runs in one Web Worker per core
         assert whole["ready"]["backend"].endswith(f"x {min(4, os.cpu_count())} workers"), whole["ready"]
     assert whole["ready"]["classNames"] == CLASS_NAMES and whole["ready"]["inputSize"] == [96, 96]
+    assert whole["ready"]["minConfidence"] == 0.5  # config.yaml's min_confidence, through config.json
+    assert whole["ready"]["modelCard"] == "model: not evaluated yet, calibrated (T=1.50)"  # card.summary_line
     assert whole["errors"] == []
 
 
@@ -132,7 +137,9 @@ def test_classify_gives_the_keras_probabilities_on_real_faces(site, classified):
     assert np.abs(keras_probs - keras_probs.mean(axis=0)).max() > 0.3  # the faces give different outputs
     np.testing.assert_allclose(probs, keras_probs, atol=1e-3)
     for faces_, k in zip(whole["faces"], keras_probs):
-        assert faces_[0]["label"] == CLASS_NAMES[int(np.argmax(k))]
+        assert faces_[0]["topLabel"] == CLASS_NAMES[int(np.argmax(k))]
+        assert faces_[0]["label"] == (faces_[0]["topLabel"] if k.max() >= 0.5 + 1e-3 else  # config min_confidence
+                                      "uncertain" if k.max() < 0.5 - 1e-3 else faces_[0]["label"])
         assert faces_[0]["confidence"] == pytest.approx(float(k.max()), abs=1e-3)
 
 
@@ -185,10 +192,11 @@ def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
     assert result["fpsText"].endswith(" fps") and float(result["fpsText"].split()[0]) > 0
     assert result["list"], "no face listed beside the video"
     for item in result["list"]:
-        assert item["label"] in CLASS_NAMES and 0 < item["confidence"] <= 1 and item["bars"] == len(CLASS_NAMES)
+        assert item["topLabel"] in CLASS_NAMES and 0 < item["confidence"] <= 1 and item["bars"] == len(CLASS_NAMES)
+        assert item["label"] == (item["topLabel"] if item["confidence"] >= 0.5 else "uncertain")
         drawn = item["fills"]  # bar lengths on screen: they sum to 1 and the longest is the label's
         assert sum(drawn) == pytest.approx(1, abs=0.02)
-        assert drawn[CLASS_NAMES.index(item["label"])] == pytest.approx(item["confidence"], abs=0.01)
+        assert drawn[CLASS_NAMES.index(item["topLabel"])] == pytest.approx(item["confidence"], abs=0.01)
     canvas = result["boxPixels"]
     assert (canvas["width"], canvas["height"]) == (640, 480)  # the fake camera scales the clip to the request
     assert canvas["count"] > 200, canvas  # box outlines and label backgrounds drawn in the box colour
@@ -248,7 +256,7 @@ def test_an_opened_photo_is_drawn_with_its_faces(site):
     photo = site["dist"] / "testdata" / site["photos"][0]
     result = browser("file", site["url"], file=str(photo))
     assert not result["statusIsError"] and result["status"] == f"{photo.name}: 1 face."
-    assert len(result["list"]) == 1 and result["list"][0]["label"] in CLASS_NAMES
+    assert len(result["list"]) == 1 and result["list"][0]["topLabel"] in CLASS_NAMES
     assert result["boxPixels"]["width"] == 350 and result["boxPixels"]["count"] > 200
     assert result["errors"] == []
 

@@ -1,7 +1,7 @@
 // The page: camera, dropped or picked files, drawing, and window.emotionDetector for embedders.
 //
 //   await window.emotionDetector.ready;                       // {backend, classNames, inputSize}
-//   const faces = await window.emotionDetector.classify(img); // [{box, label, confidence, probabilities, ...}]
+//   const faces = await window.emotionDetector.classify(img); // [{box, label, topLabel, confidence, probabilities, ...}]
 //
 // Query parameters: ?backend=wasm|webgl|webgpu|cpu forces a backend, ?workers=N sets how many Web Workers run
 // the model on WASM (0: on the page's thread), ?threads=N sets WASM threads, ?camera=1 starts the camera at load.
@@ -30,12 +30,14 @@ const ready = (async () => {
     workers: params.has('workers') ? Number(params.get('workers')) : null,
   });
   $('backend').textContent = detector.backend.detail;
+  $('model-card').textContent = config.modelCard || 'model: no model card';  // the line predict.py prints
   history = new FaceHistory(detector.classNames);
   window.emotionDetector.history = history;
   for (const id of ['camera', 'file']) $(id).disabled = false;
   stats.readyAt = performance.now();
   setStatus('Ready: start the camera, or drop an image or a video file.');
-  return {backend: detector.backend.detail, classNames: detector.classNames, inputSize: detector.inputSize};
+  return {backend: detector.backend.detail, classNames: detector.classNames, inputSize: detector.inputSize,
+    minConfidence: config.minConfidence, modelCard: $('model-card').textContent};
 })();
 ready.catch((err) => setStatus(`The models could not load: ${err.message || err}. Rebuild with python src/web.py.`, true));
 
@@ -64,7 +66,7 @@ function draw(source, faces) {
     const [x, y, bw, bh] = face.box;
     ctx.strokeStyle = '#00e676';
     ctx.strokeRect(x, y, bw, bh);
-    const text = `${face.label} ${(face.confidence * 100).toFixed(0)}%`;
+    const text = answerText(face, 0);
     const tw = ctx.measureText(text).width + 8;
     const th = parseInt(ctx.font, 10) + 6;
     const ty = y - th >= 0 ? y : y + bh + th;
@@ -77,6 +79,12 @@ function draw(source, faces) {
   showList(faces);
 }
 
+/** "happy 87%", or below min_confidence "uncertain (happy 42%)" (as src/emotion/confidence.py's display_text). */
+function answerText(face, digits) {
+  const best = `${face.topLabel} ${(face.confidence * 100).toFixed(digits)}%`;
+  return face.label === 'uncertain' ? `uncertain (${best})` : best;
+}
+
 function showList(faces) {
   const list = $('faces');
   list.replaceChildren(...faces.map((face, i) => {
@@ -84,7 +92,8 @@ function showList(faces) {
     li.dataset.label = face.label;
     li.dataset.confidence = face.confidence.toFixed(4);
     const title = document.createElement('strong');
-    title.textContent = `${face.id ? `face #${face.id}` : `face ${i + 1}`}: ${face.label} ${(face.confidence * 100).toFixed(1)}%`
+    li.dataset.topLabel = face.topLabel;
+    title.textContent = `${face.id ? `face #${face.id}` : `face ${i + 1}`}: ${answerText(face, 1)}`
       + (face.wholeImage ? ' (whole picture)' : '');
     li.append(title);
     const body = document.createElement('div');  // the bars, and beside them the face's timeline
@@ -101,7 +110,7 @@ function showList(faces) {
     li.append(body);
     for (const [name, p] of Object.entries(face.probabilities)) {
       const row = document.createElement('div');
-      row.className = name === face.label ? 'bar top' : 'bar';
+      row.className = name === face.topLabel ? 'bar top' : 'bar';
       row.innerHTML = `<span></span><span class="track"><span class="fill"></span></span><span></span>`;
       row.children[0].textContent = name;
       row.children[1].firstChild.style.width = `${(p * 100).toFixed(1)}%`;

@@ -4,7 +4,8 @@
 //   const detector = await EmotionDetector.create(await (await fetch('config.json')).json());
 //   const faces = await detector.classify(videoOrImageOrCanvas);             // one still picture
 //   const faces = await detector.classify(video, {track: true});             // live: ids + smoothing
-//   // faces: [{box: [x, y, w, h], label, confidence, probabilities: {anger: 0.01, ...}, detectorScore, wholeImage, id}]
+//   // faces: [{box: [x, y, w, h], label, topLabel, confidence, probabilities: {anger: 0.01, ...}, detectorScore,
+//   //          wholeImage, id}]; label is 'uncertain' when confidence < config.minConfidence, topLabel the argmax
 //
 // The geometry follows src/faces.py and src/recognizer.py: a square crop around the detector's box
 // (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
@@ -169,7 +170,7 @@ class WorkerPool {
 export class EmotionDetector {
   /**
    * config: what src/web.py writes to config.json: {model, detector, classNames, cropMargin, cropDy, minScore,
-   * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect}. options: backend 'webgpu' | 'webgl' | 'wasm' | 'cpu'
+   * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect, minConfidence, modelCard}. options: backend 'webgpu' | 'webgl' | 'wasm' | 'cpu'
    * to force one (default: the fastest that works here, see pickBackend); workers: how many Web Workers run the
    * emotion model on WASM (default: one per core, up to 4; 0 or 1 = on this thread).
    */
@@ -243,7 +244,9 @@ export class EmotionDetector {
       const best = rows[i].indexOf(Math.max(...rows[i]));
       return {
         box: face.box.map((v) => Math.round(v)),
-        label: this.classNames[best],
+        // src/emotion/confidence.py's rule: below config.minConfidence the answer is "uncertain"
+        label: rows[i][best] >= (this.config.minConfidence ?? 0) ? this.classNames[best] : 'uncertain',
+        topLabel: this.classNames[best],
         confidence: rows[i][best],
         probabilities: Object.fromEntries(this.classNames.map((name, c) => [name, rows[i][c]])),
         detectorScore: face.score,

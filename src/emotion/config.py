@@ -208,6 +208,7 @@ SCHEMA: dict[str, Field] = {
     "video_path": Field(_str, is_path=True),
     "smoothing": Field(_float(0.0, 0.99)),
     "labeled_frame_stride": Field(_int(0)),
+    "min_confidence": Field(_float(0.0, 1.0)),
 }
 
 

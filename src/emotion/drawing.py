@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Sequence
 import cv2
 import numpy as np
 
+from . import confidence as confidence_rule
+
 if TYPE_CHECKING:
     from .recognizer import FaceResult
 
@@ -111,9 +113,10 @@ def draw_results(image_bgr: np.ndarray, results: Sequence[FaceResult], fps: floa
     for i, r in enumerate(results):
         x, y, w, h = boxes[i]
         names = list(r.probabilities)
-        color = PALETTE[names.index(r.label) % len(PALETTE)] if r.label in r.probabilities else PALETTE[0]
+        top = getattr(r, "top_label", r.label)  # the box keeps the class colour also when the answer is "uncertain"
+        color = PALETTE[names.index(top) % len(PALETTE)] if top in r.probabilities else PALETTE[0]
         cv2.rectangle(image_bgr, (x, y), (x + w - 1, y + h - 1), color, thickness if r.whole_image else thickness + 1)
-        text = f"{r.label} {r.confidence:.0%}"
+        text = confidence_rule.display_text(r.label, top, r.confidence)  # "uncertain (happy 42%)" below min_confidence
         if ids is not None and ids[i] is not None:
             text = f"#{ids[i]} {text}"
         label_box(image_bgr, text, x, y, color, scale, thickness, above=y > 0)

@@ -22,7 +22,8 @@ from .atomic import atomic_path
 from .config import Config, check_class_count
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
-           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png"]
+           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png",
+           "reliability_diagram.png", "coverage_accuracy.png"]
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
 HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
@@ -30,9 +31,10 @@ MAX_MISTAKES = 16
 
 
 def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None = None, tta: bool = False,
-             dry_run: bool = False) -> dict | None:
+             dry_run: bool = False, calibrate: bool = False) -> dict | None:
     """Evaluate cfg.model_save_path on data_path/<split>, print the summary and the JSON line, write OUTPUTS to
-    performance_dir; returns the result (None for a dry run, which only checks the model and the data)."""
+    performance_dir and the split's figures to the model card; returns the result (None for a dry run, which
+    only checks the model and the data). calibrate: first fit the temperature on val (calibrating.py)."""
     split_dir = Path(cfg.data_path) / split
     perf_dir = Path(cfg.performance_dir)
     paths.check_writable(perf_dir, "performance_dir")  # before the work, not after it
@@ -41,6 +43,10 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
 
     dp.list_split(split_dir, cfg.class_names, max_images_per_class)  # a missing folder fails before the load
     model_path = Path(cfg.model_save_path)
+    if calibrate and not dry_run:  # issue 9: fit T on val (never on the split evaluated below)
+        from . import calibrating
+        paths.require_model_file(model_path)
+        calibrating.calibrate_file(cfg, max_images_per_class)
     model = model_lib.load_model(model_path)
     cfg = match_model(cfg, model, model_path)
     ds, info = dp.make_dataset(split_dir, cfg, training=False, batch_size=cfg.test_batch_size,
@@ -59,8 +65,11 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
     from . import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
     explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
                                    perf_dir / "confident_mistakes_gradcam.png")
+    from . import calibration_report
+    calibration_report.write(perf_dir, y, probs, result, cfg, model_path)  # 2 figures and the model card
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
-          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | "
+          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
+          f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
           f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
     headline = {k: (round(result[k], 6) if isinstance(result[k], float) else result[k]) for k in HEADLINE}
     print(json.dumps({"split": split, **headline, "tta": tta, "images_per_s": result["images_per_s"],
@@ -70,6 +79,7 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
 
 def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], object, object]:
     """Run the model over ds (timed): (metrics and run facts, image paths, labels, probabilities)."""
+    from . import calibration_report
     from . import model as model_lib
     from .metrics import classification_metrics
 
@@ -81,7 +91,7 @@ def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], 
     image_paths = aligned_paths(info, y, cfg.input_shape)
     result = classification_metrics(y, probs, cfg.class_names)
     model_path = Path(cfg.model_save_path)
-    facts = {k: result[k] for k in METRIC_ORDER} | {
+    facts = {k: result[k] for k in METRIC_ORDER} | calibration_report.metrics(y, probs, model, cfg) | {
         "num_skipped": info.num_skipped, "split": None, "data": None, "tta": tta,
         "model": str(model_path), "model_sha256": sha256_file(model_path), "batch_size": info.batch_size,
         "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),

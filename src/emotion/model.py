@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import paths
+from . import temperature  # registers the Temperature layer, so that load_model reads calibrated models
 from .atomic import atomic_path
 from .cli import EXIT_WEIGHTS_DOWNLOAD
 from .config import UserError, first_line
@@ -71,7 +72,8 @@ def _backbone(cfg) -> keras.Model:
 
 
 def build_model(cfg) -> keras.Model:
-    """ResNet50 (include_top=False) + global average pooling + [dense] + dropout + softmax."""
+    """ResNet50 (include_top=False) + global average pooling + [dense] + dropout + logits -> temperature ->
+    softmax (temperature.head: T = 1 until train.py calibrates the best model)."""
     keras.utils.set_random_seed(cfg.seed)
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
     x = ResNetPreprocess(name="resnet_preprocess")(inputs)
@@ -84,7 +86,7 @@ def build_model(cfg) -> keras.Model:
     if cfg.dense_units:
         x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
     x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
-    outputs = keras.layers.Dense(len(cfg.class_names), activation="softmax", dtype="float32", name="probabilities")(x)
+    outputs = temperature.head(x, len(cfg.class_names))
     return keras.Model(inputs, outputs, name="emotion_resnet50")
 
 

@@ -115,9 +115,11 @@ def describe(name: str, results, top_k: int) -> list[str]:
     lines = [head]
     for i, r in enumerate(results, 1):
         ranked = sorted(r.probabilities.items(), key=lambda kv: -kv[1])
-        others = [f"{k} {v:.2f}" for k, v in ranked if k != r.label][:top_k - 1]
+        others = [f"{k} {v:.2f}" for k, v in ranked if k != r.top_label][:top_k - 1]
         box = ",".join(str(int(v)) for v in r.box)
-        lines.append(f"  face {i} [{box}] {r.label} {r.confidence:.2f}" + (f" ({', '.join(others)})" if others else ""))
+        best = f"{r.top_label} {r.confidence:.2f}"
+        best = f"uncertain: {best}" if r.label != r.top_label else best  # below min_confidence (confidence.py)
+        lines.append(f"  face {i} [{box}] {best}" + (f" ({', '.join(others)})" if others else ""))
     return lines
 
 

@@ -23,6 +23,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from . import confidence as confidence_rule
 from .config import check_class_count
 from .faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
 
@@ -32,8 +33,10 @@ MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory 
 @dataclass
 class FaceResult:
     """One classified face. box: (x, y, w, h) in image pixels (the whole image when whole_image);
-    label: the most probable class, confidence its probability; probabilities: every class, in class_names
-    order, summing to 1; detector_score: the face detector's score, None when the image was classified whole."""
+    label: the most probable class, or "uncertain" when its probability is below min_confidence (confidence.py);
+    top_label: the most probable class always; confidence its probability; probabilities: every class, in
+    class_names order, summing to 1; detector_score: the face detector's score, None when the image was
+    classified whole."""
 
     box: tuple[int, int, int, int]
     label: str
@@ -41,19 +44,27 @@ class FaceResult:
     probabilities: dict[str, float]
     detector_score: float | None
     whole_image: bool = False
+    top_label: str | None = None  # None: the label (results made without a threshold)
+
+    def __post_init__(self):
+        if self.top_label is None:
+            self.top_label = self.label
 
     def to_dict(self) -> dict:
         """JSON-ready: box as a list, floats rounded to 6 decimals."""
-        return {"box": [int(v) for v in self.box], "label": self.label, "confidence": round(self.confidence, 6),
+        return {"box": [int(v) for v in self.box], "label": self.label, "top_label": self.top_label,
+                "confidence": round(self.confidence, 6),
                 "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
                 "detector_score": None if self.detector_score is None else round(self.detector_score, 6),
                 "whole_image": self.whole_image}
 
 
 def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_names: Sequence[str],
-                       detector_scores: Sequence[float | None] | None, whole_image: bool = False) -> list[FaceResult]:
+                       detector_scores: Sequence[float | None] | None, whole_image: bool = False,
+                       min_confidence: float = 0.0) -> list[FaceResult]:
     """FaceResults from classifier rows: probs [N, C] (renormalised to sum 1), one box and detector score per
-    row (detector_scores None: all None)."""
+    row (detector_scores None: all None). A row whose top probability is below min_confidence is labelled
+    "uncertain" (confidence.decide); its top_label is still the argmax."""
     if len(boxes) == 0:
         return []
     probs = np.asarray(probs, dtype=np.float64).reshape(len(boxes), -1)
@@ -65,7 +76,9 @@ def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_
     scores = [None] * len(boxes) if detector_scores is None else list(detector_scores)
     results = []
     for box, row, k, score in zip(boxes, probs.tolist(), best.tolist(), scores):
-        results.append(FaceResult(box=tuple(int(v) for v in box), label=class_names[k], confidence=row[k],
+        label = confidence_rule.decide(class_names[k], row[k], min_confidence)
+        results.append(FaceResult(box=tuple(int(v) for v in box), label=label, top_label=class_names[k],
+                                  confidence=row[k],
                                   probabilities=dict(zip(class_names, row)),
                                   detector_score=None if score is None else float(score), whole_image=whole_image))
     return results
@@ -88,6 +101,7 @@ class EmotionRecognizer:
         self.classifier = classifier
         self.detector = detector if detector is not None else FaceDetector(cfg.face_detector, cfg.face_min_score)
         self.class_names = list(cfg.class_names)
+        self.min_confidence = float(cfg.get("min_confidence", 0.0))  # below it a face is "uncertain"
         n_out = getattr(classifier, "num_classes", None)
         if n_out is not None:
             check_class_count(n_out, self.class_names, self.model_path)
@@ -153,7 +167,8 @@ class EmotionRecognizer:
         boxes, scores, crops, whole = self._prepare(image_rgb, allow_whole_image)
         if not boxes:
             return []
-        return results_from_probs(boxes, self._predict(crops), self.class_names, scores, whole_image=whole)
+        return results_from_probs(boxes, self._predict(crops), self.class_names, scores, whole_image=whole,
+                                  min_confidence=self.min_confidence)
 
     def analyze_batch(self, images_rgb: Sequence[np.ndarray], allow_whole_image: bool = True,
                       max_batch: int | None = MAX_BATCH) -> list[list[FaceResult]]:
@@ -167,7 +182,7 @@ class EmotionRecognizer:
         out, start = [], 0
         for boxes, scores, _, whole in prepared:
             out.append(results_from_probs(boxes, probs[start:start + len(boxes)], self.class_names, scores,
-                                          whole_image=whole))
+                                          whole_image=whole, min_confidence=self.min_confidence))
             start += len(boxes)
         return out
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from . import plots
 from .atomic import atomic_path
+from .confidence import UNCERTAIN
 
-UNCERTAIN = "uncertain"
 MIN_PANEL_S = 1.0       # a track lasting less is summarised in one line under the panels, not drawn
 MAX_PANELS = 12         # the longest tracks get panels; the others join the one-line summary
 MAX_BINS = 600          # time bins per panel at most: a long video is averaged into bins, a short one is not

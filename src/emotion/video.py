@@ -102,6 +102,8 @@ def recognize(source, cfg, output: Path, display: bool = True, max_frames: int |
         rec = load_recognizer(cfg)  # imports TensorFlow
         plots.pyplot()  # matplotlib for the end-of-run report, loaded at startup rather than after the last frame
         startup_s = time.perf_counter() - started
+        from . import card
+        print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
         shown = display and display_lib.display_available()
         if source.kind == "camera" and not shown and display:
             print("note: no display found, so no window: stop with Ctrl-C (or use --max-frames N)", file=sys.stderr)
@@ -159,7 +161,8 @@ class VideoRun:
         self.uncertain = "min_confidence" in cfg  # the report's share_uncertain column (issue 9's threshold)
         tracker = tracking.FaceTracker(smoothing=self.smoothing, max_missed=MAX_MISSED)  # ids: the producer's
         self.annotator = FrameAnnotator(rec.class_names, self.smoothing, classify_every, forget_after=MAX_MISSED,
-                                        classify_missing=self._classify_one)
+                                        classify_missing=self._classify_one,
+                                        min_confidence=getattr(rec, "min_confidence", 0.0))
         self.stop = threading.Event()
         pool: queue.Queue = queue.Queue()
         labeled_dir = staged.tmp.get("labeled") if cfg.labeled_frame_stride else None

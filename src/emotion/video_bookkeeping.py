@@ -110,11 +110,13 @@ class HeldProbabilities:
 class FrameAnnotator:
     """One classified frame, in frame order: raw probabilities (held ones reused), smoothed per track, drawn
     on the frame, and the faces as predictions.json lists them. classify_missing(frame_bgr, box) -> [C] row:
-    for a face that is due but has no held row (see HeldProbabilities.fill)."""
+    for a face that is due but has no held row (see HeldProbabilities.fill). min_confidence: below it (smoothed
+    top probability) a face's label is "uncertain", its top_label the argmax."""
 
     def __init__(self, class_names: Sequence[str], smoothing: float = 0.0, classify_every: int = 1,
-                 forget_after: int = 5, classify_missing: Callable | None = None):
+                 forget_after: int = 5, classify_missing: Callable | None = None, min_confidence: float = 0.0):
         self.class_names = list(class_names)
+        self.min_confidence = float(min_confidence)  # below it a face's label is "uncertain" (confidence.py)
         self.smoothing = float(smoothing)
         self.classify_every = int(classify_every)
         self.smoother = tracking.ProbabilitySmoother(self.smoothing, forget_after=forget_after)
@@ -136,7 +138,8 @@ class FrameAnnotator:
                 return self.classify_missing(frame_bgr, boxes[i])
             classified = self.held.fill(raw, ids, due, classify, live_ids=self.smoother.state)
         smoothed = self.smoother.update(ids, raw)
-        results = results_from_probs(boxes, smoothed, self.class_names, [f.score for f in found]) if boxes else []
+        results = (results_from_probs(boxes, smoothed, self.class_names, [f.score for f in found],
+                                      min_confidence=self.min_confidence) if boxes else [])
         drawing.draw_results(frame_bgr, results, fps=fps, ids=ids)
         return [self._entry(face_id, result, raw_row, classified is None or i in classified)
                 for i, (face_id, result, raw_row) in enumerate(zip(ids, results, raw))]

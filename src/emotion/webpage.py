@@ -98,7 +98,9 @@ def _converter_note() -> str:
 
 
 def page_config(cfg) -> dict:
-    """The page's config.json: where its models are, the class names, and the face pipeline's settings."""
+    """The page's config.json: where its models are, the class names, the face pipeline's settings, and (issue 9)
+    min_confidence (below it the page says "uncertain") and the model card's one line, shown on the page."""
+    from . import card
     from . import faces  # numpy and OpenCV
     return {
         "model": "models/emotion/model.json",
@@ -111,6 +113,8 @@ def page_config(cfg) -> dict:
         "smoothing": float(cfg.smoothing),
         "tightCropMaxSide": faces.TIGHT_CROP_MAX_SIDE,
         "tightCropMaxAspect": faces.TIGHT_CROP_MAX_ASPECT,
+        "minConfidence": float(cfg.min_confidence),
+        "modelCard": card.summary_line(cfg.model_save_path),
     }
 
 

@@ -91,7 +91,7 @@ async function classify() {
 async function shown(page, {live = false} = {}) {
   const read = (requireFace) => {
     const list = [...document.querySelectorAll('#faces li')].map((li) => ({
-      label: li.dataset.label, confidence: Number(li.dataset.confidence), text: li.textContent,
+      label: li.dataset.label, topLabel: li.dataset.topLabel, confidence: Number(li.dataset.confidence), text: li.textContent,
       bars: li.querySelectorAll('.bar').length,
       // drawn bar lengths as fractions of their tracks (what the eye sees, not the style attribute)
       fills: [...li.querySelectorAll('.fill')].map((f) => f.getBoundingClientRect().width
