@@ -422,7 +422,7 @@ def resume_state(run: TrainingRun, restart: bool) -> dict:
         if saved:
             files.publish(saved)
             files.prune(saved)
-        files.check_disk(run.total_epochs, run.cfg.optimizer)
+        files.check_disk(model_lib.count_params(run.model)[1], run.cfg.optimizer)
         perf_dir.mkdir(parents=True, exist_ok=True)
         atomic.write_text(perf_dir / "train_config.yaml", run.cfg.to_yaml())
         atomic.write_text(_config_copy(best_path), run.cfg.to_yaml())
