@@ -4,6 +4,8 @@ use a tiny model of the same shape of graph (preprocess layer, conv, BatchNorm, 
 a second or two. Timing is benchmarks/bench_classifier.py's job, not asserted here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,7 +41,7 @@ class CountConversions:
 def resnet(tmp_path_factory):
     """(keras model, saved .h5 path): the project's 96x96 ResNet50, random init."""
     cfg, model, _ = save_random_model(tmp_path_factory.mktemp("resnet"))
-    return model, cfg.model_save_path
+    return model, Path(cfg.model_save_path)
 
 
 @pytest.fixture(scope="module")
