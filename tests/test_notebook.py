@@ -27,9 +27,9 @@ CELL_TIMEOUT = 120
 def _organize(source: Path, data_dir: Path, class_names: list[str]) -> None:
     """The organized layout, made the way a user makes it when organize_data.py exists."""
     if (REPO / "src" / "organize_data.py").exists():
-        import organize_data
+        from emotion import organize
 
-        organize_data.organize(source, data_dir, class_names, mode="link")
+        organize.organize(source, data_dir, class_names, mode="link")
     else:
         link_organized(data_dir)
 

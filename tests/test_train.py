@@ -311,8 +311,13 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
     best_epoch = max(range(2), key=lambda i: (float(rows[i]["val_macro_f1"]), -i)) + 1  # the first best
     assert state["best_epoch"] == best_epoch
     assert _published_digest(models / "model_last.h5") == trained_weights[2]
-    assert _published_digest(models / "model.h5") == (trained_weights[2] if best_epoch == 2 else
-                                                      _published_digest(ckpt / "best_001.h5"))
+    # model.h5 is the committed best epoch, calibrated as train.py's last step: T is the only weight that differs.
+    from emotion import model as model_lib, temperature
+    published = model_lib.load_model(models / "model.h5")
+    assert temperature.temperature_of(published) > 0
+    temperature.set_temperature(published, 1.0)
+    assert _digest(w.numpy() for w in published.weights) == (trained_weights[2] if best_epoch == 2 else
+                                                             _published_digest(ckpt / "best_001.h5"))
     assert sorted(p.name for p in ckpt.iterdir()) == sorted({"state.json", "epoch_002.keras", "last_002.h5",
                                                              f"best_{best_epoch:03d}.h5"})
 
