@@ -30,7 +30,8 @@ def _fake_pythons(folder, *versions):
 
 def _make(tmp_path, bin_dir, *args, dry_run=True):
     env = {**os.environ, "PATH": str(bin_dir)}
-    env.pop("PYTHON", None)
+    for name in ("PYTHON", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):  # under `make test` this make would be a sub-make,
+        env.pop(name, None)                                    # which prints "Entering directory" lines
     return subprocess.run([MAKE, *(["-n"] if dry_run else []), "setup", f"VENV={tmp_path / 'venv'}", *args],
                           cwd=REPO, capture_output=True, text=True, env=env, timeout=60)
 

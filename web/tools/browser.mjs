@@ -134,9 +134,14 @@ async function history() {
   try {
     await page.goto(`${opts.url}${opts.url.includes('?') ? '&' : '?'}camera=1`);
     const ready = await waitReady(page);
-    await page.waitForFunction((n) => window.emotionDetector.stats.frames >= n
-      && window.emotionDetector.stats.lastFaces.length > 0, opts.frames || 20, {timeout});
-    await page.click('#stop');  // no frame is drawn or recorded after this
+    // Stop is pressed inside the check itself: with a separate click, a frame with no face found could
+    // finish in between and empty the list while the CSV's last rows still hold the frame before it.
+    await page.waitForFunction((n) => {
+      const {frames, lastFaces} = window.emotionDetector.stats;
+      if (frames < n || lastFaces.length === 0) return false;
+      document.getElementById('stop').click();  // no frame is drawn or recorded after this
+      return true;
+    }, opts.frames || 20, {timeout});
     const sent = [];  // requests the page makes from here on (the CSV must not be one of them)
     page.context().on('request', (request) => sent.push(request.url()));
     const [download] = await Promise.all([page.waitForEvent('download'), page.click('#download')]);
