@@ -81,6 +81,14 @@ def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
     np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
 
 
+def test_tflite_float32_is_left_as_the_model_file_s_cached_conversion(exported):
+    """predict.py and inference.py then start without converting: the cache holds the exported file's bytes."""
+    _, out, _, _, stdout = exported
+    cache = conversion.cache_path(out.parent / "models" / "model.h5")
+    assert cache.read_bytes() == (out / "emotion_float32.tflite").read_bytes()
+    assert "(the cached conversion" not in stdout  # there was none: this run converted
+
+
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
     from emotion import classifier
     model, out, _, x, _ = exported

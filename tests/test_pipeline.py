@@ -188,6 +188,10 @@ def test_export_wrote_the_formats_asked_for_within_their_thresholds(demo):
         assert Path(row["path"]).exists(), name
         assert float(row["size_mb"]) > 1, name
     assert float(rows["tflite_float32"]["max_abs_prob_diff_vs_keras"]) < 1e-4
+    # The predict stage converted the model for its classifier; export ships that conversion, not a second one.
+    cache = next((tmp / "models").glob("model.*.float32.tflite"))
+    assert Path(rows["tflite_float32"]["path"]).read_bytes() == cache.read_bytes()
+    assert "tflite_float32 written in" in proc.stdout and f"(the cached conversion {cache.name})" in proc.stdout
     assert float(rows["tflite_int8"]["size_mb"]) < 0.4 * float(rows["tflite_float32"]["size_mb"])
     final = json.loads([line for line in proc.stdout.splitlines() if line.startswith('{"formats"')][-1])
     assert set(final["formats"]) == set(rows) and final["num_val_images"] == 8 * PER_CLASS

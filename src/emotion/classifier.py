@@ -185,6 +185,10 @@ class EmotionClassifier:
         clf.converted = True
         return clf
 
+    def tflite_bytes(self) -> bytes:
+        """The .tflite flatbuffer this classifier runs (export.py ships a model file's cached conversion)."""
+        return self.path.read_bytes() if self.path is not None else self._source
+
     def predict(self, faces) -> np.ndarray:
         """faces: uint8/float [N, H, W, 3] or one [H, W, 3], RGB 0..255 -> float32 [N, C] probabilities."""
         x = as_faces(faces, self.input_shape)

@@ -116,8 +116,9 @@ def prepare(job: ExportJob, cfg) -> ExportJob:
 
 
 def export(job: ExportJob, cfg, model) -> dict:
-    """Write job.formats of `model` to job.out_dir and the report to job.perf_dir (after prepare); print
-    progress and the table. Returns the summary export.py prints as its JSON line."""
+    """Write job.formats of `model` (the file job.model_path, loaded) to job.out_dir and the report to
+    job.perf_dir (after prepare); print progress and the table. Returns the summary export.py prints as its
+    JSON line."""
     print(f"{'would export' if job.dry_run else 'exporting'} {job.model_path} ({model.count_params():,} "
           f"parameters, input {list(cfg.input_shape)}) as {', '.join(job.formats)} to {job.out_dir}", flush=True)
     if job.dry_run:
@@ -181,11 +182,20 @@ def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dic
         if fmt not in job.formats:
             continue
         start = time.perf_counter()
-        data = conversion.to_tflite(model, quantization,
-                                    representative_images=calibration if quantization == "int8" else None)
+        source = ""
+        if quantization == "float32":
+            # What predict.py and inference.py run: the model file's cached conversion (the same to_tflite of
+            # the same file) when they made one, else converted here and cached for them (a damaged cache is
+            # converted again).
+            cached = classifier.EmotionClassifier.from_model_file(job.model_path, num_threads=1)
+            data = cached.tflite_bytes()
+            source = "" if cached.converted else f" (the cached conversion {cached.path.name})"
+        else:
+            data = conversion.to_tflite(model, quantization,
+                                        representative_images=calibration if quantization == "int8" else None)
         path = job.out_dir / OUTPUT_NAMES[fmt]
         atomic.write_bytes(path, data)
-        print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
+        print(f"  {fmt} written in {time.perf_counter() - start:.1f} s{source}", flush=True)
         clf = classifier.EmotionClassifier(path)
         probs = clf.predict(val.x)
         latency = median_ms(lambda: clf.predict(val.x[:1]), job.latency_runs)
