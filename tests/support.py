@@ -158,15 +158,15 @@ def keras_probs(model, images):
 
 
 def tiny_model(shape=(32, 32, 3), seed: int = 0):
-    """A model of the project's kind (image in, ResNetPreprocess, conv + BatchNorm with non-trivial statistics,
+    """A model of the project's kind (image in, the preprocessing convolution, conv + BatchNorm with non-trivial statistics,
     8-way softmax named "probabilities") that converts to TFLite in seconds. Imports Keras."""
     import keras
     import numpy as np
 
-    from emotion import model as model_lib
+    from emotion import preprocess
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=tuple(shape), name="image")
-    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = preprocess.apply(inputs)
     x = keras.layers.Conv2D(8, 3, strides=2, name="conv")(x)
     x = keras.layers.BatchNormalization(name="bn")(x)
     x = keras.layers.ReLU()(x)
@@ -246,3 +246,25 @@ def snapshot(folder: Path) -> dict[str, str]:
         else:
             out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
+
+
+PLAIN_KERAS = """import sys, numpy as np, keras
+model = keras.models.load_model(sys.argv[1], safe_mode=True)
+assert not any(name == "emotion" or name.startswith("emotion.") for name in sys.modules), "the project was imported"
+np.save(sys.argv[3], np.asarray(model(np.load(sys.argv[2]), training=False)))
+"""
+
+
+def plain_keras_probs(model_path: Path, images, scratch: Path):
+    """The probabilities of the model file on images, loaded by plain keras.models.load_model(safe_mode=True)
+    in a fresh Python that cannot import this project: isolated mode (-I: no PYTHONPATH, no script folder on
+    sys.path), run from `scratch`. Fails the calling test with the subprocess's error when it cannot load."""
+    import numpy as np
+    scratch.mkdir(parents=True, exist_ok=True)
+    np.save(scratch / "images.npy", np.asarray(images, np.float32))
+    proc = subprocess.run([sys.executable, "-I", "-c", PLAIN_KERAS, str(Path(model_path).resolve()),
+                           str(scratch / "images.npy"), str(scratch / "probs.npy")], cwd=scratch,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, f"plain keras.models.load_model failed:\n{proc.stderr[-3000:]}"
+    return np.load(scratch / "probs.npy")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support import as_set_args, link_organized, run_script, spread_model, tiny_config
+from support import as_set_args, link_organized, plain_keras_probs, run_script, spread_model, tiny_config
 
 PER_CLASS = 15
 
@@ -74,12 +74,12 @@ def _images(folder: Path, shape) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _legacy_model(cfg):
-    """build_model as it was before issue 9: the head a Dense with a softmax, no temperature."""
+    """build_model as it was before issue 9: the custom preprocessing layer, the head a Dense with a softmax."""
     import keras
-    from emotion import model as model_lib
+    from emotion import legacy_layers
     keras.utils.set_random_seed(cfg.seed)
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
-    x = model_lib.ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = legacy_layers.ResNetPreprocess(name="resnet_preprocess")(inputs)
     x = keras.applications.ResNet50(include_top=False, weights=None, input_shape=tuple(cfg.input_shape))(x)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
@@ -266,6 +266,9 @@ def test_a_model_saved_before_loads_runs_and_is_calibrated_by_calibrate_py(tmp_p
     np.testing.assert_array_equal(probs.argmax(axis=1), raw.argmax(axis=1))
     np.testing.assert_allclose(probs, calibration.softmax(np.log(raw) / t), atol=1e-5)  # same weights, T applied
     assert card.summary_line(cfg.model_save_path) == f"model: not evaluated yet, calibrated (T={t:.2f})"
+    # rewritten with built-in layers: a plain Keras file now, with the same answers as the project's loader
+    assert not any(type(layer).__module__.startswith("emotion") for layer in model.layers)
+    np.testing.assert_allclose(plain_keras_probs(cfg.model_save_path, x, tmp_path / "plain"), probs, atol=1e-6)
 
 
 def test_calibrating_a_missing_model_is_one_line(tmp_path):

@@ -17,7 +17,12 @@ import pytest
 import yaml
 
 from emotion import config
-from support import REPO, as_set_args, link_organized, run_script, tiny_config
+from support import REPO, as_set_args, link_organized, plain_keras_probs, run_script, tiny_config
+
+
+def _rgb(path: Path, size=(32, 32)) -> np.ndarray:
+    from PIL import Image
+    return np.asarray(Image.open(path).convert("RGB").resize(size), np.float32)
 
 
 def _read_log(path: Path) -> list[dict]:
@@ -51,6 +56,11 @@ def test_train_writes_every_output(tiny, capsys):
     model = load_model(tiny / "models" / "model.h5")
     probs = model(np.full((2, 32, 32, 3), 128.0, np.float32)).numpy()
     assert probs.shape == (2, 8) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # The trained (and calibrated) file is a plain Keras model: it opens without this project, same answers.
+    faces = np.stack([_rgb(p) for p in sorted((tiny / "data" / "val").rglob("*.*"))[:8]])
+    ours = np.asarray(model(faces, training=False))
+    np.testing.assert_allclose(plain_keras_probs(tiny / "models" / "model.h5", faces, tiny / "plain"), ours,
+                               atol=1e-6)
     assert load_model(tiny / "models" / "model_last.h5").count_params() == model.count_params()
 
     saved = yaml.safe_load((tiny / "performance" / "train_config.yaml").read_text())
@@ -311,7 +321,8 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
     best_epoch = max(range(2), key=lambda i: (float(rows[i]["val_macro_f1"]), -i)) + 1  # the first best
     assert state["best_epoch"] == best_epoch
     assert _published_digest(models / "model_last.h5") == trained_weights[2]
-    # model.h5 is the committed best epoch, calibrated as train.py's last step: T is the only weight that differs.
+    # model.h5 is the committed best epoch, calibrated as train.py's last step: T (a constant of the Rescaling
+    # layer, not a weight) is all that differs, so the weights are the epoch's.
     from emotion import model as model_lib, temperature
     published = model_lib.load_model(models / "model.h5")
     assert temperature.temperature_of(published) > 0

@@ -5,8 +5,9 @@ Usage:
     summary = calibrate_file(cfg, max_images_per_class=20, card_sections={"training": {...}})
 
 Used by train.py (its last step, on the best model), by src/calibrate.py and by evaluate.py --calibrate.
-A model saved before temperature scaling existed (Dense softmax head) is rebuilt as logits -> temperature ->
-softmax with the same weights (temperature.with_temperature). T is fitted on val only: the test split stays
+A model saved in an older form (custom preprocessing and temperature layers, or a Dense softmax head without
+temperature) is rewritten with built-in layers and the same weights first (legacy_layers.portable), so the file
+calibrate saves opens with plain keras.models.load_model. T is fitted on val only: the test split stays
 unseen, so evaluate.py's ECE on it measures the calibration honestly.
 """
 from __future__ import annotations
@@ -23,11 +24,11 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
     """Fit T for cfg.model_save_path on <data_path>/val, save the model, update its card (calibration, val
     metrics and card_sections). Returns the calibration summary (temperature, val ECE/NLL before and after)."""
     from . import data_preprocessing as dp  # TensorFlow from here on
+    from . import legacy_layers, temperature
     from . import model as model_lib
-    from . import temperature
 
     model_path = Path(cfg.model_save_path)
-    model = model_lib.load_model(model_path)
+    model = legacy_layers.portable(model_lib.load_model(model_path))
     cfg = Config(cfg, input_shape=[int(d) for d in model.input_shape[1:]])  # the model's own input size
     val_dir = Path(cfg.data_path) / "val"
     ds, info = dp.make_dataset(val_dir, cfg, training=False, batch_size=cfg.val_batch_size,

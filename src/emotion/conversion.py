@@ -7,7 +7,7 @@
     cache = cache_path("models/emotion_detection_model.h5")         # where classifier.py keeps its conversion
     data = convert_model_file("models/emotion_detection_model.h5")  # the saved model file, converted to float32
 
-The model takes raw RGB 0..255 (its ResNetPreprocess layer does the rest), and so does every path here.
+The model takes raw RGB 0..255 (its "resnet_preprocess" layer does the rest), and so does every path here.
 The conversion goes Keras -> SavedModel (export_saved_model: a keras.export.ExportArchive endpoint calling
 the model with training=False, so no BatchNorm update ops; float32 even for a mixed-precision model) ->
 TFLiteConverter.from_saved_model. The float32 graph has BatchNorm folded into the 53 convolutions, no
@@ -99,7 +99,7 @@ def _inference_function(model, channel_flip: str = "reverse"):
 
     model = float32_model(model)
     plain = (model, lambda x: model(x, training=False))
-    first = [layer for layer in model.layers if type(layer).__name__ == "ResNetPreprocess"]
+    first = [layer for layer in model.layers if layer.name == "resnet_preprocess"]  # preprocess.NAME, old files too
     if len(model.inputs) != 1 or len(first) != 1:
         return plain
     layer = first[0]

@@ -11,7 +11,8 @@ Usage:
 
 ResNet50's own preprocess_input (RGB -> BGR, ImageNet mean subtraction) is a layer inside the model,
 so every consumer (evaluate, predict, inference, the exports, the browser) feeds raw RGB 0..255 and
-cannot get the scaling or the channel order wrong.
+cannot get the scaling or the channel order wrong. Every layer is a built-in Keras layer (preprocess.py,
+temperature.py), so the saved file opens with plain keras.models.load_model, without this project.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from . import paths
-from . import temperature  # registers the Temperature layer, so that load_model reads calibrated models
+from . import legacy_layers  # registers the custom layers of older model files, so that load_model reads them
+from . import paths, preprocess, temperature
 from .atomic import atomic_path
 from .cli import EXIT_WEIGHTS_DOWNLOAD
 from .config import UserError, first_line
@@ -41,14 +42,6 @@ class WeightsDownloadError(UserError):
     pipeline.py can tell it from other errors of train.py and fall back to random init."""
 
     code = EXIT_WEIGHTS_DOWNLOAD
-
-
-@keras.saving.register_keras_serializable(package="emotion")
-class ResNetPreprocess(keras.layers.Layer):
-    """keras.applications.resnet50.preprocess_input as a layer: raw RGB 0..255 in, BGR mean-centred out."""
-
-    def call(self, inputs):
-        return keras.applications.resnet50.preprocess_input(keras.ops.cast(inputs, self.compute_dtype))
 
 
 def is_pretrained(cfg) -> bool:
@@ -76,7 +69,7 @@ def build_model(cfg) -> keras.Model:
     softmax (temperature.head: T = 1 until train.py calibrates the best model)."""
     keras.utils.set_random_seed(cfg.seed)
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
-    x = ResNetPreprocess(name="resnet_preprocess")(inputs)
+    x = preprocess.apply(inputs)
     base = _backbone(cfg)
     # A pretrained backbone always runs its BatchNorm in inference mode (keras-io transfer learning):
     # fine-tuning on small batches would otherwise wreck the ImageNet statistics. From scratch there
@@ -148,7 +141,9 @@ def _quiet_absl():
 
 
 def load_model(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """Load a saved emotion model; one clear line when it is missing or unreadable."""
+    """Load a saved emotion model; one clear line when it is missing or unreadable. Files saved before the
+    portable form (custom preprocessing and temperature layers) load as they are: legacy_layers.portable
+    rewrites them."""
     path = paths.require_model_file(path)
     try:
         return keras.models.load_model(path, compile=compile, safe_mode=True)
