@@ -32,7 +32,10 @@ def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
     assert c["recipe"]["weights"] is None and c["recipe"]["seed"] == 42 and c["recipe"]["augmentation"]["flip"] is True
     assert c["recipe"]["versions"]["tensorflow"].startswith("2.")
     assert c["training"]["train_seconds"] > 0 and c["training"]["hardware"]["cpu_count"] >= 1
-    assert c["calibration"]["temperature"] == t and c["calibration"]["val_ece_after"] <= c["calibration"]["val_ece_before"]
+    # T minimises the NLL on val (T = 1 is among the candidates): the NLL never rises. (ECE on 24 images of a model
+    # at chance can rise a little when T reaches its bound; test_calibration checks that ECE falls where it means
+    # something, on an over-confident model.)
+    assert c["calibration"]["temperature"] == t and c["calibration"]["val_nll_after"] <= c["calibration"]["val_nll_before"]
     val = c["metrics"]["val"]
     assert val["num_images"] == 24 and set(val["per_class_f1"]) == set(CLASS_NAMES) and c["metrics"]["test"] is None
     assert val["accuracy"] == pytest.approx(summary["best_val_accuracy"], abs=1e-5)  # the best epoch's val figure
