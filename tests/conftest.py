@@ -40,19 +40,46 @@ def read_only_folder(tmp_path):
         subprocess.run(["umount", str(folder)], capture_output=True)
 
 
+def shared_folder(tmp_path_factory, name: str, build) -> Path:
+    """A folder made once per test session and shared by every pytest-xdist worker: the first worker to ask
+    runs build(folder) under a file lock, the others wait for it and reuse what it made. `name` says what
+    built it (the models here depend only on the code under test, the same for the whole session). Under
+    xdist each worker's basetemp is <session temp>/popen-gwN, so the session's folder is its parent."""
+    import fcntl
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    folder = root / "shared" / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or when the worker dies
+        if not (folder / ".done").exists():
+            if folder.exists():  # a worker that died while building: start over
+                import shutil
+                shutil.rmtree(folder)
+            folder.mkdir()
+            build(folder)
+            (folder / ".done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def spread_model_path(tmp_path_factory):
     """A saved 96x96 spread_model (calibrated on Megamind face crops) and its --set overrides (BlazeFace,
-    TFLite backend): (path, overrides). Shared by the tests that compare outputs with the model."""
+    TFLite backend): (path, overrides). Shared by the tests that compare outputs with the model, across the
+    xdist workers too (with its cached TFLite conversion, made by whichever test runs first)."""
     from emotion import config
-    from emotion import model as model_lib
-    folder = tmp_path_factory.mktemp("spread_model")
-    overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
-                 "face_detector=blazeface", "classifier_backend=tflite"]
-    cfg = config.load_config(None, overrides)
-    model = spread_model(cfg, megamind_face_crops(24))
-    model_lib.save_model_atomic(model, cfg.model_save_path)
-    return folder / "model.h5", overrides
+
+    def overrides_for(folder: Path) -> list[str]:
+        return ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
+                "face_detector=blazeface", "classifier_backend=tflite"]
+
+    def build(folder: Path) -> None:
+        from emotion import model as model_lib
+        cfg = config.load_config(None, overrides_for(folder))
+        model_lib.save_model_atomic(spread_model(cfg, megamind_face_crops(24)), cfg.model_save_path)
+
+    folder = shared_folder(tmp_path_factory, "spread_model", build)
+    return folder / "model.h5", overrides_for(folder)
 
 
 # ------------------------------------------------------------------------------------------------

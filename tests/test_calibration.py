@@ -188,28 +188,6 @@ def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
         assert words in md, words
 
 
-def test_exported_tflite_and_tfjs_return_the_calibrated_probabilities(overconfident, tmp_path):
-    """export.py on the calibrated model: TFLite gives Keras's calibrated probabilities (not the raw ones), and
-    the TF.js row (measured in headless Chromium by the page's classify) stays within its threshold."""
-    import export
-    from emotion import classifier, model as model_lib
-    o = overconfident
-    out = tmp_path / "export"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert export.main([*as_set_args(o["overrides"]), "--output", str(out), "--formats",
-                            "tflite_float32,tfjs_float32", "--latency-runs", "2"]) == 0
-    model = model_lib.load_model(o["cfg"].model_save_path)
-    expected = np.asarray(model(o["x_test"], training=False))
-    got = classifier.EmotionClassifier(out / "emotion_float32.tflite").predict(o["x_test"])
-    np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert np.abs(got - o["before"]).max() > 0.3  # the uncalibrated probabilities are far away
-    with open(o["tmp"] / "performance" / "export_report.csv", newline="") as f:
-        rows = {r["format"]: r for r in csv.DictReader(f)}
-    tfjs = rows["tfjs_float32"]
-    assert tfjs["within_threshold"] == "True" and float(tfjs["max_abs_prob_diff_vs_keras"]) <= 1e-4, tfjs
-    assert "headless Chromium" in tfjs["note"]
-
-
 def test_predict_json_says_uncertain_below_min_confidence(overconfident):
     """With min_confidence at the 90th percentile of the happy faces' top probabilities (evaluate.py's), most
     faces are "uncertain" (top_label still the argmax), any above it labelled; and the card's line is printed."""

@@ -1,7 +1,8 @@
 """src/export.py (emotion/exporting.py): every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
-statistics, so that the folded biases are not zero as in a trained model, and a spread head, so that its
-probabilities differ by tenths between images as a trained model's do), exported once for the module;
-the tests check the files' content against the Keras model on real images."""
+statistics, so that the folded biases are not zero as in a trained model, a spread head, so that its
+probabilities differ by tenths between images as a trained model's do, and a calibrated temperature T != 1, so
+that every format matching Keras proves it carries T), exported once for the module; the tests check the files'
+content against the Keras model on real images."""
 from __future__ import annotations
 
 import csv
@@ -16,8 +17,9 @@ from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organize
 from no_tfjs import env_without_tfjs
 
 import export
-from emotion import conversion, exporting, headless
+from emotion import conversion, exporting, headless, temperature
 
+CALIBRATED_T = 1.7  # as train.py's calibration would leave it: every format must give the calibrated probabilities
 ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_float32", "tfjs_uint8"]
 
 
@@ -33,6 +35,7 @@ def exported(tmp_path_factory):
     cfg = load_config(None, overrides)
     link_organized(tmp / "data", per_class=2, splits=("train", "val"))
     model = spread_head(random_batchnorm_model(cfg), _images(tmp / "data" / "val", cfg.input_shape))
+    temperature.set_temperature(model, CALIBRATED_T)
     model_lib.save_model_atomic(model, cfg.model_save_path)
 
     import contextlib
@@ -67,11 +70,16 @@ def _spread(probs) -> float:
     return float(np.abs(probs - probs.mean(axis=0)).max())
 
 
-def test_the_module_model_s_outputs_spread(exported):
-    """What makes the tolerances below mean something: a constant would be tenths away."""
+def test_the_module_model_s_outputs_spread_and_carry_t(exported):
+    """What makes the tolerances below mean something: a constant would be tenths away, and so would the
+    uncalibrated probabilities (a format that dropped the temperature)."""
+    from emotion import calibration
     model, _, _, x, _ = exported
     expected = keras_probs(model, x)
     assert _spread(expected) > 0.3 and len(set(expected.argmax(axis=1))) >= 4
+    assert temperature.temperature_of(model) == pytest.approx(CALIBRATED_T)
+    logits = np.asarray(temperature.logits_model(model)(x, training=False), np.float64)
+    assert np.abs(calibration.softmax(logits) - expected).max() > 0.05  # without T: far beyond every tolerance
 
 
 def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
@@ -146,13 +154,18 @@ def test_tfjs_fused_convolutions_have_rank1_biases(exported):
 
 
 def test_tfjs_graph_has_batchnorm_folded_into_the_convolutions(exported):
-    """53 convolutions, each one _FusedConv2D (bias, or bias + relu); no BatchNorm Mul left behind."""
+    """53 convolutions, each one _FusedConv2D (bias, or bias + relu); no BatchNorm Mul left behind: the one Mul
+    is the temperature (logits * 1/T), which the softmax reads."""
     import base64
     import collections
     _, out, _, _, _ = exported
     spec = json.loads((out / "tfjs_uint8" / "model.json").read_text())
-    ops = collections.Counter(node["op"] for node in spec["modelTopology"]["node"])
-    assert ops["_FusedConv2D"] == 53 and ops["Mul"] == 0 and ops["Conv2D"] == 0, ops
+    nodes = spec["modelTopology"]["node"]
+    ops = collections.Counter(node["op"] for node in nodes)
+    assert ops["_FusedConv2D"] == 53 and ops["Mul"] == 1 and ops["Conv2D"] == 0, ops
+    (mul,) = [node["name"] for node in nodes if node["op"] == "Mul"]
+    (softmax,) = [node for node in nodes if node["op"] == "Softmax"]
+    assert softmax["input"][0].split(":")[0] == mul
     fused = collections.Counter(
         tuple(base64.b64decode(v).decode() for v in node["attr"]["fused_ops"]["list"]["s"])
         for node in spec["modelTopology"]["node"] if node["op"] == "_FusedConv2D")
@@ -176,6 +189,8 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
         pytest.fail(f"CI=true: the TF.js rows must be measured in headless Chromium: {headless.browser_missing()}")
     assert [r["format"] for r in rows] == ALL
     assert list(rows[0]) == exporting.COLUMNS
+    by_format = {r["format"]: r for r in rows}  # int8 weights: under 0.4 of the float32 file (was in test_pipeline)
+    assert float(by_format["tflite_int8"]["size_mb"]) < 0.4 * float(by_format["tflite_float32"]["size_mb"])
     for r in rows:
         assert float(r["size_mb"]) > 0 and Path(r["path"]).exists()
         if r["format"].startswith("tfjs") and headless.browser_missing():
@@ -321,17 +336,17 @@ def test_without_the_tfjs_converter_the_other_formats_are_exported(tmp_path):
     model_lib.save_model_atomic(random_batchnorm_model(cfg), cfg.model_save_path)
     out = tmp_path / "out"
     result = run_script("export.py", *as_set_args(overrides), "--output", str(out), "--latency-runs", "1",
-                        "--formats", "tflite_float32,tfjs_float32,tfjs_uint8", "--no-browser",
+                        "--formats", "saved_model,tfjs_float32,tfjs_uint8", "--no-browser",
                         env=env_without_tfjs(tmp_path / "no_tfjs"), timeout=900)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line for line in lines if "TF.js" in line] == [f"skipped tfjs_float32, tfjs_uint8: {TFJS_MISSING}"]
-    assert any(line.startswith("exporting ") and line.endswith(f" as tflite_float32 to {out}") for line in lines)
-    assert json.loads(lines[-1])["formats"] == ["tflite_float32"]
-    assert sorted(p.name for p in out.iterdir()) == ["emotion_float32.tflite"]
+    assert any(line.startswith("exporting ") and line.endswith(f" as saved_model to {out}") for line in lines)
+    assert json.loads(lines[-1])["formats"] == ["saved_model"]
+    assert sorted(p.name for p in out.iterdir()) == ["saved_model"]
     with open(tmp_path / "performance" / "export_report.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
-    assert row["format"] == "tflite_float32" and row["within_threshold"] == "True"
+    assert row["format"] == "saved_model" and row["within_threshold"] == "True"
     assert float(row["max_abs_prob_diff_vs_keras"]) <= 1e-4 and 0 <= float(row["val_accuracy"]) <= 1
 
 
