@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from emotion import config
-from support import REPO, as_set_args, link_organized, plain_keras_probs, run_script, tiny_config
+from support import REPO, as_set_args, link_organized, plain_keras_probs, run_script, tensorboard_scalars, tiny_config
 
 
 def _rgb(path: Path, size=(32, 32)) -> np.ndarray:
