@@ -268,3 +268,23 @@ def plain_keras_probs(model_path: Path, images, scratch: Path):
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, f"plain keras.models.load_model failed:\n{proc.stderr[-3000:]}"
     return np.load(scratch / "probs.npy")
+
+
+def tensorboard_scalars(run_dir: Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """{split: {tag: [(step, value), ...]}} of the scalar summaries under run_dir/<split>, read back with
+    TensorBoard's own event reader (images are listed with the value None)."""
+    from tensorboard.backend.event_processing import event_accumulator
+    from tensorboard.util import tensor_util
+    out = {}
+    for split in sorted(p.name for p in Path(run_dir).iterdir() if p.is_dir()):
+        acc = event_accumulator.EventAccumulator(str(Path(run_dir) / split),
+                                                 size_guidance={event_accumulator.TENSORS: 0})
+        acc.Reload()
+        out[split] = {}
+        for tag in acc.Tags()["tensors"]:
+            values = []
+            for event in acc.Tensors(tag):
+                array = tensor_util.make_ndarray(event.tensor_proto)
+                values.append((event.step, float(array) if array.ndim == 0 else None))
+            out[split][tag] = values
+    return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
                       run_script, spread_head, tiny_config)
+from browser import require_browser
 from no_tfjs import env_without_tfjs
 
 import export
@@ -64,6 +66,26 @@ def test_saved_model_serving_signature_matches_keras(exported):
     probs = next(iter(serve(image=tf.constant(x)).values())).numpy()
     assert probs.shape == (len(x), 8)
     np.testing.assert_allclose(probs, keras_probs(model, x), atol=1e-4)
+
+
+def test_the_seed_s_converter_command_on_the_exported_saved_model_gives_a_page_model(exported, tmp_path):
+    """The command the README shows beside the seed's (tensorflowjs_converter, tf_saved_model -> tfjs_graph_model,
+    on export's saved_model): its model.json loads in the page (built by web.py's build, in headless Chromium),
+    whose classify() returns the Keras model's probabilities."""
+    import subprocess
+    import sys
+    require_browser()
+    model, out, _, x, _ = exported
+    converter = Path(sys.executable).parent / "tensorflowjs_converter"
+    proc = subprocess.run([str(converter), "--input_format=tf_saved_model", "--output_format=tfjs_graph_model",
+                           str(out / "saved_model"), str(tmp_path / "web_model")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert exporting.tfjs_fused_bias_ranks(tmp_path / "web_model" / "model.json").get(4)  # what WASM rejects
+    from emotion.config import load_config
+    cfg = load_config(None, tiny_config(tmp_path))
+    run = headless.classify_in_browser(cfg, tmp_path / "web_model", x, tmp_path / "page", latency_runs=1)
+    np.testing.assert_allclose(run["probs"], keras_probs(model, x), atol=1e-4)
 
 
 def _spread(probs) -> float:

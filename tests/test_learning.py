@@ -128,7 +128,7 @@ def test_class_weights_scale_each_example_loss():
     x, y = _batch(labels)
     reference = _reference_losses(model, x, y, 0.0)
     weights = {0: 0.0, 1: 2.0, 2: 1.0, 3: 0.5, 4: 1.0, 5: 1.0, 6: 1.0, 7: 3.0}
-    _, loss_sum, _, count = _train_epoch(model, weights).gradients(x, y)
+    _, loss_sum, _, count, _ = _train_epoch(model, weights).gradients(x, y)
     expected = sum(weights[c] * r for c, r in zip(labels, reference))
     assert float(count) == len(labels)
     assert float(loss_sum) == pytest.approx(expected, rel=1e-5)

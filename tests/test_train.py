@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from emotion import config
-from support import REPO, as_set_args, link_organized, plain_keras_probs, run_script, tiny_config
+from support import REPO, as_set_args, link_organized, plain_keras_probs, run_script, tensorboard_scalars, tiny_config
 
 
 def _rgb(path: Path, size=(32, 32)) -> np.ndarray:
@@ -69,6 +69,23 @@ def test_train_writes_every_output(tiny, capsys):
                                atol=1e-6)
     assert load_model(tiny / "models" / "model_last.h5").count_params() == model.count_params()
 
+    # TensorBoard: the same numbers as training_log.csv, train and validation side by side, every step's loss,
+    # a confusion matrix image per epoch, and the run's hyperparameters.
+    (run_dir,) = (tiny / "performance" / "tensorboard").iterdir()
+    scalars = tensorboard_scalars(run_dir)
+    for split, prefix in (("train", ""), ("validation", "val_")):
+        for name in ("loss", "accuracy", "macro_f1"):
+            got = scalars[split][f"epoch_{name}"]
+            assert [step for step, _ in got] == [1, 2], (split, name)
+            np.testing.assert_allclose([v for _, v in got], [float(r[prefix + name]) for r in rows], rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in scalars["train"]["epoch_learning_rate"]],
+                               [float(r["learning_rate"]) for r in rows], rtol=1e-6)
+    batch = scalars["train"]["batch_loss"]  # 24 images in batches of 8: 3 steps an epoch
+    assert [step for step, _ in batch] == list(range(1, 7)) and all(np.isfinite(v) and v > 0 for _, v in batch)
+    assert [step for step, _ in scalars["validation"]["epoch_confusion_matrix"]] == [1, 2]
+    hparams = next(run_dir.glob("*hparams*")).read_bytes()
+    assert b"hparams" in hparams and b"learning_rate" in hparams and b"epoch_macro_f1" in hparams
+
     saved = yaml.safe_load((tiny / "performance" / "train_config.yaml").read_text())
     assert saved == dict(config.load_config(None, overrides))
     assert json.loads((tiny / "performance" / "versions.json").read_text())["tensorflow"].startswith("2.")
@@ -94,7 +111,7 @@ def test_train_writes_every_output(tiny, capsys):
 # A train.py run with deterministic ops (no hook in src/: the flag is set before train.main runs).
 DETERMINISTIC_TRAIN = ("import sys, tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
                        "from emotion import cli; import train; sys.argv[0] = 'train.py'; cli.run(train.main)")
-COMPARED = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate"]
+COMPARED = ["epoch", "phase", "loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate"]
 
 
 def _train_cmd(overrides: list[str]) -> list[str]:
@@ -142,6 +159,11 @@ def test_resume_after_kill_is_exact(tmp_path):
     expected = _read_log(tmp_path / "whole" / "performance" / "training_log.csv")
     rows = _read_log(killed / "performance" / "training_log.csv")
     assert [[r[k] for k in COMPARED] for r in rows] == [[r[k] for k in COMPARED] for r in expected]
+    # TensorBoard continues the same curves: each epoch and step once, the values of the uninterrupted run.
+    (whole_tb,), (killed_tb,) = ((tmp_path / run / "performance" / "tensorboard").iterdir()
+                                 for run in ("whole", "killed"))
+    assert tensorboard_scalars(killed_tb) == tensorboard_scalars(whole_tb)
+    assert [step for step, _ in tensorboard_scalars(killed_tb)["train"]["epoch_loss"]] == [1, 2]
     for name in ("model.h5", "model_last.h5"):
         for got, want in zip(_weights(killed / "models" / name), _weights(tmp_path / "whole" / "models" / name),
                              strict=True):

@@ -34,8 +34,9 @@ from .config import UserError
 
 STATE = "state.json"
 _OWN_FILE = re.compile(r"^(epoch_\d{3,}\.keras|last_\d{3,}\.h5|best_\d{3,}\.h5|state\.json)$")
-LOG_FIELDS = ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1",
+LOG_FIELDS = ["epoch", "phase", "loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1",
               "learning_rate", "images_per_s", "seconds"]
+_LATER_FIELDS = ("macro_f1",)  # added after the first runs: a run started before resumes with them empty
 _NUMERIC_FIELDS = [f for f in LOG_FIELDS if f != "phase"]
 # Optimizer slot variables per model weight, as saved in a .keras checkpoint.
 OPTIMIZER_SLOTS = {"adam": 2, "adamw": 2, "sgd": 1}
@@ -86,9 +87,13 @@ def check_rows(rows, where: Path) -> list[dict]:
     if not isinstance(rows, list):
         raise _bad_state(where, "the log rows are not a list")
     for i, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or any(k not in row for k in LOG_FIELDS):
+        if not isinstance(row, dict) or any(k not in row for k in LOG_FIELDS if k not in _LATER_FIELDS):
             raise _bad_state(where, f"log row {i} lacks columns")
+        for key in _LATER_FIELDS:
+            row.setdefault(key, "")
         for key in _NUMERIC_FIELDS:
+            if key in _LATER_FIELDS and row[key] == "":
+                continue
             try:
                 value = float(row[key])
             except (TypeError, ValueError):

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from . import atomic, cli
-from . import paths
+from . import paths, tfjs_graph
 from .config import UserError
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
@@ -287,57 +287,20 @@ def convert_tfjs(saved_model_dir: Path, output_dir: Path, quantization: str | No
     return flatten_fused_biases(Path(output_dir) / "model.json")
 
 
-FUSED_CONVS = ("_FusedConv2D", "FusedDepthwiseConv2dNative")
-
-
 def flatten_fused_biases(model_json: Path) -> int:
-    """Reshape the [1, 1, 1, C] bias weights of _FusedConv2D / FusedDepthwiseConv2dNative nodes to [C].
-
-    Keras 3's BatchNorm broadcasts its offset as [1, 1, 1, C]; folded into the convolution, that becomes a
-    rank-4 BiasAdd argument, which TF.js's WASM backend rejects ("FusedConv2D only supports rank-1 bias").
-    The weight bytes are the same for both shapes, so only model.json changes. Weights that any other node
-    also reads keep their shape. Returns the number of weights reshaped."""
+    """tfjs_graph.flatten_fused_biases on a model.json file, rewritten in place when anything changed (export
+    calls it inside atomic_dir's temp folder). Returns the number of weights reshaped."""
     spec = json.loads(model_json.read_text(encoding="utf-8"))
-    biases = _sole_reader_biases(spec["modelTopology"]["node"])
-    changed = 0
-    for group in spec["weightsManifest"]:
-        for weight in group["weights"]:
-            shape = weight.get("shape", [])
-            if weight["name"] in biases and len(shape) == 4 and shape[:3] == [1, 1, 1]:
-                weight["shape"] = [shape[3]]
-                changed += 1
+    changed = tfjs_graph.flatten_fused_biases(spec)
     if changed:
-        model_json.write_text(json.dumps(spec), encoding="utf-8")  # inside atomic_dir's temp folder
+        model_json.write_text(json.dumps(spec), encoding="utf-8")
     return changed
-
-
-def _sole_reader_biases(nodes: list[dict]) -> set[str]:
-    """Names of the fused convolutions' bias inputs that no other node reads."""
-    readers: dict[str, int] = {}
-    for node in nodes:
-        for name in node.get("input", []):
-            readers[name.split(":")[0]] = readers.get(name.split(":")[0], 0) + 1
-    biases = set()
-    for node in nodes:
-        if node.get("op") in FUSED_CONVS and len(node.get("input", [])) >= 3:
-            name = node["input"][2].split(":")[0]
-            if readers.get(name) == 1:
-                biases.add(name)
-    return biases
 
 
 def tfjs_fused_bias_ranks(model_json: Path) -> dict[int, int]:
     """{rank: count} of the bias argument of every fused convolution in a TF.js graph model (weights only;
     a bias computed by another node counts under its rank when known, else -1)."""
-    spec = json.loads(Path(model_json).read_text(encoding="utf-8"))
-    shapes = {w["name"]: w["shape"] for g in spec["weightsManifest"] for w in g["weights"]}
-    ranks: dict[int, int] = {}
-    for node in spec["modelTopology"]["node"]:
-        if node.get("op") in FUSED_CONVS and len(node.get("input", [])) >= 3:
-            shape = shapes.get(node["input"][2].split(":")[0])
-            rank = len(shape) if shape is not None else -1
-            ranks[rank] = ranks.get(rank, 0) + 1
-    return ranks
+    return tfjs_graph.fused_bias_ranks(json.loads(Path(model_json).read_text(encoding="utf-8")))
 
 
 # ------------------------------------------------------------------------------------------------

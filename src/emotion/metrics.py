@@ -45,6 +45,23 @@ def classification_metrics(y_true, probs, class_names) -> dict[str, float]:
     return out
 
 
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """int64 [C, C] counts: row = true class, column = predicted class."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
+    return counts
+
+
+def macro_f1_from_confusion(confusion) -> float:
+    """The unweighted mean of the per-class F1 scores of a confusion matrix (a class with no true and no
+    predicted image scores 0, as scikit-learn's zero_division=0 does)."""
+    confusion = np.asarray(confusion, np.float64)
+    tp = np.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)  # predicted + true = 2 tp + fp + fn
+    f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
+    return float(f1.mean())
+
+
 def per_class_report(y_true, y_pred, class_names) -> pd.DataFrame:
     """Per-class precision, recall, F1 and support, one row per class."""
     p, r, f, s = skm.precision_recall_fscore_support(y_true, y_pred, labels=np.arange(len(class_names)),

@@ -37,7 +37,8 @@ from . import model as model_lib
 from .model import predict_probs
 from . import paths
 from .config import Config, UserError, first_line
-from .metrics import classification_metrics
+from . import tensorboard_log
+from .metrics import classification_metrics, confusion_matrix, macro_f1_from_confusion
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
 RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",
@@ -129,13 +130,13 @@ class TrainEpoch:
     computation with XLA (the update stays outside, where the strategy aggregates gradients).
 
         run = TrainEpoch(model, strategy, cfg, class_weight, jit=False)
-        loss, accuracy = run(dataset, steps, "epoch 1/10 (head)")
+        result = run(dataset, steps, "epoch 1/10 (head)")   # EpochResult: loss, accuracy, confusion, ...
     """
 
     def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, cfg: Config,
                  class_weight: dict[int, float] | None, jit: bool):
         self.model, self.strategy = model, strategy
-        n = len(cfg.class_names)
+        n = self.num_classes = len(cfg.class_names)
         weights = [class_weight.get(i, 1.0) for i in range(n)] if class_weight else [1.0] * n
         self.class_weights = tf.constant(weights, tf.float32)
         self.loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing, reduction=None)
@@ -152,13 +153,15 @@ class TrainEpoch:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
             scaled = model.optimizer.scale_loss(loss)  # loss scaling under mixed_float16, else identity
         grads = tape.gradient(scaled, model.trainable_variables)
-        correct = tf.reduce_sum(tf.cast(tf.equal(tf.argmax(probs, 1), tf.argmax(y, 1)), tf.float32))
-        return grads, tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32)
+        truth, predicted = tf.argmax(y, 1), tf.argmax(probs, 1)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, truth), tf.float32))
+        confusion = tf.math.confusion_matrix(truth, predicted, num_classes=self.num_classes, dtype=tf.float32)
+        return grads, tf.reduce_sum(per_example), correct, tf.cast(tf.shape(y)[0], tf.float32), confusion
 
     def _replica_step(self, x, y):
-        grads, loss_sum, correct, count = self.gradients(x, y)
+        grads, loss_sum, correct, count, confusion = self.gradients(x, y)
         self.model.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return loss_sum, correct, count
+        return loss_sum, correct, count, confusion
 
     def _make_step(self, element_spec):
         def step(x, y):
@@ -167,24 +170,27 @@ class TrainEpoch:
         # One trace for every batch size (the last batch of an epoch is smaller).
         return tf.function(step, input_signature=list(element_spec))
 
-    def __call__(self, dataset: tf.data.Dataset, steps: int, label: str) -> tuple[float, float]:
+    def __call__(self, dataset: tf.data.Dataset, steps: int, label: str) -> "EpochResult":
         from tqdm import tqdm
 
         dist = self.strategy.experimental_distribute_dataset(dataset)
         if self.step is None:
             self.step = self._make_step(dist.element_spec)
-        totals = np.zeros(3)
+        totals, confusion, step_losses = np.zeros(3), np.zeros((self.num_classes,) * 2), []
         bar = tqdm(total=steps, desc=label, unit="step", leave=False, file=sys.stderr,
                    disable=not sys.stderr.isatty(), dynamic_ncols=True)
         report_every = max(1, steps // 10)  # without a terminal, a plain progress line every 10%
         start = time.perf_counter()
         with bar:
             for i, (x, y) in enumerate(dist):
-                batch = np.array([float(v) for v in self.step(x, y)])
+                *sums, batch_confusion = self.step(x, y)
+                batch = np.array([float(v) for v in sums])
                 if not math.isfinite(batch[0]):
                     raise UserError(f"training loss became {batch[0]} in {label}, step {i + 1}: lower the "
                                     f"learning rate (now {current_lr(self.model):.2g}) or check the images")
                 totals += batch
+                confusion += batch_confusion.numpy()
+                step_losses.append(batch[0] / batch[2])
                 bar.set_postfix(loss=f"{totals[0] / totals[2]:.3f}", acc=f"{totals[1] / totals[2]:.3f}",
                                 refresh=False)
                 bar.update(1)
@@ -196,7 +202,22 @@ class TrainEpoch:
                           f"ETA {eta / 60:.1f} min", file=sys.stderr, flush=True)
         if totals[2] == 0:
             raise UserError(f"no training images could be read in {label}")
-        return totals[0] / totals[2], totals[1] / totals[2]
+        return EpochResult(totals[0] / totals[2], totals[1] / totals[2], confusion.astype(np.int64), step_losses)
+
+
+@dataclasses.dataclass
+class EpochResult:
+    """What one epoch of training measured: mean loss and accuracy over its images, the confusion matrix of
+    its predictions (rows: true class; made during training, so with dropout and augmentation), and each
+    step's mean loss (TensorBoard's per-step curve)."""
+    loss: float
+    accuracy: float
+    confusion: np.ndarray
+    step_losses: list[float]
+
+    @property
+    def macro_f1(self) -> float:
+        return macro_f1_from_confusion(self.confusion)
 
 
 def monitor_value(cfg: Config, val: dict) -> float:
@@ -318,6 +339,7 @@ class TrainingRun:
     val_info: dp.DatasetInfo
     plan: list[tuple[str, int]]
     model: keras.Model
+    tensorboard: tensorboard_log.TensorBoardLog | None = None  # set by resume_state (its folder names the config)
 
     @property
     def total_epochs(self) -> int:
@@ -418,7 +440,11 @@ def resume_state(run: TrainingRun, restart: bool) -> dict:
     state = saved or {"epoch": 0, "best": None, "best_epoch": None, "checkpoint": None, "last_model": None,
                       "best_model": None, "rows": [], "random_states": {}}
     state["fingerprint"] = fingerprint
+    run.tensorboard = tensorboard_log.TensorBoardLog(perf_dir / "tensorboard", tensorboard_log.run_name(
+        best_path, fingerprint), run.cfg.class_names)
     if run.chief:
+        run.tensorboard.prune(state["epoch"])  # an epoch written but never committed is trained again
+        run.tensorboard.write_hparams(run.cfg)
         if saved:
             files.publish(saved)
             files.prune(saved)
@@ -461,7 +487,7 @@ def train_phase(run: TrainingRun, state: dict, phase: str, phase_start: int, pha
     epoch = max(state["epoch"], phase_start)
     while epoch < phase_start + phase_epochs:
         label = f"epoch {epoch + 1}/{run.total_epochs} ({phase})"
-        row, val = train_epoch(run, run_epoch, epoch, phase, label)
+        row, val, tb = train_epoch(run, run_epoch, epoch, phase, label)
         epoch += 1
         score = monitor_value(run.cfg, val)
         improved = state["best"] is None or score > state["best"]
@@ -474,18 +500,21 @@ def train_phase(run: TrainingRun, state: dict, phase: str, phase_start: int, pha
         if improved:
             state.update(best=score, best_epoch=epoch)
         if run.chief:
+            run.tensorboard.write_epoch(row, tb, run.train_info.steps_per_epoch)  # before the commit: see prune
             run.files.commit(state)
             run.files.publish(state)
             run.files.prune(state)
     return state
 
 
-def train_epoch(run: TrainingRun, run_epoch: TrainEpoch, epoch: int, phase: str, label: str) -> tuple[dict, dict]:
-    """One epoch of training, then the val split: (the log row, the val metrics). A NaN val loss stops the run."""
+def train_epoch(run: TrainingRun, run_epoch: TrainEpoch, epoch: int, phase: str,
+                label: str) -> tuple[dict, dict, tensorboard_log.EpochLog]:
+    """One epoch of training, then the val split: (the log row, the val metrics, what TensorBoard shows of it).
+    A NaN val loss stops the run."""
     ds, info = run.train_data(epoch)
     lr = current_lr(run_epoch.model)
     start = time.perf_counter()
-    loss, accuracy = run_epoch(ds, info.steps_per_epoch, label)
+    result = run_epoch(ds, info.steps_per_epoch, label)
     seconds = time.perf_counter() - start
     y_val, p_val = predict_probs(run_epoch.model, run.val_ds)
     if not np.isfinite(p_val).all():
@@ -493,12 +522,13 @@ def train_epoch(run: TrainingRun, run_epoch: TrainEpoch, epoch: int, phase: str,
                         f"rate (now {lr:.2g}); nothing of this epoch was saved (the last finished epoch "
                         f"is kept)")
     val = classification_metrics(y_val, p_val, run.cfg.class_names)
-    row = {"epoch": epoch + 1, "phase": phase, "loss": round(loss, 5),
-           "accuracy": round(accuracy, 5), "val_loss": round(val["loss"], 5),
+    row = {"epoch": epoch + 1, "phase": phase, "loss": round(result.loss, 5),
+           "accuracy": round(result.accuracy, 5), "macro_f1": round(result.macro_f1, 5), "val_loss": round(val["loss"], 5),
            "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
            "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
            "seconds": round(seconds, 1)}
-    return row, val
+    return row, val, tensorboard_log.EpochLog(result.step_losses, confusion_matrix(y_val, p_val.argmax(axis=1),
+                                                                                   len(run.cfg.class_names)))
 
 
 def summarize(run: TrainingRun, state: dict, trained: bool) -> dict:

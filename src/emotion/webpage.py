@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 
 from . import atomic
 from . import outputs
-from . import paths
+from . import paths, tfjs_graph
 from .config import UserError, check_class_count
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,11 +73,14 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
         check_class_count(classes, cfg.class_names, model_json, "export the model trained with this config")
     weights = _weight_files(spec, model_json, model_dir)
     sources = _sources(model_dir, weights, node_modules)
+    tfjs_graph.flatten_fused_biases(spec)  # a model converted by hand (tensorflowjs_converter) loads on WASM too
     with atomic.atomic_dir(dist) as tmp:
         for rel, src in sources.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(src, target)
+        # written, never linked: the build's model.json is the edited spec, and the source file stays as it was
+        (tmp / "models" / "emotion" / "model.json").write_text(json.dumps(spec), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(page_config(cfg), indent=1), encoding="utf-8")
         outputs.mark(tmp)
     model_bytes = sum((model_dir / name).stat().st_size for name in ["model.json", *weights])
@@ -135,7 +138,7 @@ def _sources(model_dir: Path, weights: list[str], node_modules: Path) -> dict[st
         sources[f"vendor/{name}"] = node_modules / package / "dist" / name
     for name in DETECTOR_FILES:
         sources[f"models/blazeface/{name}"] = node_modules / DETECTOR_PACKAGE / "models" / name
-    for name in ["model.json", *weights]:
+    for name in weights:
         sources[f"models/emotion/{name}"] = model_dir / name
     missing = [str(path) for path in sources.values() if not path.is_file()]
     if missing:
