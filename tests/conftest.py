@@ -87,8 +87,8 @@ def spread_model_path(tmp_path_factory):
 # --dist loadfile: a module's fixtures are made once); handed out in file-name order, test_train.py (a third of
 # the suite's time) would start near the end and run on alone. Slowest first, as measured (--durations), the
 # two workers finish together. Without xdist only the order changes.
-SLOWEST_FIRST = ["test_train.py", "test_export.py", "test_pipeline.py", "test_web.py", "test_calibration.py",
-                 "test_learning.py", "test_inference.py", "test_card.py"]
+SLOWEST_FIRST = ["test_export.py", "test_train_commit.py", "test_train.py", "test_pipeline.py", "test_web.py",
+                 "test_inference.py", "test_learning.py", "test_calibration.py", "test_card.py"]
 
 
 def pytest_collection_modifyitems(config, items):

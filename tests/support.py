@@ -234,6 +234,13 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def read_csv(path: Path) -> list[dict]:
+    """A CSV file's rows as dicts (every value a string)."""
+    import csv
+    with Path(path).open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def snapshot(folder: Path) -> dict[str, str]:
     """{relative path: sha256 of a file, 'dir' for a folder, 'link -> target' for a symlink} of everything."""
     out = {}
