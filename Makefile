@@ -13,7 +13,7 @@ DATASET ?=
 EPOCHS ?=
 VIDEO ?=
 MAX_IMAGES ?=
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 
 .PHONY: setup demo test bench check-platforms web web-deps chromium clean-outputs
 
@@ -42,8 +42,10 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 demo: setup
 	$(PY) src/pipeline.py $(if $(DATASET),--dataset "$(DATASET)") $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(MAX_IMAGES),--max-images $(MAX_IMAGES)) $(if $(VIDEO),--video "$(VIDEO)")
 
-# Two workers, a test module each at a time (pytest-xdist); TEST_WORKERS=0 runs them one by one in this process.
-# The 15 slowest tests are listed at the end, so that a slow newcomer shows at every run.
+# Three workers, a test module each at a time (pytest-xdist); TEST_WORKERS=0 runs them one by one in this process.
+# Three on two cores: much of a test is single-threaded (tracing, conversion, a subprocess starting), so a third
+# worker fills the cores the other two leave idle. The 15 slowest tests are listed at the end, so that a slow
+# newcomer shows at every run.
 test: setup $(VENV)/.installed-dev web-deps chromium
 	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 

@@ -83,12 +83,13 @@ def spread_model_path(tmp_path_factory):
 
 
 # ------------------------------------------------------------------------------------------------
-# The slowest modules first. make test runs the suite on two workers, a module to a worker (pytest-xdist's
-# --dist loadfile: a module's fixtures are made once); handed out in file-name order, test_train.py (a third of
-# the suite's time) would start near the end and run on alone. Slowest first, as measured (--durations), the
-# two workers finish together. Without xdist only the order changes.
-SLOWEST_FIRST = ["test_export.py", "test_train_commit.py", "test_train.py", "test_pipeline.py", "test_web.py",
-                 "test_inference.py", "test_learning.py", "test_calibration.py", "test_card.py"]
+# The slowest modules first. make test runs the suite on three workers, a module to a worker (pytest-xdist's
+# --dist loadfile: a module's fixtures are made once); handed out in file-name order, the long modules would
+# start near the end and run on alone. Slowest first, as measured (--durations), the workers finish together.
+# Without xdist only the order changes.
+SLOWEST_FIRST = ["test_export.py", "test_train.py", "test_train_commit.py", "test_pipeline.py", "test_web.py",
+                 "test_inference.py", "test_learning.py", "test_export_cli.py", "test_calibration.py",
+                 "test_documented_flow.py", "test_card.py"]
 
 
 def pytest_collection_modifyitems(config, items):

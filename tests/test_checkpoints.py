@@ -164,6 +164,19 @@ def test_non_numeric_row_in_the_csv_of_an_older_state(tmp_path):
     assert [r["epoch"] for r in run.load_state(FINGERPRINT)["rows"]] == ["1", "2"]
 
 
+def test_a_state_from_before_the_train_macro_f1_column_resumes(tmp_path):
+    """Rows committed before training_log.csv had `macro_f1` (the train split's) load, and publish with it empty."""
+    run = _run_files(tmp_path)
+    _committed(run)  # _row has no macro_f1
+    state = run.load_state(FINGERPRINT)
+    run.publish(state)
+    assert run.log_path.read_text().splitlines()[1].split(",")[checkpoints.LOG_FIELDS.index("macro_f1")] == ""
+    state["rows"][0]["macro_f1"] = "high"
+    run.commit(state)
+    with pytest.raises(UserError, match=r"log row 1: macro_f1 'high' is not a number"):
+        run.load_state(FINGERPRINT)
+
+
 def test_state_of_another_config(tmp_path):
     run = _run_files(tmp_path)
     _committed(run)

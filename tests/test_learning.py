@@ -137,10 +137,10 @@ def test_class_weights_scale_each_example_loss():
 
     # A class weighted 0 contributes nothing: a batch of it alone moves no weight.
     x0, y0 = _batch([0, 0, 0])
-    grads, loss0, _, _ = _train_epoch(model, weights).gradients(x0, y0)
+    grads, loss0, _, _, _ = _train_epoch(model, weights).gradients(x0, y0)
     assert float(loss0) == 0.0
     assert all(float(np.abs(g.numpy()).max()) == 0.0 for g in grads)
-    grads, _, _, _ = _train_epoch(model, {**weights, 0: 1.0}).gradients(x0, y0)
+    grads, _, _, _, _ = _train_epoch(model, {**weights, 0: 1.0}).gradients(x0, y0)
     assert max(float(np.abs(g.numpy()).max()) for g in grads) > 1e-3
 
 

@@ -89,10 +89,8 @@ def check_rows(rows, where: Path) -> list[dict]:
     for i, row in enumerate(rows, 1):
         if not isinstance(row, dict) or any(k not in row for k in LOG_FIELDS if k not in _LATER_FIELDS):
             raise _bad_state(where, f"log row {i} lacks columns")
-        for key in _LATER_FIELDS:
-            row.setdefault(key, "")
         for key in _NUMERIC_FIELDS:
-            if key in _LATER_FIELDS and row[key] == "":
+            if key in _LATER_FIELDS and row.get(key, "") == "":  # training_log.csv writes it empty
                 continue
             try:
                 value = float(row[key])
