@@ -8,13 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from support import YOLO_SAMPLE, in_ci, megamind_face_crops, require, spread_model
+from support import YOLO_SAMPLE, in_ci, link_organized, megamind_face_crops, require, spread_model
 
 
 @pytest.fixture
 def yolo_sample() -> Path:
     """The read-only Kaggle YOLO_format sample; never modify it (link or copy it first)."""
     return require(YOLO_SAMPLE)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """tmp_path with 3 real images per class in data/train and data/val: the train.py tests' dataset.
+    (test_classifier.py has a `tiny` of its own, a small model.)"""
+    link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
+    return tmp_path
 
 
 @pytest.fixture

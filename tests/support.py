@@ -234,6 +234,11 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
 
 
+def snapshot_folders(*folders: Path) -> dict[str, str]:
+    """snapshot() of several folders in one dict, each path prefixed with its folder's name."""
+    return {f"{folder.name}/{k}": v for folder in folders for k, v in snapshot(folder).items()}
+
+
 def read_csv(path: Path) -> list[dict]:
     """A CSV file's rows as dicts (every value a string)."""
     import csv

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from emotion import config
-from support import (REPO, as_set_args, link_organized, plain_keras_probs, read_csv, run_script, snapshot,
+from support import (REPO, as_set_args, link_organized, plain_keras_probs, read_csv, run_script, snapshot_folders,
                      tensorboard_scalars, tiny_config)
 
 
@@ -27,16 +27,6 @@ def _rgb(path: Path, size=(32, 32)) -> np.ndarray:
 # Adam's time (Adam: about 4 s more per phase on 2 cores). Adam itself is trained by
 # test_train_writes_every_output, test_train_commit's exact resume test and test_learning.
 SGD = "optimizer=sgd"
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
-    return tmp_path
-
-
-def _snapshot(*folders: Path) -> dict[str, str]:
-    return {f"{folder.name}/{k}": v for folder in folders for k, v in snapshot(folder).items()}
 
 
 def test_train_writes_every_output(tiny, capsys):
@@ -99,10 +89,10 @@ def test_train_writes_every_output(tiny, capsys):
     # A damaged state.json is one line that says what to do, and nothing is touched.
     state = tiny / "models" / "checkpoints" / "state.json"
     state.write_text(state.read_text()[:40])
-    before = _snapshot(tiny / "models", tiny / "performance")
+    before = snapshot_folders(tiny / "models", tiny / "performance")
     with pytest.raises(config.UserError, match=r"state.json is damaged \(not JSON: .*\): pass --restart"):
         train.main(as_set_args(overrides))
-    assert _snapshot(tiny / "models", tiny / "performance") == before
+    assert snapshot_folders(tiny / "models", tiny / "performance") == before
 
 
 def _free_port() -> int:

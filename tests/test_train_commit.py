@@ -16,22 +16,12 @@ import numpy as np
 import pytest
 
 from emotion import config
-from support import REPO, as_set_args, link_organized, read_csv, snapshot, tensorboard_scalars, tiny_config
+from support import REPO, as_set_args, link_organized, read_csv, snapshot_folders, tensorboard_scalars, tiny_config
 
 # For the tests about files, commits, disks and failures rather than the optimizer: SGD's update traces in a
 # fraction of Adam's time (Adam: about 4 s more per phase on 2 cores). Adam itself: the exact resume test here,
 # test_train_writes_every_output and test_learning.
 SGD = "optimizer=sgd"
-
-
-@pytest.fixture
-def tiny(tmp_path):
-    link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
-    return tmp_path
-
-
-def _snapshot(*folders: Path) -> dict[str, str]:
-    return {f"{folder.name}/{k}": v for folder in folders for k, v in snapshot(folder).items()}
 
 
 # A train.py run with deterministic ops (no hook in src/: the flag is set before train.main runs).
@@ -211,12 +201,12 @@ def _fail_epoch_2(tiny, monkeypatch, inject) -> tuple[dict, dict, str]:
     def snapshot_after(self, state):
         prune(self, state)
         if state["epoch"] == 1:
-            after_epoch_1.update(_snapshot(tiny / "models", tiny / "performance"))
+            after_epoch_1.update(snapshot_folders(tiny / "models", tiny / "performance"))
     monkeypatch.setattr(checkpoints.RunFiles, "prune", snapshot_after)
     inject()
     with pytest.raises(config.UserError) as failure:
         train.main(as_set_args(tiny_config(tiny, "num_epochs=2", "fine_tune_epochs=0", SGD)))
-    return after_epoch_1, _snapshot(tiny / "models", tiny / "performance"), str(failure.value)
+    return after_epoch_1, snapshot_folders(tiny / "models", tiny / "performance"), str(failure.value)
 
 
 def test_a_full_disk_during_a_save_keeps_the_last_epoch(tiny, monkeypatch, capsys):
