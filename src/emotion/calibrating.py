@@ -33,7 +33,9 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
     val_dir = Path(cfg.data_path) / "val"
     ds, info = dp.make_dataset(val_dir, cfg, training=False, batch_size=cfg.val_batch_size,
                                limit_per_class=max_images_per_class, cache=False)
-    model, t, y, logits = temperature.calibrate(model, ds)
+    y, logits = model_lib.predict_probs(temperature.logits_model(model), ds)
+    temperature.set_temperature(model, calibration.fit_temperature(logits, y))
+    t = temperature.temperature_of(model)  # T as the model holds it, so the reports agree with the file
     model_lib.save_model_atomic(model, model_path)
     raw, probs = calibration.softmax(logits), calibration.softmax(logits / t)
     summary = {"temperature": t, "fitted_on": f"val ({len(y)} images of {val_dir})",

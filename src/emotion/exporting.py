@@ -40,7 +40,7 @@ MAX_PROB_DIFF = 1e-4      # float32 formats: largest probability difference from
 MAX_DROP_POINTS = 0.5     # quantized formats: accuracy points they may lose
 BROWSER_NOTE = "measured in the browser"
 REPORT_NAME = "export_report.csv"
-TFJS_INSTALL = "pip install -r requirements-tfjs.txt; Linux, macOS or WSL"
+TFJS_INSTALL = tfjs_graph.CONVERTER_INSTALL
 
 
 @dataclasses.dataclass

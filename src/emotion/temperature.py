@@ -2,7 +2,7 @@
 
 Usage:
     probs = head(features, num_classes)              # in build_model: Dense "logits" -> "temperature" -> "probabilities"
-    model, t = calibrate(model, val_dataset)[:2]     # fit T on (images, labels) batches and store it in the model
+    set_temperature(model, t)                        # store T (calibrating.py fits it on val)
     temperature_of(model)                            # T, or None for a model without a temperature layer
     logits_model(model)(images)                      # the logits, before T
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from . import calibration
-from .config import UserError
 
 LOGITS, TEMPERATURE, PROBABILITIES = "logits", "temperature", "probabilities"
 
@@ -77,15 +75,3 @@ def _checked(t: float) -> float:
 def logits_model(model):
     """A model sharing `model`'s layers that outputs the logits (the temperature layer's input)."""
     return keras.Model(model.inputs, temperature_layer(model).input)
-
-
-def calibrate(model, dataset) -> tuple[keras.Model, float, np.ndarray, np.ndarray]:
-    """Fit T on (images, labels) batches (the val split) and store it: (model, T, labels, logits). The model
-    must be portable (legacy_layers.portable rewrites an older file's model first)."""
-    from .model import predict_probs  # (here: model.py imports this module)
-
-    if not isinstance(temperature_layer(model), keras.layers.Rescaling):
-        raise UserError(f"cannot calibrate the model {model.name}: it has no built-in temperature layer")
-    y, logits = predict_probs(logits_model(model), dataset)
-    set_temperature(model, calibration.fit_temperature(logits, y))
-    return model, temperature_of(model), y, logits  # T as the model holds it, so reports agree

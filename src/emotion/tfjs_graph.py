@@ -12,6 +12,8 @@ model converted by hand with `tensorflowjs_converter` loads in the page too.
 from __future__ import annotations
 
 FUSED_CONVS = ("_FusedConv2D", "FusedDepthwiseConv2dNative")
+# How to get the converter that makes TF.js graph models (export.py's tfjs_* formats); an optional extra.
+CONVERTER_INSTALL = "pip install -r requirements-tfjs.txt; Linux, macOS or WSL"
 
 
 def flatten_fused_biases(spec: dict) -> int:

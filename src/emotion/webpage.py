@@ -91,13 +91,12 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
 def _converter_note() -> str:
     """What the export of a TF.js model needs, when it is missing here (found without importing it)."""
     import importlib.util
-    from .exporting import TFJS_INSTALL
     try:
         if importlib.util.find_spec("tensorflowjs") is not None:
             return ""
     except (ImportError, ValueError):
         pass
-    return f"; that export needs the TF.js converter, which is not installed ({TFJS_INSTALL})"
+    return f"; that export needs the TF.js converter, which is not installed ({tfjs_graph.CONVERTER_INSTALL})"
 
 
 def page_config(cfg) -> dict:
