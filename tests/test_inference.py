@@ -466,7 +466,11 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_json(model_overrides, tmp_path
     results = tmp_path / "results"
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    proc = subprocess.Popen([sys.executable, str(REPO / "src" / "inference.py"), "-v", str(MEGAMIND),
+    # The clip three times over (810 frames): the signal must land mid-run even when this test process, starved
+    # of CPU beside the other workers, sees the marker late (with the 270-frame clip the run sometimes ended
+    # first, and exited 0).
+    clip = _tiled_clip(MEGAMIND, tmp_path / "megamind_x3.avi", times=3)
+    proc = subprocess.Popen([sys.executable, str(REPO / "src" / "inference.py"), "-v", str(clip),
                              *as_set_args([*model_overrides, f"results_dir={results}", "labeled_frame_stride=10"])],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -483,8 +487,27 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_json(model_overrides, tmp_path
     assert proc.returncode == 130, err
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] is True and summary["stopped"] == "interrupted"
-    assert 21 <= summary["frames"] < 270
+    assert 21 <= summary["frames"] < 3 * 270
     _check_outputs(results, summary, stride=10)
+
+
+def _tiled_clip(source: Path, dest: Path, times: int) -> Path:
+    """source's frames `times` times over, as an MJPG AVI with its frame size and rate."""
+    cap = cv2.VideoCapture(str(source))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for _ in range(times):
+        for frame in frames:
+            writer.write(frame)
+    writer.release()
+    return dest
 
 
 def test_help_and_a_missing_source_need_no_tensorflow():
