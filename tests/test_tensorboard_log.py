@@ -28,11 +28,15 @@ def test_an_epoch_reads_back_as_written_and_uncommitted_epochs_are_pruned(tmp_pa
 
     user_file = tmp_path / "run" / "train" / "my notes.txt"
     user_file.write_text("mine")
+    interrupted = tmp_path / "run" / "validation" / ".tb-tmp-abc123"  # a write that a kill -9 cut short
+    interrupted.mkdir()
+    (interrupted / "events.out.tfevents.1.host").write_bytes(b"half")
     tb.prune(1)  # a kill after epoch 2's events but before its commit: the resumed run trains it again
     scalars = tensorboard_scalars(tmp_path / "run")
     assert [s for s, _ in scalars["train"]["epoch_loss"]] == [1] and [s for s, _ in scalars["train"]["batch_loss"]] == [1, 2]
     assert [s for s, _ in scalars["validation"]["epoch_loss"]] == [1]
     assert user_file.read_text() == "mine"  # only train.py's own event files are removed
+    assert not interrupted.exists()
     assert sorted(p.name for p in (tmp_path / "run").rglob("*") if p.is_file()) == [
         "events.out.tfevents.epoch_0001.emotion", "events.out.tfevents.epoch_0001.emotion", "my notes.txt"]
 

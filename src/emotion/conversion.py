@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import atomic, cli
+from . import atomic, cli, preprocess
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # quantizations a model file converts to alone (int8 needs calibration images)
@@ -99,7 +99,7 @@ def _inference_function(model, channel_flip: str = "reverse"):
 
     model = float32_model(model)
     plain = (model, lambda x: model(x, training=False))
-    first = [layer for layer in model.layers if layer.name == "resnet_preprocess"]  # preprocess.NAME, old files too
+    first = [layer for layer in model.layers if layer.name == preprocess.NAME]  # older files' custom layer too
     if len(model.inputs) != 1 or len(first) != 1:
         return plain
     layer = first[0]

@@ -42,9 +42,3 @@ def apply(inputs, name: str = NAME):
     set_weights(conv)
     return outputs
 
-
-def is_preprocess_layer(layer) -> bool:
-    """Whether `layer` is this module's convolution (by name and shape; its weights are checked where it matters)."""
-    import keras
-    return (layer.name == NAME and isinstance(layer, keras.layers.Conv2D) and tuple(layer.kernel_size) == (1, 1)
-            and layer.filters == 3)

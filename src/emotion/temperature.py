@@ -26,9 +26,9 @@ def scaling_layer(t: float = 1.0, name: str = TEMPERATURE):
     return keras.layers.Rescaling(1.0 / _checked(t), dtype="float32", name=name)
 
 
-def softmax_tail(logits, t: float = 1.0):
-    """Temperature then softmax, both float32 (also under mixed precision): the model's last two layers."""
-    scaled = scaling_layer(t)(logits)
+def softmax_tail(logits):
+    """Temperature (T = 1) then softmax, both float32 (also under mixed precision): the model's last two layers."""
+    scaled = scaling_layer()(logits)
     return keras.layers.Activation("softmax", dtype="float32", name=PROBABILITIES)(scaled)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 SPLITS = ("train", "validation")
 _EPOCH_FILE = re.compile(r"^events\.out\.tfevents\.epoch_(\d{4,})\.emotion$")
 HPARAMS_FILE = "events.out.tfevents.0000_hparams.emotion"
+_TEMP_PREFIX = ".tb-tmp-"  # a write in progress (see _write_file); one left by a kill is removed by prune
 # the recipe keys shown as hyperparameters (scalars and strings: what the HParams dashboard can compare)
 HPARAM_KEYS = ("weights", "dense_units", "dropout", "optimizer", "lr_schedule", "learning_rate", "num_epochs",
                "fine_tune_epochs", "fine_tune_learning_rate", "fine_tune_blocks", "train_batch_size",
@@ -51,14 +52,20 @@ class TensorBoardLog:
         self.class_names = list(class_names)
 
     def prune(self, committed_epochs: int) -> None:
-        """Remove the event files of epochs after the last committed one (train.py's own names only)."""
-        for split in SPLITS:
-            folder = self.dir / split
-            if folder.is_dir():
-                for entry in folder.iterdir():
-                    found = _EPOCH_FILE.match(entry.name)
-                    if found and int(found.group(1)) > committed_epochs and not entry.is_symlink():
-                        entry.unlink()
+        """Remove the event files of epochs after the last committed one, and the temporary folders of writes a
+        kill interrupted (train.py's own names only)."""
+        import shutil
+        for folder in (self.dir, *(self.dir / split for split in SPLITS)):
+            if not folder.is_dir():
+                continue
+            for entry in folder.iterdir():
+                if entry.is_symlink():
+                    continue
+                found = _EPOCH_FILE.match(entry.name)
+                if found and int(found.group(1)) > committed_epochs:
+                    entry.unlink()
+                elif entry.name.startswith(_TEMP_PREFIX) and entry.is_dir():
+                    shutil.rmtree(entry)
 
     def write_hparams(self, cfg, metrics=("epoch_loss", "epoch_accuracy", "epoch_macro_f1")) -> None:
         """The run's hyperparameters and the metrics they are compared by (once per run folder)."""
@@ -127,7 +134,7 @@ class TensorBoardLog:
         it made to dest: a reader never sees a half-written epoch."""
         import tensorflow as tf
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tb-", dir=dest.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir=dest.parent) as tmp:
             writer = tf.summary.create_file_writer(tmp)
             with writer.as_default():
                 write(tf)

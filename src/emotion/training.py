@@ -522,8 +522,8 @@ def train_epoch(run: TrainingRun, run_epoch: TrainEpoch, epoch: int, phase: str,
                         f"rate (now {lr:.2g}); nothing of this epoch was saved (the last finished epoch "
                         f"is kept)")
     val = classification_metrics(y_val, p_val, run.cfg.class_names)
-    row = {"epoch": epoch + 1, "phase": phase, "loss": round(result.loss, 5),
-           "accuracy": round(result.accuracy, 5), "macro_f1": round(result.macro_f1, 5), "val_loss": round(val["loss"], 5),
+    row = {"epoch": epoch + 1, "phase": phase, "loss": round(result.loss, 5), "accuracy": round(result.accuracy, 5),
+           "macro_f1": round(result.macro_f1, 5), "val_loss": round(val["loss"], 5),
            "val_accuracy": round(val["accuracy"], 5), "val_macro_f1": round(val["macro_f1"], 5),
            "learning_rate": f"{lr:.3g}", "images_per_s": round(info.num_images / seconds, 2),
            "seconds": round(seconds, 1)}
