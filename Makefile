@@ -21,16 +21,18 @@ setup: $(VENV)/.installed
 	@echo "make: using $$($(PY) --version 2>&1) ($(VENV))"
 
 # Re-installs when a requirements file changes: the core (requirements.txt) and the TF.js converter
-# (requirements-tfjs.txt, Linux and macOS; its pins are what makes the converter run).
-# mediapipe only carries the BlazeFace face detector model (src/emotion/faces.py reads its .tflite, never
+# (requirements-tfjs.txt, Linux and macOS; its pins are what makes the converter run). Then the project itself,
+# editable (pyproject.toml): `import emotion` works from any folder, and the scripts import by name (tests).
+# mediapipe only carries the BlazeFace face detector model (src/emotion/runtime/faces.py reads its .tflite, never
 # imports it): as a dependency it would need numpy<2, protobuf<5 and opencv-contrib-python.
-$(VENV)/.installed: requirements.txt requirements-tfjs.txt
+$(VENV)/.installed: requirements.txt requirements-tfjs.txt pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || { \
 	  echo "error: no python3.11 or python3.12 found: install one (TensorFlow 2.19 needs 3.9-3.12), or pass PYTHON=/path/to/python3.x" >&2; exit 1; }; \
 	  echo "make: creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-tfjs.txt
 	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements-tfjs.txt"; exit 1; }
 	touch $@
 

@@ -24,16 +24,15 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests_helpers import support
+
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
 QUANTIZED = ("float16", "dynamic", "int8")
 
@@ -67,7 +66,7 @@ def split_folder(data: Path) -> Path:
 
 def calibration_faces(args, shape) -> tuple[np.ndarray, str]:
     """Faces for int8 calibration, never from the split the accuracy is measured on when avoidable."""
-    from support import YOLO_SAMPLE
+    YOLO_SAMPLE = support.YOLO_SAMPLE
     if args.data:
         split = split_folder(Path(args.data))
         for other in (split.parent / "train", split.parent / "test"):
@@ -106,20 +105,20 @@ def accuracy(args, model, classifiers: dict) -> dict | str:
     if not args.model or not args.data:
         return ("needs a trained model and its data: --model PATH --data DIR (a random-init model has no accuracy "
                 "to lose)")
-    from emotion import config
-    from emotion import data_preprocessing as dp
-    from emotion import training
+    from emotion.common import config
+    from emotion.data import datasets
+    from emotion.training import trainer
     cfg = config.load_config(None)
     cfg = config.Config(cfg, input_shape=[int(d) for d in model.input_shape[1:]])
     split = split_folder(Path(args.data))
-    ds, info = dp.make_dataset(split, cfg, training=False, batch_size=64, limit_per_class=args.max_images_per_class,
+    ds, info = datasets.make_dataset(split, cfg, training=False, batch_size=64, limit_per_class=args.max_images_per_class,
                                cache=False)
     labels, images = [], []
     for x, y in ds:
         images.append(x.numpy().astype(np.uint8))  # whole values 0..255 (the pipeline rounds them)
         labels.append(y.numpy())
     x, y = np.concatenate(images), np.concatenate(labels)
-    probs = {"keras": training.predict_probs(model, ds)[1]}
+    probs = {"keras": trainer.predict_probs(model, ds)[1]}
     for name, clf in classifiers.items():
         probs[name] = clf.predict(x)
     acc = {name: round(float(np.mean(p.argmax(1) == y)), 4) for name, p in probs.items()}
@@ -143,11 +142,11 @@ def main() -> None:
 
 def run(args, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    from emotion import classifier
-    from emotion import config
-    from emotion import conversion
-    from emotion import model as model_lib
-    from support import YOLO_SAMPLE
+    from emotion.runtime import classifier
+    from emotion.common import config
+    from emotion.model import conversion
+    from emotion.model import network as model_lib
+    YOLO_SAMPLE = support.YOLO_SAMPLE
 
     if args.model:
         model_path = Path(args.model)

@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests_helpers import support
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def parse_args():
@@ -74,7 +74,7 @@ def link_copies(src: Path, dest: Path, prefixes=("",)) -> None:
 
 def main() -> None:
     args = parse_args()
-    from support import YOLO_SAMPLE, link_organized
+    YOLO_SAMPLE, link_organized = support.YOLO_SAMPLE, support.link_organized
     tmp = Path(tempfile.mkdtemp(prefix="bench_evaluate_"))
     try:
         if args.data:
@@ -95,9 +95,9 @@ def run(args, tmp: Path) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from emotion import config
-    from emotion import data_preprocessing as dp
-    from emotion import model as model_lib
+    from emotion.common import config
+    from emotion.data import datasets
+    from emotion.model import network as model_lib
 
     model_path = tmp / "model.h5"
     overrides = ["weights=null", f"model_save_path={model_path}", f"test_batch_size={args.batch}",
@@ -113,7 +113,7 @@ def run(args, tmp: Path) -> None:
     # make_forward, exactly as evaluate.py runs them) against the same forward on one real batch held in
     # memory, alternated in rounds so that both see the same load on a shared machine.
     model = model_lib.load_model(model_path)
-    ds, info = dp.make_dataset(tmp / "n" / "test", cfg, training=False, batch_size=args.batch, cache=False)
+    ds, info = datasets.make_dataset(tmp / "n" / "test", cfg, training=False, batch_size=args.batch, cache=False)
     forward = model_lib.make_forward(model, args.tta, ds.element_spec[0])
     images = next(iter(ds))[0]
     forward(images).numpy()  # trace + warm-up

@@ -22,21 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import tests_helpers  # the tests' helpers: support and group_photo
+from tests_helpers import support
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from emotion import faces  # noqa: E402
-from support import FACES_GRAY, VIDEOS  # noqa: E402
-from group_photo import group_photo  # noqa: E402
+from emotion.runtime import faces
+FACES_GRAY, VIDEOS = support.FACES_GRAY, support.VIDEOS
+group_photo = tests_helpers.group_photo.group_photo
 
 GROUP_FACE_SIDE = 160
 

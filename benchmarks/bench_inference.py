@@ -32,14 +32,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests_helpers import support
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from support import VIDEOS  # noqa: E402
+VIDEOS = support.VIDEOS
 
 VIDEO = VIDEOS / "Megamind.avi"
 TARGET_FPS, TARGET_RATIO = 40.0, 4.0
@@ -95,7 +95,7 @@ def ours(video: Path, overrides: list[str], *extra: str, report: bool = True) ->
     main() took (startup, every frame, the report and the publication of the outputs included).
     report=False: without the per-track report (emotion.report.write_report a no-op for this call)."""
     import inference
-    from emotion import report as report_lib
+    from emotion.runtime import track_report as report_lib
     args = ["-v", str(video), "--no-display", *extra] + [a for o in overrides for a in ("--set", o)]
     real = report_lib.write_report
     if not report:
@@ -139,9 +139,9 @@ def main() -> int:
 
 def run(args, video: Path, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    from emotion import classifier
-    from emotion import config
-    from emotion import model as model_lib
+    from emotion.runtime import classifier
+    from emotion.common import config
+    from emotion.model import network as model_lib
 
     model_path = tmp / "models" / "model.h5"
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={model_path}",

@@ -19,9 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from emotion.organize import organize  # noqa: E402
+from emotion.data.organize import organize
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 SPLITS = (("train", 0.80), ("valid", 0.15), ("test", 0.05))

@@ -24,12 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests_helpers import support
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))  # support.py: helpers shared with the tests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from emotion import config  # noqa: E402
+from emotion.common import config, errors
 
 TRAINING_IMAGES_PER_S = 10.5  # measured training throughput on this CPU (ResNet50, 96x96, batch 32)
 TARGET_FACTOR = 10
@@ -117,12 +117,11 @@ def naive_cv2_epoch(paths, labels, cfg, batch_size: int, seed: int) -> int:
 def naive_tfdata(paths, labels, cfg, batch_size: int):
     """tf.data with the same decode and augmentation, but sequential: no parallel map, cache or prefetch."""
     import tensorflow as tf
-    from emotion import data_preprocessing as dp
+    from emotion.data import decoding
 
-    from support import keras_augmenter
-    augmenter = keras_augmenter(cfg)
+    augmenter = support.keras_augmenter(cfg)
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).shuffle(len(paths), seed=cfg.seed)
-    ds = ds.map(lambda p, y: (tf.cast(dp.decode_uint8(tf.io.read_file(p), cfg.input_shape), tf.float32), y))
+    ds = ds.map(lambda p, y: (tf.cast(decoding.decode_uint8(tf.io.read_file(p), cfg.input_shape), tf.float32), y))
     ds = ds.batch(batch_size)
     if augmenter is not None:
         ds = ds.map(lambda x, y: (augmenter(x, training=True), y))
@@ -157,7 +156,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = config.load_config(args.config, args.overrides)
-    except config.UserError as exc:
+    except errors.UserError as exc:
         print(json.dumps({"skipped": f"config: {exc}"}))
         return 0
     tmp = None
@@ -177,11 +176,11 @@ def main(argv=None) -> int:
             link_yolo_split(yolo_split, split_dir, list(cfg.class_names))
 
         import tensorflow as tf
-        from emotion import data_preprocessing as dp
+        from emotion.data import datasets, scanning
 
         try:
-            dp.list_split(split_dir, cfg.class_names)
-        except config.UserError as exc:
+            scanning.list_split(split_dir, cfg.class_names)
+        except errors.UserError as exc:
             print(json.dumps({"skipped": str(exc)}))
             return 0
         batch_size = cfg.train_batch_size
@@ -189,7 +188,7 @@ def main(argv=None) -> int:
         epochs = []
         for epoch in range(max(1, args.epochs)):
             with Clock() as clock:
-                ds, info = dp.make_dataset(split_dir, config.Config(cfg, seed=cfg.seed + epoch), training=True)
+                ds, info = datasets.make_dataset(split_dir, config.Config(cfg, seed=cfg.seed + epoch), training=True)
                 n = count(ds)
             epochs.append((n, clock.wall, clock.cpu))
         cold = rate(*epochs[0][:2])
@@ -199,9 +198,9 @@ def main(argv=None) -> int:
         plain = config.Config(cfg, augment_flip=False, augment_rotation=0.0, augment_shift=0.0, augment_zoom=0.0,
                               augment_contrast=0.0)
         start = time.perf_counter()
-        no_aug_rate = rate(count(dp.make_dataset(split_dir, plain, training=True)[0]), time.perf_counter() - start)
+        no_aug_rate = rate(count(datasets.make_dataset(split_dir, plain, training=True)[0]), time.perf_counter() - start)
         start = time.perf_counter()
-        eval_ds, _ = dp.make_dataset(split_dir, cfg, training=False)
+        eval_ds, _ = datasets.make_dataset(split_dir, cfg, training=False)
         eval_rate = rate(count(eval_ds), time.perf_counter() - start)  # cache of the same files: warm
 
         paths, labels = info.paths, info.labels

@@ -11,14 +11,13 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from tests_helpers import support
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def parse_args():
@@ -50,7 +49,7 @@ def alternate(run_epoch, datasets: dict, steps: int, batch: int, rounds: int) ->
 
 def main() -> None:
     args = parse_args()
-    from support import YOLO_SAMPLE, link_organized
+    YOLO_SAMPLE, link_organized = support.YOLO_SAMPLE, support.link_organized
     if not YOLO_SAMPLE.exists():
         print(json.dumps({"skipped": f"real data not found at {YOLO_SAMPLE}"}))
         return
@@ -58,29 +57,29 @@ def main() -> None:
     import keras
     import tensorflow as tf
 
-    from emotion import config
-    from emotion import data_preprocessing as dp
-    from emotion import model as model_lib
-    from emotion import training
+    from emotion.common import config
+    from emotion.data import datasets, scanning
+    from emotion.model import network as model_lib
+    from emotion.training import trainer
 
     tmp = Path(tempfile.mkdtemp())
     link_organized(tmp / "data", per_class=None, splits=("train",))
     cfg = config.load_config(None, ["weights=null", f"data_path={tmp / 'data'}", f"train_batch_size={args.batch}"])
-    ds, info = dp.make_dataset(tmp / "data" / "train", cfg, training=True, one_hot=True)
+    ds, info = datasets.make_dataset(tmp / "data" / "train", cfg, training=True, one_hot=True)
     ds = ds.repeat()
-    weights = dp.compute_class_weights(dp.class_counts(tmp / "data" / "train", cfg.class_names), cfg.class_names)
+    weights = scanning.compute_class_weights(scanning.class_counts(tmp / "data" / "train", cfg.class_names), cfg.class_names)
 
     def fresh_trainer(precision="float32", jit=False, class_weight=None):
         keras.mixed_precision.set_global_policy(precision)
         m = model_lib.build_model(cfg)
-        training.compile_model(m, cfg, "head", steps_per_epoch=100)
-        return training.TrainEpoch(m, tf.distribute.get_strategy(), cfg, class_weight, jit)
+        trainer.compile_model(m, cfg, "head", steps_per_epoch=100)
+        return trainer.TrainEpoch(m, tf.distribute.get_strategy(), cfg, class_weight, jit)
 
     images, labels = next(iter(ds))
     in_memory = tf.data.Dataset.from_tensors((images, labels)).repeat()
     results = {"batch": args.batch, "steps": args.steps, "rounds": args.rounds, "input": cfg.input_shape}
-    trainer = fresh_trainer(class_weight=weights)
-    rates = alternate(trainer, {"in_memory": in_memory, "pipeline": ds}, args.steps, args.batch, args.rounds)
+    epoch_runner = fresh_trainer(class_weight=weights)
+    rates = alternate(epoch_runner, {"in_memory": in_memory, "pipeline": ds}, args.steps, args.batch, args.rounds)
     results["in_memory_images_per_s"] = round(rates["in_memory"], 2)
     results["pipeline_images_per_s"] = round(rates["pipeline"], 2)
     results["pipeline_vs_in_memory"] = round(results["pipeline_images_per_s"] / results["in_memory_images_per_s"], 3)

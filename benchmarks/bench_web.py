@@ -5,7 +5,7 @@
                                                                      # with random BatchNorm statistics
     python benchmarks/bench_web.py --model PATH --seconds 20 --rounds 3
 
-The page is built twice around the same weights (emotion/webpage.py), both TF.js graph models with uint8 weights, and
+The page is built twice around the same weights (emotion/serving/webpage.py), both TF.js graph models with uint8 weights, and
 run three ways on TF.js's WASM backend:
   * ours: BatchNorm folded into the convolutions before conversion (export.py's path), the model in one Web
     Worker per core (TF.js 4.22's WASM backend uses one thread whatever it is told: tensorflow/tfjs#8513);
@@ -28,9 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from tests_helpers import support
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "src"))
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def parse_args():
@@ -45,21 +45,21 @@ def parse_args():
 
 def main() -> int:
     args = parse_args()
-    from emotion import headless
-    if headless.browser_missing():
-        print(json.dumps({"skipped": headless.browser_missing()}))
+    from emotion.serving import headless_browser
+    if headless_browser.browser_missing():
+        print(json.dumps({"skipped": headless_browser.browser_missing()}))
         return 0
     if not Path(args.video).is_file():
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    from emotion import conversion
-    from emotion import exporting
-    from emotion import model as model_lib
-    from emotion import webpage
-    from emotion.config import load_config
+    from emotion.model import conversion
+    from emotion.serving import exporting
+    from emotion.model import network as model_lib
+    from emotion.serving import webpage
+    from emotion.common.config import load_config
     from browser import write_y4m
-    from support import random_batchnorm_model
+    random_batchnorm_model = support.random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])
     model_path = Path(args.model) if args.model else Path(cfg.model_save_path)
@@ -84,7 +84,7 @@ def main() -> int:
             urls = {"ours": ours_url, "naive": naive_url}
 
             def run(name: str, backend: str = "wasm", seconds: float = args.seconds) -> dict:
-                result = headless.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
+                result = headless_browser.run_browser("bench", f"{urls[name]}?backend={backend}", y4m=str(y4m), seconds=seconds,
                                          timeoutSeconds=300)
                 if "error" in result:
                     raise RuntimeError(result["error"])

@@ -24,7 +24,9 @@ labels and probabilities are kept, so memory does not grow with the number of im
 """
 from __future__ import annotations
 
-from emotion import cli
+import functools
+
+from emotion.common import cli
 
 
 def parse_args(argv=None):
@@ -42,9 +44,13 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    from emotion import evaluation  # TensorFlow is imported here, after the arguments are parsed
+    from emotion.evaluation import evaluator  # TensorFlow is imported here, after the arguments are parsed
 
-    evaluation.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run, args.calibrate)
+    calibrate = None
+    if args.calibrate:  # T is fitted on val, never on the split evaluated
+        from emotion.training import calibration_step
+        calibrate = functools.partial(calibration_step.calibrate_file, cfg, args.max_images_per_class)
+    evaluator.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run, before_load=calibrate)
     return 0
 
 

@@ -31,7 +31,7 @@ Writes <performance_dir>/export_report.csv, one row per format: format, path, si
 TF.js through the web page's classify() in headless Chromium), val_accuracy, accuracy_drop_points (Keras minus
 the format, in points), max_abs_prob_diff_vs_keras, threshold (float32 formats: 1e-4 probability difference;
 quantized: at most 0.5 points of accuracy lost), within_threshold, note. The TF.js rows are measured by
-building the page around each model (emotion/webpage.py) and classifying the val images in Debian's Chromium on the
+building the page around each model (emotion/serving/webpage.py) and classifying the val images in Debian's Chromium on the
 backend the page picks (WASM without a GPU); with no Chromium, node or web/node_modules here, or with
 --no-browser, their latency and accuracy are left empty and the note says why. A format outside
 its threshold gives a warning line and is listed under "failed_checks" in the final JSON line (the exit code
@@ -44,8 +44,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emotion import cli
-from emotion import exporting
+from emotion.common import cli
+from emotion.serving import exporting
 
 
 def _formats(text: str) -> list[str]:
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
         dry_run=args.dry_run)
     job = exporting.prepare(job, cfg)  # one-line errors before minutes of work, not after them
 
-    from emotion import model as model_lib  # TensorFlow is imported from here on, after the arguments are parsed
-    from emotion.evaluation import match_model
+    from emotion.model import network as model_lib  # TensorFlow is imported from here on, after the arguments are parsed
+    from emotion.evaluation.evaluator import match_model
     model = model_lib.load_model(model_path)
     cfg = match_model(cfg, model, model_path)
     print(json.dumps(exporting.export(job, cfg, model)), flush=True)

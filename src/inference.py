@@ -6,7 +6,7 @@
     python src/inference.py -v clip.mp4 --output clip_out.avi --max-frames 300
 
 Each frame: faces found with cfg.face_detector (BlazeFace, about 2 ms), matched to the faces of the previous
-frames so each keeps a stable id (src/emotion/tracking.py: IoU / centre distance; a face missed for up to 5 frames
+frames so each keeps a stable id (src/emotion/runtime/tracking.py: IoU / centre distance; a face missed for up to 5 frames
 keeps its id), cropped like AffectNet and classified in one call per frame (cfg.classifier_backend: TFLite
 by default), its probabilities smoothed over time (exponential average, weight cfg.smoothing on the past;
 0 = off). Threads overlap the work: decode + detect in one, classification in two (two single-threaded
@@ -26,7 +26,7 @@ Writes to cfg.results_dir:
   inference_logs.txt             one line per frame (decode, detect, classify, draw, write ms), then one
                                  JSON summary line (frames, faces, fps, ms_per_frame_median, skipped_frames...)
   tracks.csv                     one row per face track: id, first_s, last_s, frames, faces_classified,
-                                 dominant_label, mean_<class>, share_<class> (emotion/report.py)
+                                 dominant_label, mean_<class>, share_<class> (emotion/runtime/track_report.py)
   emotion_timeline.png           per track lasting 1 s or more: its probabilities over time (stacked, in the
                                  overlay's colours) and its labels as a strip; shorter tracks in one line
 These are written under temporary names (.NAME.tmp-PID) and renamed into place together at the end (also
@@ -49,7 +49,7 @@ from pathlib import Path
 # libav prints a line per damaged macroblock to stderr; damaged frames are counted instead (before cv2 loads).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from emotion import cli  # noqa: E402
+from emotion.common import cli  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -73,15 +73,15 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    from emotion import sources  # OpenCV, after parsing
-    from emotion import video
+    from emotion.runtime import frame_sources  # OpenCV, after parsing
+    from emotion.runtime import video
     output = video.output_path(args.output, cfg)
     input_video = None if args.video is None else Path(args.video or cfg.video_path).expanduser()
     video.check_outputs(cfg, output, input_video)
     if args.camera:  # a missing file or camera fails here, before the model loads
-        source = sources.open_camera(args.camera_index)
+        source = frame_sources.open_camera(args.camera_index)
     else:
-        source = sources.open_video(input_video, hint="" if args.video else
+        source = frame_sources.open_video(input_video, hint="" if args.video else
                                     " (config key video_path; pass -v PATH for another file)")
     summary = video.recognize(source, cfg, output, display=not args.no_display, max_frames=args.max_frames,
                               classify_every=args.classify_every)

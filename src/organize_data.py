@@ -23,7 +23,7 @@ and labels: nothing is extracted.
 """
 from __future__ import annotations
 
-from emotion import cli
+from emotion.common import cli
 
 
 def parse_args(argv=None):
@@ -44,7 +44,7 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    from emotion import organize  # after parsing: --help stays fast
+    from emotion.data import organize  # after parsing: --help stays fast
 
     organize.run(cfg, args.source, args.mode, args.dry_run)
     return 0

@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from emotion import cli
+from emotion.common import cli, console, errors
 
 SRC = Path(__file__).resolve().parent
 
@@ -82,10 +82,10 @@ def main(argv=None) -> int:
         if args.dry_run:
             continue
         start = time.perf_counter()
-        code, errors = run_stage(stage, stage_args[stage])
+        code, error_lines = run_stage(stage, stage_args[stage])
         if code:
             print(f"pipeline: stage {stage} failed (exit code {code}); later stages not run", flush=True)
-        for line in errors:  # the stage's error line stays the last line of the output
+        for line in error_lines:  # the stage's error line stays the last line of the output
             print(line, file=sys.stderr, flush=True)
         if code:
             return code
@@ -97,14 +97,14 @@ def main(argv=None) -> int:
 
 def run_stage(stage: str, argv: list[str]) -> tuple[int, list[str]]:
     """Run src/<stage>.py argv in a process of its own; returns its exit code and its 'error: ...' lines."""
-    code, errors = run_script(stage, argv)
-    if stage == "train" and code == cli.EXIT_WEIGHTS_DOWNLOAD:
+    code, error_lines = run_script(stage, argv)
+    if stage == "train" and code == errors.EXIT_WEIGHTS_DOWNLOAD:
         # The demo should run the first time even offline; train.py alone never falls back silently.
-        for line in errors:
-            cli.warn(line.removeprefix("error: "))
-        cli.warn("the demo goes on from random init (weights=null); accuracy will be far below a pretrained run")
+        for line in error_lines:
+            console.warn(line.removeprefix("error: "))
+        console.warn("the demo goes on from random init (weights=null); accuracy will be far below a pretrained run")
         return run_script(stage, argv + ["--set", "weights=null"])
-    return code, errors
+    return code, error_lines
 
 
 def run_script(stage: str, argv: list[str]) -> tuple[int, list[str]]:
@@ -112,15 +112,15 @@ def run_script(stage: str, argv: list[str]) -> tuple[int, list[str]]:
     except its 'error: ...' lines (the last of its output), which are returned with its exit code for the
     caller to print or turn into a warning."""
     with subprocess.Popen([sys.executable, str(SRC / f"{stage}.py"), *argv], stderr=subprocess.PIPE, text=True,
-                          errors="replace", env=cli.child_env()) as proc:
-        errors = []
+                          errors="replace", env=console.child_env()) as proc:
+        error_lines = []
         for line in proc.stderr:
             if line.startswith("error: "):
-                errors.append(line.rstrip("\n"))
+                error_lines.append(line.rstrip("\n"))
             else:
                 sys.stderr.write(line)
                 sys.stderr.flush()
-    return proc.returncode, errors
+    return proc.returncode, error_lines
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ images per classifier call.
 --json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
 [{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
 "uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
-says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/card.py). --save-images
+says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/evaluation/card.py). --save-images
 writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
@@ -24,7 +24,7 @@ run's outputs. An unwritable results_dir is refused before any work.
 --summary writes <results_dir>/summary.csv: one row per image (image, faces, labels, error, count_<class> per
 class); the faces per label over all images are printed. --explain writes <results_dir>/explanations/<image
 stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
-Keras model at model_save_path; emotion/gradcam.py) and its top-3 probabilities. Both are published with the
+Keras model at model_save_path; emotion/model/gradcam.py) and its top-3 probabilities. Both are published with the
 other outputs (explanations/ is replaced whole, like labeled_images/).
 An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
 then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import os
 
-from emotion import cli
-from emotion import photos
+from emotion.common import cli
+from emotion.runtime import photos
 
 
 def parse_args(argv=None):
@@ -66,11 +66,11 @@ def main(argv=None) -> int:
                        summary=args.summary, explain=args.explain)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from emotion import recognizer  # OpenCV, and TensorFlow with the classifier, are imported after parsing
+    from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, are imported after parsing
     rec = recognizer.EmotionRecognizer(cfg)
     n = len(plan.image_paths)
     print(f"{n} image{'s' if n != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)
-    from emotion import card
+    from emotion.evaluation import card
     print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
     return photos.run(plan, rec, top_k=args.top_k, batch_size=args.batch_size)
 

@@ -12,16 +12,16 @@ A run killed at any point resumes from its last finished epoch when started agai
 exactly as if uninterrupted (bit for bit with deterministic ops); --restart starts over, deleting only
 train.py's own files in checkpoint_dir (it refuses when that folder holds anything else). Writes: model_save_path (best by `monitor`), <model>_last.h5 beside it,
 <performance_dir>/training_log.csv, loss_accuracy_plot.png, train_config.yaml and versions.json. Last, the best
-model is calibrated (temperature scaling fitted on val, stored in the model, emotion/calibrating.py) and its
+model is calibrated (temperature scaling fitted on val, stored in the model, emotion/training/calibration_step.py) and its
 model card <model stem>.card.md / .card.json written beside it.
-Exit code 3 (emotion.cli.EXIT_WEIGHTS_DOWNLOAD): the ImageNet weights could not be downloaded (pipeline.py
+Exit code 3 (emotion.common.errors.EXIT_WEIGHTS_DOWNLOAD): the ImageNet weights could not be downloaded (pipeline.py
 then goes on with weights=null). Several GPUs: --set strategy=mirrored; several machines: --set strategy=multi_worker with TF_CONFIG (README).
 """
 from __future__ import annotations
 
 import json
 
-from emotion import cli
+from emotion.common import cli
 
 
 def parse_args(argv=None):
@@ -36,13 +36,10 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
-    from emotion import training  # TensorFlow is imported here, after the arguments are parsed
+    from emotion.training import trainer  # TensorFlow is imported here, after the arguments are parsed
 
-    summary = training.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
-                             dry_run=args.dry_run)
-    if not args.dry_run and summary.get("chief") and summary.get("best_epoch"):  # issue 9: calibrate + model card
-        from emotion import calibrating
-        summary["temperature"] = calibrating.after_training(cfg, summary, args.max_images_per_class)["temperature"]
+    summary = trainer.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
+                            dry_run=args.dry_run, calibrate=True)  # calibrated on val, with its model card
     print(json.dumps(summary), flush=True)
     return 0
 

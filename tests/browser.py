@@ -5,22 +5,22 @@
     result = scenario("classify", url, images=[...])  # one scenario of web/tools/browser.mjs, errors asserted
     write_y4m(Path("Megamind.avi"), Path("clip.y4m"), max_frames=48)   # a clip Chromium's fake camera plays
 
-Running the page itself (browser_missing, run_browser, classify_in_browser) is emotion/headless.py, since
+Running the page itself (browser_missing, run_browser, classify_in_browser) is emotion/serving/headless_browser.py, since
 export.py measures its TF.js formats with it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from emotion import atomic
-from emotion import headless
-from emotion.config import UserError
+from emotion.common import atomic
+from emotion.serving import headless_browser
+from emotion.common.errors import UserError
 
 
 def require_browser() -> None:
     """Skip the calling test (pytest) with the reason when headless Chromium cannot run the page here."""
     import pytest
-    missing = headless.browser_missing()
+    missing = headless_browser.browser_missing()
     if missing:
         pytest.skip(f"no browser tests: {missing} (make test installs Chromium and runs npm ci --prefix web)")
 
@@ -28,7 +28,7 @@ def require_browser() -> None:
 def scenario(name: str, url: str, **options) -> dict:
     """Run one scenario of web/tools/browser.mjs (see there) and return what it printed; an error it
     reports fails the test."""
-    result = headless.run_browser(name, url, timeout=240, **options)
+    result = headless_browser.run_browser(name, url, timeout=240, **options)
     assert "error" not in result, result["error"]
     return result
 

@@ -75,14 +75,14 @@ def spread_model_path(tmp_path_factory):
     """A saved 96x96 spread_model (calibrated on Megamind face crops) and its --set overrides (BlazeFace,
     TFLite backend): (path, overrides). Shared by the tests that compare outputs with the model, across the
     xdist workers too (with its cached TFLite conversion, made by whichever test runs first)."""
-    from emotion import config
+    from emotion.common import config
 
     def overrides_for(folder: Path) -> list[str]:
         return ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={folder / 'model.h5'}",
                 "face_detector=blazeface", "classifier_backend=tflite"]
 
     def build(folder: Path) -> None:
-        from emotion import model as model_lib
+        from emotion.model import network as model_lib
         cfg = config.load_config(None, overrides_for(folder))
         model_lib.save_model_atomic(spread_model(cfg, megamind_face_crops(24)), cfg.model_save_path)
 

@@ -28,7 +28,7 @@ def run_killed(steps: int, *args: str, timeout: float = 60) -> subprocess.Comple
 
 def kill_after(steps: int) -> None:
     """Wrap the library's disk-changing calls so that the process dies after `steps` of them."""
-    from emotion import placing
+    from emotion.data import placing
     done = [0]
 
     def step() -> None:
@@ -54,8 +54,7 @@ def kill_after(steps: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(REPO / "src"))
-    from emotion import cli
+    from emotion.common import cli
     import organize_data
 
     kill_after(int(sys.argv[1]))

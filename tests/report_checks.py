@@ -1,5 +1,5 @@
 """What a video run's per-track report (tracks.csv, emotion_timeline.png) must agree on, recomputed here from
-predictions.json independently of emotion/report.py. Used by test_report.py and by test_inference.py's checks
+predictions.json independently of emotion/runtime/track_report.py. Used by test_report.py and by test_inference.py's checks
 of every run (video, damaged file, webcam, Ctrl-C, --classify-every).
 
 Usage:

@@ -84,7 +84,7 @@ def random_batchnorm_model(cfg, seed: int = 0):
     import keras
     import numpy as np
 
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     model = model_lib.build_model(cfg)
     rng = np.random.default_rng(seed)
     for layer in model_lib.backbone(model).layers:
@@ -121,7 +121,7 @@ def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0
 
 def spread_model(cfg, calibration_images, logit_std: float = 3.0, seed: int = 0):
     """build_model(cfg) with spread_head. Imports Keras: call it in a fixture."""
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     return spread_head(model_lib.build_model(cfg), calibration_images, logit_std, seed)
 
 
@@ -132,7 +132,7 @@ def megamind_face_crops(count: int = 12, size=(96, 96)):
     import numpy as np
     import pytest
 
-    from emotion import faces
+    from emotion.runtime import faces
     require(VIDEOS / "Megamind.avi")
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
@@ -163,7 +163,7 @@ def tiny_model(shape=(32, 32, 3), seed: int = 0):
     import keras
     import numpy as np
 
-    from emotion import preprocess
+    from emotion.model import preprocess
     keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=tuple(shape), name="image")
     x = preprocess.apply(inputs)
@@ -184,8 +184,8 @@ def tiny_model(shape=(32, 32, 3), seed: int = 0):
 def save_random_model(folder: Path, *overrides: str):
     """build_model (random init, 96x96 unless overridden) saved as folder/model.h5: (cfg, keras model, its
     --set overrides). Imports Keras."""
-    from emotion import config
-    from emotion import model as model_lib
+    from emotion.common import config
+    from emotion.model import network as model_lib
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={Path(folder) / 'model.h5'}",
                  *overrides]
     cfg = config.load_config(None, overrides)

@@ -25,37 +25,37 @@ PER_CLASS = 15
 
 
 def test_ece_brier_nll_and_coverage_on_known_cases():
-    from emotion import calibration
+    from emotion.evaluation import calibration_metrics
     probs = np.array([[0.9, 0.1]] * 10)
     right = np.zeros(10, int)                       # 10 of 10 right at confidence 0.9: gap 0.1
     half = np.array([0] * 5 + [1] * 5)              # 5 of 10 right at confidence 0.9: gap 0.4
-    assert calibration.ece(probs, right) == pytest.approx(0.1)
-    assert calibration.ece(probs, half) == pytest.approx(0.4)
-    assert calibration.brier(np.eye(3), np.arange(3)) == 0 and calibration.brier(np.eye(3), [1, 2, 0]) == 2
-    assert calibration.nll(probs, right) == pytest.approx(-np.log(0.9))
+    assert calibration_metrics.ece(probs, right) == pytest.approx(0.1)
+    assert calibration_metrics.ece(probs, half) == pytest.approx(0.4)
+    assert calibration_metrics.brier(np.eye(3), np.arange(3)) == 0 and calibration_metrics.brier(np.eye(3), [1, 2, 0]) == 2
+    assert calibration_metrics.nll(probs, right) == pytest.approx(-np.log(0.9))
     mixed = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.55, 0.45]])
-    at = calibration.coverage_at(mixed, np.array([0, 1, 1, 0]), 0.6)
+    at = calibration_metrics.coverage_at(mixed, np.array([0, 1, 1, 0]), 0.6)
     assert at == {"coverage": 0.75, "answered_accuracy": pytest.approx(2 / 3)}
-    curve = calibration.coverage_curve(mixed, np.array([0, 1, 1, 0]))
+    curve = calibration_metrics.coverage_curve(mixed, np.array([0, 1, 1, 0]))
     np.testing.assert_allclose(curve["coverage"], [0.25, 0.5, 0.75, 1.0])
     np.testing.assert_allclose(curve["accuracy"], [1.0, 1.0, 2 / 3, 0.75])
 
 
 def test_fit_temperature_finds_the_nll_minimum_and_undo_recovers_the_raw_softmax():
-    from emotion import calibration
+    from emotion.evaluation import calibration_metrics
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 1, (400, 8))
-    y = np.array([rng.choice(8, p=p) for p in calibration.softmax(logits)])  # calibrated at T = 1 by construction
-    t = calibration.fit_temperature(10 * logits, y)
+    y = np.array([rng.choice(8, p=p) for p in calibration_metrics.softmax(logits)])  # calibrated at T = 1 by construction
+    t = calibration_metrics.fit_temperature(10 * logits, y)
     assert 7 < t < 14  # x10 logits need about T = 10
-    nll = lambda s: calibration.nll(calibration.softmax(10 * logits / s), y)  # noqa: E731
+    nll = lambda s: calibration_metrics.nll(calibration_metrics.softmax(10 * logits / s), y)  # noqa: E731
     assert nll(t) <= min(nll(t * 0.98), nll(t * 1.02))
-    np.testing.assert_allclose(calibration.undo_temperature(calibration.softmax(logits / 2.5), 2.5),
-                               calibration.softmax(logits), atol=1e-12)
+    np.testing.assert_allclose(calibration_metrics.undo_temperature(calibration_metrics.softmax(logits / 2.5), 2.5),
+                               calibration_metrics.softmax(logits), atol=1e-12)
 
 
 def test_the_uncertain_rule():
-    from emotion import confidence
+    from emotion.runtime import confidence
     assert confidence.decide("happy", 0.49, 0.5) == "uncertain" and confidence.decide("happy", 0.5, 0.5) == "happy"
     assert confidence.display_text("uncertain", "happy", 0.42) == "uncertain (happy 42%)"
     assert confidence.display_text("happy", "happy", 0.87) == "happy 87%"
@@ -76,7 +76,7 @@ def _images(folder: Path, shape) -> tuple[np.ndarray, np.ndarray]:
 def _legacy_model(cfg):
     """build_model as it was before issue 9: the custom preprocessing layer, the head a Dense with a softmax."""
     import keras
-    from emotion import legacy_layers
+    from emotion.model import legacy_layers
     keras.utils.set_random_seed(cfg.seed)
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
     x = legacy_layers.ResNetPreprocess(name="resnet_preprocess")(inputs)
@@ -92,8 +92,8 @@ def _legacy_model(cfg):
 def overconfident(tmp_path_factory):
     """A saved over-confident model (logits x10), then `evaluate.py --calibrate` on test: a dict of what the
     tests read (the model before, the test images, the metrics JSON, the run's stdout)."""
-    from emotion import model as model_lib
-    from emotion.config import load_config
+    from emotion.model import network as model_lib
+    from emotion.common.config import load_config
     import evaluate
 
     tmp = tmp_path_factory.mktemp("calibration")
@@ -118,7 +118,8 @@ def overconfident(tmp_path_factory):
 
 
 def test_an_over_confident_model_gets_t_above_1_lower_test_ece_and_the_same_argmax(overconfident):
-    from emotion import calibration, model as model_lib, temperature
+    from emotion.evaluation import calibration_metrics
+    from emotion.model import network as model_lib, temperature
     o = overconfident
     before, y = o["before"], o["y_test"]
     assert np.median(before.max(axis=1)) > 0.95  # over-confident indeed: a constant would not be
@@ -127,12 +128,12 @@ def test_an_over_confident_model_gets_t_above_1_lower_test_ece_and_the_same_argm
     assert t > 1 and t == pytest.approx(o["metrics"]["temperature"])
     after = np.asarray(model(o["x_test"], training=False), np.float64)
     np.testing.assert_array_equal(after.argmax(axis=1), before.argmax(axis=1))  # every test image
-    assert calibration.ece(after, y) < calibration.ece(before, y) / 2  # the test split: not used for fitting
+    assert calibration_metrics.ece(after, y) < calibration_metrics.ece(before, y) / 2  # the test split: not used for fitting
     logits = np.asarray(temperature.logits_model(model)(o["x_test"], training=False), np.float64)
-    np.testing.assert_allclose(after, calibration.softmax(logits / t), atol=1e-5)  # the layer divides by T
+    np.testing.assert_allclose(after, calibration_metrics.softmax(logits / t), atol=1e-5)  # the layer divides by T
     m = o["metrics"]
     assert m["ece"] < m["ece_uncalibrated"] and m["nll"] < m["nll_uncalibrated"]
-    assert m["ece_uncalibrated"] == pytest.approx(calibration.ece(before, y), abs=0.05)  # same faces, own resize
+    assert m["ece_uncalibrated"] == pytest.approx(calibration_metrics.ece(before, y), abs=0.05)  # same faces, own resize
     assert "calibrated" in o["stdout"] and f"T = {t:.3f}" in o["stdout"]
 
 
@@ -162,7 +163,7 @@ def _predictions(perf: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
     from support import CLASS_NAMES
-    from emotion import card
+    from emotion.evaluation import card
     o = overconfident
     m, model_path = o["metrics"], Path(o["cfg"].model_save_path)
     md_path, json_path = card.card_paths(model_path)
@@ -210,7 +211,7 @@ def test_predict_json_says_uncertain_below_min_confidence(overconfident):
 
 
 def card_line(o) -> str:
-    from emotion import card
+    from emotion.evaluation import card
     return card.summary_line(o["cfg"].model_save_path)
 
 
@@ -219,8 +220,9 @@ def card_line(o) -> str:
 
 
 def test_a_model_saved_before_loads_runs_and_is_calibrated_by_calibrate_py(tmp_path):
-    from emotion import calibration, card, model as model_lib, temperature
-    from emotion.config import load_config
+    from emotion.evaluation import calibration_metrics, card
+    from emotion.model import network as model_lib, temperature
+    from emotion.common.config import load_config
     overrides = tiny_config(tmp_path)
     cfg = load_config(None, overrides)
     link_organized(tmp_path / "data", per_class=4, splits=("val",))
@@ -242,7 +244,7 @@ def test_a_model_saved_before_loads_runs_and_is_calibrated_by_calibrate_py(tmp_p
     assert [layer.name for layer in model.layers[-3:]] == ["logits", "temperature", "probabilities"]
     probs = np.asarray(model(x, training=False), np.float64)
     np.testing.assert_array_equal(probs.argmax(axis=1), raw.argmax(axis=1))
-    np.testing.assert_allclose(probs, calibration.softmax(np.log(raw) / t), atol=1e-5)  # same weights, T applied
+    np.testing.assert_allclose(probs, calibration_metrics.softmax(np.log(raw) / t), atol=1e-5)  # same weights, T applied
     assert card.summary_line(cfg.model_save_path) == f"model: not evaluated yet, calibrated (T={t:.2f})"
     # rewritten with built-in layers: a plain Keras file now, with the same answers as the project's loader
     assert not any(type(layer).__module__.startswith("emotion") for layer in model.layers)

@@ -12,7 +12,8 @@ from support import CLASS_NAMES, as_set_args, link_organized, tiny_config
 
 def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
     import train
-    from emotion import card, model as model_lib, temperature
+    from emotion.evaluation import card
+    from emotion.model import network as model_lib, temperature
 
     link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
     overrides = tiny_config(tmp_path, "num_epochs=1", "fine_tune_epochs=0", "optimizer=sgd")  # SGD: traces faster
@@ -47,7 +48,7 @@ def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
 
 
 def _write(model_path, card_json: dict | None):
-    from emotion import card
+    from emotion.evaluation import card
     model_path.write_bytes(b"model bytes")
     if card_json is not None:
         card_json = {"model_sha256": card.file_sha256(model_path), **card_json}
@@ -55,7 +56,7 @@ def _write(model_path, card_json: dict | None):
 
 
 def test_summary_line_for_each_kind_of_card(tmp_path):
-    from emotion import card
+    from emotion.evaluation import card
     model = tmp_path / "m.h5"
     _write(model, None)
     assert card.summary_line(model) == "model: no model card"
@@ -70,7 +71,7 @@ def test_summary_line_for_each_kind_of_card(tmp_path):
 
 
 def test_update_card_merges_sections_and_renders_both_files(tmp_path):
-    from emotion import card
+    from emotion.evaluation import card
     model = tmp_path / "m.h5"
     _write(model, None)
     card.update_card(model, calibration={"temperature": 2.0}, metrics={"val": {"accuracy": 0.5, "num_images": 10}})

@@ -11,9 +11,9 @@ import pytest
 
 from support import snapshot
 
-from emotion import atomic
-from emotion import checkpoints
-from emotion.config import UserError
+from emotion.common import atomic
+from emotion.training import checkpoints
+from emotion.common.errors import UserError
 
 FINGERPRINT = "f" * 16
 

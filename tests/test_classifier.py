@@ -1,4 +1,4 @@
-"""emotion/conversion.py and emotion/classifier.py: the TFLite conversion (exact in float32), its cache, batching, quantized paths and the
+"""emotion/model/conversion.py and emotion/runtime/classifier.py: the TFLite conversion (exact in float32), its cache, batching, quantized paths and the
 Keras fallback. One random-init ResNet50 is converted once for the module; the cache and quantization tests
 use a tiny model of the same shape of graph (preprocess layer, conv, BatchNorm, softmax), which converts in
 a second or two. Timing is benchmarks/bench_classifier.py's job, not asserted here."""
@@ -11,8 +11,10 @@ import pytest
 
 from support import YOLO_SAMPLE, keras_probs, save_random_model, spread_head, tiny_model
 
-from emotion import classifier, conversion
-from emotion.config import UserError, load_config
+from emotion.runtime import classifier
+from emotion.model import conversion
+from emotion.common.config import load_config
+from emotion.common.errors import UserError
 
 TINY_SHAPE = (32, 32, 3)
 
@@ -67,7 +69,7 @@ def faces():
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     model = tiny_model(TINY_SHAPE)
     path = tmp_path_factory.mktemp("tiny") / "tiny.h5"
     model_lib.save_model_atomic(model, path)
@@ -147,7 +149,7 @@ def test_resnet_cache_is_reused(resnet, resnet_clf):
 
 
 def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     model, src = tiny
     path = tmp_path / "m.h5"
     path.write_bytes(src.read_bytes())
@@ -256,7 +258,7 @@ def test_quantized_formats_pick_the_keras_winner_on_a_spread_model(spread_tiny, 
 
 def test_mixed_precision_model_converts_as_float32(tmp_path):
     import keras
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what train.py sets with mixed_precision on
     try:
         mixed = tiny_model(TINY_SHAPE)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion import config
+from emotion.common import config, errors
 from support import REPO, link_organized, run_script
 
 
@@ -77,26 +77,26 @@ def test_overrides_keep_types_and_resolve_paths(tmp_path):
     ("noequals", r"--set takes KEY=VALUE"),
 ])
 def test_bad_overrides_name_the_key(override, pattern):
-    with pytest.raises(config.ConfigError, match=pattern) as info:
+    with pytest.raises(errors.ConfigError, match=pattern) as info:
         config.load_config(None, [override])
     assert "\n" not in str(info.value)
     assert info.value.code == 2
 
 
 def test_bad_config_files(tmp_path):
-    with pytest.raises(config.ConfigError, match="config file not found"):
+    with pytest.raises(errors.ConfigError, match="config file not found"):
         config.load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("data_path: [unclosed\n")
-    with pytest.raises(config.ConfigError, match="not valid YAML"):
+    with pytest.raises(errors.ConfigError, match="not valid YAML"):
         config.load_config(bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text((REPO / "config.yaml").read_text().replace("num_epochs:", "num_epoch:"))
-    with pytest.raises(config.ConfigError, match=r"unknown config key 'num_epoch' in .*typo.yaml \(did you mean 'num_epochs'"):
+    with pytest.raises(errors.ConfigError, match=r"unknown config key 'num_epoch' in .*typo.yaml \(did you mean 'num_epochs'"):
         config.load_config(typo)
     partial = tmp_path / "partial.yaml"
     partial.write_text("seed: 1\n")
-    with pytest.raises(config.ConfigError, match="lacks key"):
+    with pytest.raises(errors.ConfigError, match="lacks key"):
         config.load_config(partial)
 
 
@@ -136,7 +136,7 @@ def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
     path = tmp_path / name
     make(path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    with pytest.raises(config.ConfigError, match=pattern) as info:
+    with pytest.raises(errors.ConfigError, match=pattern) as info:
         config.load_config(path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and info.value.code == 2
@@ -146,7 +146,7 @@ def test_unreadable_config_files_are_one_line(tmp_path, name, make, pattern):
 def test_yaml_merge_keys_still_work(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text(_config_text().replace("seed: 42", "base: &b {x: 1}\nseed: {<<: *b, y: 2}"))
-    with pytest.raises(config.ConfigError, match=r"unknown config key 'base'"):  # parsed, then checked
+    with pytest.raises(errors.ConfigError, match=r"unknown config key 'base'"):  # parsed, then checked
         config.load_config(path)
 
 
@@ -162,10 +162,10 @@ def test_utf8_bom_is_fine(tmp_path):
 def test_duplicate_keys_refused_at_any_depth(tmp_path):
     path = tmp_path / "nested.yaml"
     path.write_text(_config_text().replace("seed: 42", "seed: {a: 1,\n  a: 2}"))
-    with pytest.raises(config.ConfigError, match=r"nested.yaml: key 'a' appears twice \(lines 10 and 11\)"):
+    with pytest.raises(errors.ConfigError, match=r"nested.yaml: key 'a' appears twice \(lines 10 and 11\)"):
         config.load_config(path)
     path.write_text(_config_text().replace("seed: 42", "seed: 42\n'seed': 43"))  # same key, quoted
-    with pytest.raises(config.ConfigError, match=r"key 'seed' appears twice \(lines 10 and 11\)"):
+    with pytest.raises(errors.ConfigError, match=r"key 'seed' appears twice \(lines 10 and 11\)"):
         config.load_config(path)
 
 
@@ -262,8 +262,8 @@ def test_verbose_shows_tensorflow_logging_error_still_last(broken_model_run):
 @pytest.mark.parametrize("verbose", [False, True])
 def test_the_tf_js_converter_s_ydf_advert_is_hidden_unless_verbose(verbose):
     """tensorflowjs's converter imports tensorflow_decision_forests, which prints an advert for ydf to stderr."""
-    code = ("import sys; sys.path.insert(0, 'src'); from emotion import cli\n"
-            f"cli.quiet_tensorflow()\nif {verbose}: cli.verbose_tensorflow()\n"
+    code = ("from emotion.common import console\n"
+            f"console.quiet_tensorflow()\nif {verbose}: console.verbose_tensorflow()\n"
             "import tensorflowjs.converters.converter\nprint('imported')")
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -276,8 +276,8 @@ def test_the_tf_js_converter_s_ydf_advert_is_hidden_unless_verbose(verbose):
 def test_error_line_comes_after_buffered_stdout():
     """stdout into a pipe is block-buffered: without a flush, what a script printed before failing would land
     after its error line when both streams go to one pipe (`2>&1 | tee log`)."""
-    code = ("import sys; sys.path.insert(0, 'src'); from emotion import cli, config\n"
-            "def main(argv):\n    print('working on it')\n    raise config.UserError('it went wrong')\n"
+    code = ("from emotion.common import cli, errors\n"
+            "def main(argv):\n    print('working on it')\n    raise errors.UserError('it went wrong')\n"
             "cli.run(main)")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a user's default
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

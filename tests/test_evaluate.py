@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from emotion import config
+from emotion.common import config, errors
 from support import CLASS_NAMES, as_set_args, keras_probs, link_organized, run_script, tiny_config
 
 PER_CLASS = 3
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to 
 def evaluated(tmp_path_factory):
     """Tiny test/val splits, a saved random-init 32x32 model, and one plain evaluation of the test split."""
     import evaluate
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
 
     tmp = tmp_path_factory.mktemp("evaluate")
     link_organized(tmp / "data", per_class=PER_CLASS, splits=("test", "val"))
@@ -50,8 +50,8 @@ def _predictions(path: Path):
 
 def _model_probs(model, paths, input_shape, flip=False) -> np.ndarray:
     """The model's own output on these files, decoded the way the project decodes them."""
-    from emotion import data_preprocessing as dp
-    images = np.stack([dp.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
+    from emotion.data import decoding
+    images = np.stack([decoding.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
     if flip:
         images = images[:, :, ::-1, :]
     return keras_probs(model, images)
@@ -156,7 +156,7 @@ def test_dry_run_writes_nothing(evaluated, capsys):
 def test_missing_test_folder_is_one_line(evaluated, tmp_path):
     import evaluate
     args = as_set_args(evaluated["overrides"] + [f"data_path={tmp_path / 'nothing'}"])
-    with pytest.raises(config.UserError) as err:
+    with pytest.raises(errors.UserError) as err:
         evaluate.main(args)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "nothing" / "test") in message and "organize_data.py" in message
@@ -176,7 +176,7 @@ def test_read_only_performance_dir_fails_before_any_work(read_only_folder, tmp_p
     """The check comes first: a missing model and data would otherwise be reported, after loading TensorFlow."""
     import evaluate
     perf = read_only_folder / "performance"
-    with pytest.raises(config.UserError, match=r"performance_dir .*read-only/performance is not writable .*"
+    with pytest.raises(errors.UserError, match=r"performance_dir .*read-only/performance is not writable .*"
                                                r"--set performance_dir=PATH"):
         evaluate.main(as_set_args(tiny_config(tmp_path, f"performance_dir={perf}")))
     assert capsys.readouterr().out == "" and list(read_only_folder.iterdir()) == []
@@ -185,10 +185,10 @@ def test_read_only_performance_dir_fails_before_any_work(read_only_folder, tmp_p
 def test_a_model_of_another_class_count_is_one_line(evaluated):
     """The 8-class model against a config listing 7 classes: the class-count check every command shares (the
     data's 8 class folders would be refused first through evaluate.main, so match_model is called itself)."""
-    from emotion import evaluation
+    from emotion.evaluation import evaluator
     seven = config.Config(evaluated["cfg"], class_names=CLASS_NAMES[:7])
-    with pytest.raises(config.UserError) as err:
-        evaluation.match_model(seven, evaluated["model"], Path("models/model.h5"))
+    with pytest.raises(errors.UserError) as err:
+        evaluator.match_model(seven, evaluated["model"], Path("models/model.h5"))
     assert str(err.value) == ("the model models/model.h5 predicts 8 classes but config key class_names lists 7: "
                               "evaluate with the config it was trained with")
-    assert evaluation.match_model(evaluated["cfg"], evaluated["model"], Path("m.h5")).class_names == CLASS_NAMES
+    assert evaluator.match_model(evaluated["cfg"], evaluated["model"], Path("m.h5")).class_names == CLASS_NAMES

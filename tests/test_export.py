@@ -1,4 +1,4 @@
-"""src/export.py (emotion/exporting.py): every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
+"""src/export.py (emotion/serving/exporting.py): every format from one tiny model (32x32 ResNet50, random init with random BatchNorm
 statistics, so that the folded biases are not zero as in a trained model, a spread head, so that its
 probabilities differ by tenths between images as a trained model's do, and a calibrated temperature T != 1, so
 that every format matching Keras proves it carries T), exported once for the module; the tests check the files'
@@ -18,7 +18,8 @@ from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organize
 from browser import require_browser
 
 import export
-from emotion import conversion, exporting, headless, temperature
+from emotion.model import conversion, temperature
+from emotion.serving import exporting, headless_browser
 
 CALIBRATED_T = 1.7  # as train.py's calibration would leave it: every format must give the calibrated probabilities
 ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_float32", "tfjs_uint8"]
@@ -28,8 +29,8 @@ ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_f
 def exported(tmp_path_factory):
     """(keras model, output folder, report rows, val images float32, the run's stdout)."""
     require(YOLO_SAMPLE)
-    from emotion import model as model_lib
-    from emotion.config import load_config
+    from emotion.model import network as model_lib
+    from emotion.common.config import load_config
 
     tmp = tmp_path_factory.mktemp("export")
     overrides = tiny_config(tmp)
@@ -81,9 +82,9 @@ def test_the_seed_s_converter_command_on_the_exported_saved_model_gives_a_page_m
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert exporting.tfjs_fused_bias_ranks(tmp_path / "web_model" / "model.json").get(4)  # what WASM rejects
-    from emotion.config import load_config
+    from emotion.common.config import load_config
     cfg = load_config(None, tiny_config(tmp_path))
-    run = headless.classify_in_browser(cfg, tmp_path / "web_model", x, tmp_path / "page", latency_runs=1)
+    run = headless_browser.classify_in_browser(cfg, tmp_path / "web_model", x, tmp_path / "page", latency_runs=1)
     np.testing.assert_allclose(run["probs"], keras_probs(model, x), atol=1e-4)
 
 
@@ -94,17 +95,17 @@ def _spread(probs) -> float:
 def test_the_module_model_s_outputs_spread_and_carry_t(exported):
     """What makes the tolerances below mean something: a constant would be tenths away, and so would the
     uncalibrated probabilities (a format that dropped the temperature)."""
-    from emotion import calibration
+    from emotion.evaluation import calibration_metrics
     model, _, _, x, _ = exported
     expected = keras_probs(model, x)
     assert _spread(expected) > 0.3 and len(set(expected.argmax(axis=1))) >= 4
     assert temperature.temperature_of(model) == pytest.approx(CALIBRATED_T)
     logits = np.asarray(temperature.logits_model(model)(x, training=False), np.float64)
-    assert np.abs(calibration.softmax(logits) - expected).max() > 0.05  # without T: far beyond every tolerance
+    assert np.abs(calibration_metrics.softmax(logits) - expected).max() > 0.05  # without T: far beyond every tolerance
 
 
 def test_tflite_float32_matches_keras_within_the_readme_s_1e_4(exported):
-    from emotion import classifier
+    from emotion.runtime import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float32.tflite", num_threads=1).predict(x)
     np.testing.assert_allclose(probs, keras_probs(model, x), rtol=0, atol=1e-4)  # README: float32 within 1e-4
@@ -119,7 +120,7 @@ def test_tflite_float32_is_left_as_the_model_file_s_cached_conversion(exported):
 
 
 def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
-    from emotion import classifier
+    from emotion.runtime import classifier
     model, out, _, x, _ = exported
     probs = classifier.EmotionClassifier(out / "emotion_float16.tflite", num_threads=1).predict(x)
     expected = keras_probs(model, x)
@@ -128,7 +129,7 @@ def test_tflite_float16_matches_keras_and_agrees_on_every_argmax(exported):
 
 
 def test_tflite_int8_gives_probabilities(exported):
-    from emotion import classifier
+    from emotion.runtime import classifier
     model, out, _, x, _ = exported
     clf = classifier.EmotionClassifier(out / "emotion_int8.tflite", num_threads=1)
     probs = clf.predict(x)
@@ -206,15 +207,15 @@ def test_fold_batch_norms_keeps_the_models_output(exported):
 
 def test_report_has_a_row_per_format_with_its_numbers(exported):
     _, out, rows, x, stdout = exported
-    if headless.browser_missing() and in_ci():  # the rows below would go unmeasured: a skip in disguise
-        pytest.fail(f"CI=true: the TF.js rows must be measured in headless Chromium: {headless.browser_missing()}")
+    if headless_browser.browser_missing() and in_ci():  # the rows below would go unmeasured: a skip in disguise
+        pytest.fail(f"CI=true: the TF.js rows must be measured in headless Chromium: {headless_browser.browser_missing()}")
     assert [r["format"] for r in rows] == ALL
     assert list(rows[0]) == exporting.COLUMNS
     by_format = {r["format"]: r for r in rows}  # int8 weights: under 0.4 of the float32 file (was in test_pipeline)
     assert float(by_format["tflite_int8"]["size_mb"]) < 0.4 * float(by_format["tflite_float32"]["size_mb"])
     for r in rows:
         assert float(r["size_mb"]) > 0 and Path(r["path"]).exists()
-        if r["format"].startswith("tfjs") and headless.browser_missing():
+        if r["format"].startswith("tfjs") and headless_browser.browser_missing():
             assert r["latency_ms_batch1"] == r["val_accuracy"] == r["max_abs_prob_diff_vs_keras"] == ""
             assert "measured in the browser: not run here" in r["note"]
         else:
@@ -223,9 +224,9 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
             float(r["accuracy_drop_points"])
             assert float(r["max_abs_prob_diff_vs_keras"]) >= 0
     by = {r["format"]: r for r in rows}
-    for name in ("saved_model", "tflite_float32", *(() if headless.browser_missing() else ("tfjs_float32",))):
+    for name in ("saved_model", "tflite_float32", *(() if headless_browser.browser_missing() else ("tfjs_float32",))):
         assert float(by[name]["max_abs_prob_diff_vs_keras"]) <= 1e-4 and by[name]["within_threshold"] == "True"
-    if not headless.browser_missing():  # measured in headless Chromium, by the page's classify()
+    if not headless_browser.browser_missing():  # measured in headless Chromium, by the page's classify()
         assert "headless Chromium, TF.js wasm" in by["tfjs_uint8"]["note"]
     last = json.loads(stdout.strip().splitlines()[-1])
     assert last["formats"] == ALL and last["num_val_images"] == len(x) == 16
@@ -234,11 +235,11 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
 
 def _val_split(rows):
     """The module's val images and labels as data_preprocessing gives them to export (same resize), and the cfg."""
-    from emotion import data_preprocessing as dp
-    from emotion.config import load_config
+    from emotion.data import datasets
+    from emotion.common.config import load_config
     base = Path(rows[0]["path"]).parent.parent
     cfg = load_config(None, tiny_config(base))
-    ds, _ = dp.make_dataset(base / "data" / "val", cfg, training=False, cache=False)
+    ds, _ = datasets.make_dataset(base / "data" / "val", cfg, training=False, cache=False)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in ds])
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -246,7 +247,7 @@ def _val_split(rows):
 def test_report_accuracy_and_drop_points_are_each_format_s_own(exported):
     """val_accuracy re-computed from each TFLite file's predictions, accuracy_drop_points = Keras minus it (in
     points), within_threshold = drop <= 0.5 for quantized formats, and failed_checks = the rows outside."""
-    from emotion import classifier
+    from emotion.runtime import classifier
     model, _, rows, _, stdout = exported
     x, y = _val_split(rows)
     keras_acc = float((keras_probs(model, x).argmax(axis=1) == y).mean())
@@ -303,7 +304,7 @@ def test_dry_run_writes_nothing(exported, tmp_path):
 
 
 def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
-    from emotion.config import UserError
+    from emotion.common.errors import UserError
     _, _, rows, _, _ = exported
     base = Path(rows[0]["path"]).parent.parent
     overrides = tiny_config(base, f"data_path={tmp_path / 'nothing'}")

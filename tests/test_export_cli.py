@@ -14,7 +14,8 @@ from support import (YOLO_SAMPLE, as_set_args, keras_probs, link_organized, rand
 from no_tfjs import env_without_tfjs
 
 import export
-from emotion import conversion, exporting
+from emotion.model import conversion
+from emotion.serving import exporting
 ALL = exporting.DEFAULT_FORMATS  # what --formats all and no --formats mean
 
 
@@ -64,8 +65,8 @@ def test_without_the_tfjs_converter_the_other_formats_are_exported(tmp_path):
     """tensorflowjs is an optional extra: without it (import blocked in the subprocess), the TF.js formats asked
     for are skipped with one line saying why and how to get them, and the others are exported and reported."""
     require(YOLO_SAMPLE)
-    from emotion import model as model_lib
-    from emotion.config import load_config
+    from emotion.model import network as model_lib
+    from emotion.common.config import load_config
     overrides = tiny_config(tmp_path)
     cfg = load_config(None, overrides)
     link_organized(tmp_path / "data", per_class=1, splits=("val",))
@@ -101,8 +102,8 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
     from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
     the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
-    from emotion import model as model_lib
-    from emotion.config import load_config
+    from emotion.model import network as model_lib
+    from emotion.common.config import load_config
     model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
     folded, count = conversion.fold_batch_norms(model)

@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion import faces
-from emotion.config import UserError
+from emotion.runtime import faces
+from emotion.common.errors import UserError
 from support import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
 
 FRAME_W, FRAME_H = 640, 480
@@ -95,7 +95,7 @@ def check_faces(found, shape):
 
 def test_import_is_light():
     """Importing faces (and using the Haar backend) must not import TensorFlow: scripts' --help stays fast."""
-    code = ("import sys, numpy as np; sys.path.insert(0, 'src'); from emotion import faces; "
+    code = ("import sys, numpy as np; from emotion.runtime import faces; "
             "assert 'tensorflow' not in sys.modules, 'import'; "
             "faces.FaceDetector('haar').detect(np.zeros((48, 64, 3), np.uint8)); "
             "assert 'tensorflow' not in sys.modules, 'haar'")
@@ -333,8 +333,8 @@ def test_group_photo(blazeface, blazeface_full, haar):
 
 
 def test_config_offers_every_backend():
-    from emotion import config
+    from emotion.common import config, errors
     for backend in faces.BACKENDS:
         assert config.load_config(None, [f"face_detector={backend}"]).face_detector == backend
-    with pytest.raises(config.ConfigError, match=re.escape("one of auto | blazeface | blazeface_full | haar")):
+    with pytest.raises(errors.ConfigError, match=re.escape("one of auto | blazeface | blazeface_full | haar")):
         config.load_config(None, ["face_detector=blazeface_short"])

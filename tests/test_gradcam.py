@@ -1,4 +1,4 @@
-"""emotion/gradcam.py: Grad-CAM with a known answer, and on the project's ResNet50 (frozen as when pretrained,
+"""emotion/model/gradcam.py: Grad-CAM with a known answer, and on the project's ResNet50 (frozen as when pretrained,
 trainable as from scratch, saved and loaded).
 
 Known answer: a small model (a nested two-convolution backbone, as build_model nests ResNet50) trained in
@@ -53,7 +53,7 @@ def patch_model():
 
 
 def test_the_map_of_a_patch_decided_class_lies_on_the_patch_s_region(patch_model):
-    from emotion import gradcam
+    from emotion.model import gradcam
     x, labels, corners = _pictures(200, np.random.default_rng(2))
     accuracy = float(np.mean(patch_model.predict(x, verbose=0).argmax(axis=1) == labels))
     assert accuracy >= 0.95, f"the test model did not learn the patch ({accuracy:.2f})"
@@ -76,7 +76,7 @@ def test_the_map_of_a_patch_decided_class_lies_on_the_patch_s_region(patch_model
 
 def test_a_layer_at_the_top_level_and_a_missing_name(patch_model):
     import keras
-    from emotion import gradcam
+    from emotion.model import gradcam
     x, labels, _ = _pictures(16, np.random.default_rng(3))
     flat = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv"),
                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2, activation="softmax")])
@@ -89,9 +89,9 @@ def test_a_layer_at_the_top_level_and_a_missing_name(patch_model):
 def test_resnet50_maps_alike_frozen_and_trainable_and_after_a_save(tmp_path):
     """The project's model on real face crops: a frozen backbone (pretrained, phase 'head') gives the same maps
     as a trainable one (from scratch), the probabilities are the model's, and a saved .h5 model gives them too."""
-    from emotion import config
-    from emotion import gradcam
-    from emotion import model as model_lib
+    from emotion.common import config
+    from emotion.model import gradcam
+    from emotion.model import network as model_lib
     from support import spread_head
     crops = megamind_face_crops(6).astype(np.float32)
     cfg = config.load_config(None, ["weights=null", "input_shape=[96, 96, 3]"])
@@ -115,7 +115,7 @@ def test_resnet50_maps_alike_frozen_and_trainable_and_after_a_save(tmp_path):
 
 
 def test_overlay_keeps_the_crop_where_the_map_is_cold():
-    from emotion import gradcam
+    from emotion.model import gradcam
     crop = np.full((8, 8, 3), 100, np.uint8)
     heat = np.zeros((8, 8), np.float32)
     heat[:4] = 1.0

@@ -1,4 +1,4 @@
-"""emotion/tracking.py, emotion/sources.py and src/inference.py: stable face ids, temporal smoothing, and video/webcam inference on real
+"""emotion/runtime/tracking.py, emotion/runtime/frame_sources.py and src/inference.py: stable face ids, temporal smoothing, and video/webcam inference on real
 clips with their outputs checked by content (predictions.json, the annotated video, the log, labeled frames),
 damaged files, a missing file or camera, and Ctrl-C.
 
@@ -22,14 +22,13 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion import config
-from emotion import display
-from emotion import drawing
-from emotion import faces
+from emotion.common import colours, config
+from emotion.runtime import display
+from emotion.runtime import faces
 import inference
-from emotion import sources
-from emotion import tracking
-from emotion.config import UserError
+from emotion.runtime import frame_sources
+from emotion.runtime import tracking
+from emotion.common.errors import UserError
 from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
 from report_checks import check_report
 
@@ -173,7 +172,7 @@ def _read_all(source):
 
 
 def test_frame_source_skips_damaged_frames_by_position_and_counts_them():
-    source = sources.FrameSource(FakeCapture(20, bad={5, 6, 7, 12}), "video", "fake")
+    source = frame_sources.FrameSource(FakeCapture(20, bad={5, 6, 7, 12}), "video", "fake")
     frames = _read_all(source)
     indices = [i for i, _ in frames]
     assert indices == [i for i in range(20) if i not in {5, 6, 7, 12}]
@@ -183,7 +182,7 @@ def test_frame_source_skips_damaged_frames_by_position_and_counts_them():
 
 
 def test_frame_source_stops_on_a_truncated_file_and_counts_what_is_lost():
-    source = sources.FrameSource(FakeCapture(30, truncate=18), "video", "fake")
+    source = frame_sources.FrameSource(FakeCapture(30, truncate=18), "video", "fake")
     frames = _read_all(source)
     assert [i for _, i in frames] == list(range(18))
     assert source.skipped == 0 and source.lost_at_end == 12
@@ -191,8 +190,8 @@ def test_frame_source_stops_on_a_truncated_file_and_counts_what_is_lost():
 
 
 def test_frame_source_retries_a_camera_then_reports_it_gone(monkeypatch):
-    monkeypatch.setattr(sources.time, "sleep", lambda s: None)
-    source = sources.FrameSource(FakeCapture(10, bad={3}, camera=True), "camera", "camera:0")
+    monkeypatch.setattr(frame_sources.time, "sleep", lambda s: None)
+    source = frame_sources.FrameSource(FakeCapture(10, bad={3}, camera=True), "camera", "camera:0")
     frames = _read_all(source)
     assert [i for i, _ in frames] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
     assert source.skipped == 1 and source.stop_reason == "camera stopped delivering frames"
@@ -213,7 +212,7 @@ def test_a_damaged_copy_of_the_clip_is_read_past_its_bad_stretch(tmp_path):
         naive += 1
     cap.release()
     assert naive < total, "this OpenCV build reads through the damage; the test needs a failing read"
-    source = sources.open_video(damaged)
+    source = frame_sources.open_video(damaged)
     try:
         frames = _read_all_indices(source)
     finally:
@@ -274,7 +273,7 @@ def model_overrides(tmp_path_factory):
     """--set overrides for a saved random-init 96x96 ResNet50, converted to TFLite once (cached beside it)."""
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
-    from emotion import classifier
+    from emotion.runtime import classifier
     cfg, _, overrides = save_random_model(tmp_path_factory.mktemp("inference_model"), "face_detector=blazeface")
     classifier.load_classifier(cfg.model_save_path, prefer="tflite", num_threads=1)  # the conversion, once
     return overrides
@@ -699,7 +698,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
     """Each face's raw_probabilities equal the model (Keras) on recognizer's crop of the box in the SOURCE frame
     it names (read again here with OpenCV), within 1e-4; the model's outputs spread (tenths between faces), so
     an RGB/BGR swap or an off-by-one frame fails. Labeled frames carry each face's box in its label's colour."""
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
 
     path, overrides = spread_model_path
     frames = 40
@@ -740,7 +739,7 @@ def test_raw_probabilities_are_the_model_on_the_crop_of_that_frame_and_the_frame
         assert image.shape == original.shape
         annotated = np.zeros(image.shape[:2], bool)
         for face in p["faces"]:
-            colour = np.array(drawing.PALETTE[class_names.index(face["top_label"])], np.uint8)
+            colour = np.array(colours.PALETTE[class_names.index(face["top_label"])], np.uint8)
             rows, cols = _perimeter(face["box"])
             on_outline = (image[rows, cols] == colour).all(axis=1).mean()
             assert on_outline > 0.9, (png.name, face["box"], on_outline)

@@ -2,18 +2,21 @@
 "What runs where" table, which must say what benchmarks/check_platforms.py expects pip to resolve."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from support import REPO
 
-sys.path.insert(0, str(REPO / "benchmarks"))
-import check_platforms  # noqa: E402
+_spec = importlib.util.spec_from_file_location("check_platforms", REPO / "benchmarks" / "check_platforms.py")
+check_platforms = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(check_platforms)
 
 MAKE = shutil.which("make")
 
@@ -103,3 +106,38 @@ def test_the_readme_table_says_what_check_platforms_expects():
         (said,) = [files for start, files in meaning.items() if cell.startswith(start)]
         expected = {r for r in check_platforms.REQUIREMENTS if check_platforms.EXPECTED[(platform, python, r)]}
         assert said == expected, (platform, python, cell)
+
+
+def test_the_package_imports_from_any_folder(tmp_path):
+    """make setup installs the project editable (pip install -e .): `import emotion` works outside the
+    repository, with no PYTHONPATH, and finds this checkout's sources."""
+    code = "import emotion, emotion.common.config as c; print(emotion.__file__); print(c.REPO_ROOT)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    package, root = proc.stdout.splitlines()
+    assert Path(package) == REPO / "src" / "emotion" / "__init__.py" and Path(root) == REPO
+
+
+def test_pyproject_declares_requirements_txt():
+    """pyproject.toml's dependencies are requirements.txt's pins (read from it at build time), its Python range
+    is the Makefile's, and its tfjs extra is requirements-tfjs.txt's own pins."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["dynamic"] == ["dependencies"]
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"] == {"file": ["requirements.txt"]}
+    assert project["project"]["requires-python"] == ">=3.11,<3.13"
+    pins = [line.strip() for line in (REPO / "requirements-tfjs.txt").read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith(("#", "-r"))]
+    assert project["project"]["optional-dependencies"]["tfjs"] == pins
+
+
+def test_no_test_or_benchmark_edits_sys_path():
+    """The package is installed; tests import it (and the scripts) by name, benchmarks load the tests' helpers
+    by file path (benchmarks/tests_helpers.py)."""
+    offenders = [f"{p.relative_to(REPO)}:{i}" for folder in ("tests", "benchmarks") for p in (REPO / folder).glob("*.py")
+                 for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if re.search(r"sys\.path\.(insert|append)|sys\.path \+?=", line)]
+    assert offenders == []

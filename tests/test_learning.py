@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from emotion import config
+from emotion.common import config
 from support import as_set_args, link_organized, tiny_config
 
 NO_AUGMENT = ["augment_flip=false", "augment_rotation=0.0", "augment_shift=0.0", "augment_zoom=0.0",
@@ -24,7 +24,7 @@ NO_AUGMENT = ["augment_flip=false", "augment_rotation=0.0", "augment_shift=0.0",
 def overfit_run(tmp_path_factory):
     """Six epochs of Adam on 16 real images (2 per class), one full batch per step, no augmentation or dropout:
     a model that learns overfits them. monitor=val_loss, so the best epoch is the one with the lowest val loss."""
-    from emotion import training
+    from emotion.training import trainer
 
     tmp = tmp_path_factory.mktemp("overfit")
     link_organized(tmp / "data", per_class=2, splits=("train", "val"))
@@ -32,7 +32,7 @@ def overfit_run(tmp_path_factory):
                             "learning_rate=1e-3", "train_batch_size=16", "label_smoothing=0.0",
                             "class_weighting=none", "dropout=0.0", "dense_units=0", "monitor=val_loss", *NO_AUGMENT)
     cfg = config.load_config(None, overrides)
-    summary = training.train(cfg, log=lambda *a: None)
+    summary = trainer.train(cfg, log=lambda *a: None)
     with (tmp / "performance" / "training_log.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     return tmp, cfg, overrides, summary, rows
@@ -49,7 +49,7 @@ def test_training_loss_falls_on_a_few_real_images(overfit_run):
 
 
 def test_trained_weights_move_away_from_a_fresh_model(overfit_run):
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
 
     tmp, cfg, _, _, _ = overfit_run
     fresh = model_lib.build_model(cfg)  # seeded by cfg.seed: the weights training started from
@@ -117,9 +117,9 @@ def _reference_losses(model, x, y, smoothing):
 def _train_epoch(model, class_weight=None, smoothing=0.0):
     import tensorflow as tf
 
-    from emotion import training
+    from emotion.training import trainer
     cfg = config.load_config(None, [f"label_smoothing={smoothing}"])
-    return training.TrainEpoch(model, tf.distribute.get_strategy(), cfg, class_weight, jit=False)
+    return trainer.TrainEpoch(model, tf.distribute.get_strategy(), cfg, class_weight, jit=False)
 
 
 def test_class_weights_scale_each_example_loss():
@@ -175,8 +175,8 @@ def test_train_epoch_applies_the_update():
 
 
 def _optimizer(*overrides, lr=1e-3, steps=100):
-    from emotion import training
-    return training.make_optimizer(config.load_config(None, list(overrides)), lr, steps)
+    from emotion.training import trainer
+    return trainer.make_optimizer(config.load_config(None, list(overrides)), lr, steps)
 
 
 def test_sgd_is_nesterov_momentum_0_9():
@@ -209,15 +209,15 @@ def test_cosine_schedule_decays_from_the_rate_to_alpha_over_the_phase():
 
 def test_compile_model_uses_each_phase_rate_and_length():
     """Phase 1 decays learning_rate over steps x num_epochs, phase 2 fine_tune_learning_rate over its own."""
-    from emotion import model as model_lib
-    from emotion import training
+    from emotion.model import network as model_lib
+    from emotion.training import trainer
 
     cfg = config.load_config(None, tiny_config(config.REPO_ROOT / "unused", "learning_rate=1e-3",
                                                "fine_tune_learning_rate=1e-5", "num_epochs=3",
                                                "fine_tune_epochs=2", "lr_schedule=cosine", "optimizer=sgd"))
     model = model_lib.build_model(cfg)
     for phase, lr, epochs in (("head", 1e-3, 3), ("fine_tune", 1e-5, 2)):
-        training.compile_model(model, cfg, phase, steps_per_epoch=5)
+        trainer.compile_model(model, cfg, phase, steps_per_epoch=5)
         opt = model.optimizer
         schedule = opt._learning_rate
         assert float(schedule(0)) == pytest.approx(lr)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from emotion import config
+from emotion.common import config
 from support import REPO, SPLITS, link_organized
 
 nbformat = pytest.importorskip("nbformat")
@@ -27,7 +27,7 @@ CELL_TIMEOUT = 120
 def _organize(source: Path, data_dir: Path, class_names: list[str]) -> None:
     """The organized layout, made the way a user makes it when organize_data.py exists."""
     if (REPO / "src" / "organize_data.py").exists():
-        from emotion import organize
+        from emotion.data import organize
 
         organize.organize(source, data_dir, class_names, mode="link")
     else:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from emotion import cli
+from emotion.common import cli
 import organize_data
-from emotion import image_types, organize, yolo
-from emotion.config import UserError
+from emotion.common import image_types
+from emotion.data import organize, yolo
+from emotion.common.errors import UserError
 from support import run_script
 from organize_killer import run_killed
 from test_documented_flow import copy_subset

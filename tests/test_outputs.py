@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from emotion import outputs
-from emotion.config import UserError
+from emotion.common import outputs
+from emotion.common.errors import UserError
 
 
 @pytest.fixture

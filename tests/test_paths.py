@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from emotion import paths
-from emotion.config import UserError
+from emotion.common import paths
+from emotion.common.errors import UserError
 
 
 def test_check_writable_accepts_a_new_folder_below_a_writable_one_and_leaves_nothing(tmp_path):

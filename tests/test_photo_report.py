@@ -24,8 +24,8 @@ PHOTOS = 8
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    from emotion import config
-    from emotion import model as model_lib
+    from emotion.common import config
+    from emotion.model import network as model_lib
     tmp = tmp_path_factory.mktemp("photo_report")
     # min_confidence 0: every face gets its class, which the counts below check ("uncertain" faces and their
     # count_uncertain column: test_report.py, test_calibration.py)
@@ -76,9 +76,9 @@ def test_summary_csv_of_a_folder(env):
 
 
 def test_explain_writes_one_grad_cam_figure_per_face(env):
-    from emotion import gradcam
-    from emotion import model as model_lib
-    from emotion import recognizer
+    from emotion.model import gradcam
+    from emotion.model import network as model_lib
+    from emotion.runtime import recognizer
     code, printed = _predict(env, "--image_path", str(env["folder"]), "--json", "--explain")
     results = Path(env["cfg"].results_dir)
     entries = json.loads((results / "predictions.json").read_text())

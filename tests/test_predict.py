@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion import cli
-from emotion import config
-from emotion import drawing
-from emotion import faces
-from emotion import photos
+from emotion.common import cli
+from emotion.common import config
+from emotion.runtime import drawing
+from emotion.runtime import faces
+from emotion.runtime import photos
 import predict
-from emotion import recognizer
-from emotion.config import UserError
+from emotion.runtime import recognizer
+from emotion.common.errors import UserError
 from support import (FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, require, run_script, tiny_config,
                      tiny_model)
 
@@ -52,8 +52,8 @@ def env(tmp_path_factory):
     """A saved random-init 96x96 model, its config (keras backend), the Keras model, and one recognizer."""
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
-    from emotion import classifier
-    from emotion import model as model_lib
+    from emotion.runtime import classifier
+    from emotion.model import network as model_lib
 
     tmp = tmp_path_factory.mktemp("predict")
     overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface")
@@ -68,7 +68,7 @@ def env(tmp_path_factory):
 @pytest.fixture
 def spy(env, monkeypatch):
     """predict.main's recognizer gets the module's loaded classifier (no reload per test), wrapped to count calls."""
-    from emotion import classifier
+    from emotion.runtime import classifier
     counting = CountingClassifier(env["clf"])
     monkeypatch.setattr(classifier, "load_classifier", lambda path, prefer="tflite", **kw: counting)
     return counting
@@ -342,7 +342,7 @@ def test_bad_files_exit_1_and_the_rest_carries_on(env, tmp_path):
 def test_tflite_backend(env, tmp_path):
     """predict.py with classifier_backend=tflite (a tiny model of the project's kind, converted in seconds):
     the cached conversion is made beside the model and its probabilities equal the Keras model's."""
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
 
     tiny = tiny_model((96, 96, 3), seed=1)
     path = tmp_path / "tiny.h5"
@@ -457,7 +457,7 @@ def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_mod
     """Two colour photos (a Megamind frame; a real face photo tinted orange), PNG so nothing is lost: predict.py's
     probabilities equal the model on recognizer's RGB crop of each box within 1e-4. The test model's outputs
     spread, so the same crop in BGR order gives probabilities tenths away (asserted: the check has teeth)."""
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
 
     path, overrides = spread_model_path
     cap = cv2.VideoCapture(str(require(VIDEOS / "Megamind.avi")))

@@ -1,4 +1,4 @@
-"""emotion/report.py: the per-track report of a video or webcam run (tracks.csv, emotion_timeline.png, one line
+"""emotion/runtime/track_report.py: the per-track report of a video or webcam run (tracks.csv, emotion_timeline.png, one line
 per track), on hand-made runs with known answers and end to end on ../shared/videos/Megamind.avi.
 
 The end-to-end run uses conftest's spread model (its labels vary between faces, so shares and dominant labels
@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from support import CLASS_NAMES, VIDEOS, as_set_args, require
-from emotion import report
-from emotion.drawing import PALETTE
+from emotion.common import colours
+from emotion.runtime import track_report
+from emotion.common.colours import PALETTE
 from report_checks import check_report
 
 
@@ -62,7 +63,7 @@ def _known_run() -> list[dict]:
 
 
 def test_track_rows_have_the_known_answer():
-    rows = report.track_rows(_known_run(), CLASS_NAMES)
+    rows = track_report.track_rows(_known_run(), CLASS_NAMES)
     assert [r["id"] for r in rows] == [1, 2, 3]
     one, two, three = rows
     assert (one["first_s"], one["last_s"], one["frames"], one["faces_classified"]) == (0.0, 11.0, 264, 264)
@@ -81,25 +82,25 @@ def test_track_rows_have_the_known_answer():
 
 def test_uncertain_column_only_when_asked_or_present():
     run = _run({1: [(0.0, _face(1, "happy", HAPPY)), (0.04, _face(1, "happy", HAPPY))]})
-    assert "share_uncertain" not in report.track_rows(run, CLASS_NAMES)[0]
-    row = report.track_rows(run, CLASS_NAMES, uncertain=True)[0]  # a model with min_confidence: the column is there
+    assert "share_uncertain" not in track_report.track_rows(run, CLASS_NAMES)[0]
+    row = track_report.track_rows(run, CLASS_NAMES, uncertain=True)[0]  # a model with min_confidence: the column is there
     assert row["share_uncertain"] == 0.0 and row["share_happy"] == 1.0
 
 
 def test_terminal_lines():
-    lines = report.track_lines(report.track_rows(_known_run(), CLASS_NAMES))
+    lines = track_report.track_lines(track_report.track_rows(_known_run(), CLASS_NAMES))
     assert lines[0] == "#1 0:00-0:11 (264 frames): happy 62%, neutral 30%, sad 8%"
     assert lines[1] == "#2 0:00-0:00 (5 frames): sad 60%, fear 40%"
     assert lines[2] == "#3 0:02-0:02 (4 frames): happy 50%, surprise 25%, uncertain 25%"
-    four = report.track_rows(_run({7: [(3725.0 + i, _face(7, lab, {lab: 1.0}))
+    four = track_report.track_rows(_run({7: [(3725.0 + i, _face(7, lab, {lab: 1.0}))
                                        for i, lab in enumerate(["anger", "fear", "sad", "happy", "happy"])]}),
                              CLASS_NAMES)
-    assert report.track_lines(four) == ["#7 1:02:05-1:02:09 (5 frames): happy 40%, anger 20%, fear 20%, ..."]
+    assert track_report.track_lines(four) == ["#7 1:02:05-1:02:09 (5 frames): happy 40%, anger 20%, fear 20%, ..."]
 
 
 def test_csv_and_timeline_agree_with_the_run(tmp_path):
     run = _known_run()
-    rows = report.write_report(run, CLASS_NAMES, tmp_path / "tracks.csv", tmp_path / "emotion_timeline.png")
+    rows = track_report.write_report(run, CLASS_NAMES, tmp_path / "tracks.csv", tmp_path / "emotion_timeline.png")
     read = check_report(tmp_path, run)  # recomputed independently of report.py
     assert [int(r["id"]) for r in read] == [r["id"] for r in rows]
     assert [float(r["share_uncertain"]) for r in read] == [0.0, 0.0, 0.25]
@@ -119,7 +120,7 @@ def test_timeline_draws_each_track_s_labels_where_they_happen(tmp_path):
     one = [(i / fps, _face(1, "happy" if i < 5 * fps else "sad", {"happy": 0.9, "neutral": 0.1} if i < 5 * fps
                            else {"sad": 0.8, "fear": 0.2})) for i in range(10 * fps)]
     two = [(2 + i / fps, _face(2, "neutral", {"neutral": 1.0})) for i in range(12)]
-    info = report.plot_timeline(_run({1: one, 2: two}), CLASS_NAMES, tmp_path / "t.png")
+    info = track_report.plot_timeline(_run({1: one, 2: two}), CLASS_NAMES, tmp_path / "t.png")
     assert info == {"panels": [1], "summarised": [2]}
     image = cv2.imread(str(tmp_path / "t.png"))
     assert image.shape[:2] == (220, 1100)
@@ -134,7 +135,7 @@ def test_timeline_draws_each_track_s_labels_where_they_happen(tmp_path):
 
 def test_a_long_video_with_many_tracks_stays_readable(tmp_path):
     """10 minutes at 24 fps, 3 people all along and 20 short tracks: 12 panels at most, the rest in the line,
-    each panel averaged into report.MAX_BINS time bins."""
+    each panel averaged into track_report.MAX_BINS time bins."""
     fps, minutes = 24, 10
     n = fps * 60 * minutes
     rng = np.random.default_rng(0)
@@ -145,18 +146,18 @@ def test_a_long_video_with_many_tracks_stays_readable(tmp_path):
         length = 12 if k < 14 else 48  # 0.5 s or 2 s
         faces[k] = [((start + i) / fps, _face(k, "neutral", {"neutral": 1.0})) for i in range(length)]
     run = _run(faces)
-    info = report.plot_timeline(run, CLASS_NAMES, tmp_path / "t.png")
+    info = track_report.plot_timeline(run, CLASS_NAMES, tmp_path / "t.png")
     assert len(info["panels"]) == 12 and {1, 2, 3} <= set(info["panels"])
     assert sorted(info["panels"] + info["summarised"]) == list(range(1, 24))
     assert cv2.imread(str(tmp_path / "t.png")).shape[:2] == (round(100 * (1 + 1.2 * 12)), 1100)
-    means, mode = report.binned(*report.track_series(run, CLASS_NAMES)[1], 0.0, n / fps / report.MAX_BINS,
-                                report.MAX_BINS, 8)
-    assert means.shape == (report.MAX_BINS, 8) and (mode >= 0).all()
+    means, mode = track_report.binned(*track_report.track_series(run, CLASS_NAMES)[1], 0.0, n / fps / track_report.MAX_BINS,
+                                track_report.MAX_BINS, 8)
+    assert means.shape == (track_report.MAX_BINS, 8) and (mode >= 0).all()
 
 
 def test_a_run_without_faces_writes_an_empty_report(tmp_path):
     run = [{"frame": i, "source_frame": i, "time_s": i / 24, "faces": []} for i in range(10)]
-    assert report.write_report(run, CLASS_NAMES, tmp_path / "tracks.csv", tmp_path / "emotion_timeline.png") == []
+    assert track_report.write_report(run, CLASS_NAMES, tmp_path / "tracks.csv", tmp_path / "emotion_timeline.png") == []
     check_report(tmp_path, run)
 
 
@@ -185,7 +186,7 @@ def test_megamind_run_writes_the_report_and_prints_a_line_per_track(spread_model
     for row, line in zip(rows, lines):
         names = [*CLASS_NAMES, *(["uncertain"] if "share_uncertain" in row else [])]  # below min_confidence
         shares = sorted(((c, float(row[f"share_{c}"])) for c in names), key=lambda kv: -kv[1])
-        head = f"#{row['id']} {report.clock(float(row['first_s']))}-{report.clock(float(row['last_s']))} " \
+        head = f"#{row['id']} {track_report.clock(float(row['first_s']))}-{track_report.clock(float(row['last_s']))} " \
                f"({row['frames']} frames): {shares[0][0]} {shares[0][1]:.0%}"
         assert line.startswith(head), (line, head)
     with open(results / "tracks.csv", newline="") as f:
@@ -198,6 +199,6 @@ def test_the_page_s_timeline_colours_are_the_overlay_s():
     from support import REPO
     text = (REPO / "web" / "timeline.js").read_text()
     listed = re.search(r"CLASS_COLORS = \[(.*?)\];", text, re.S).group(1)
-    colours = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in re.findall(r"'#([0-9a-f]{6})'", listed)]
-    assert colours == [tuple(c[::-1]) for c in PALETTE]
-    assert report.class_colors(CLASS_NAMES) == [tuple(v / 255 for v in c) for c in colours[:8]]
+    page = [tuple(int(h[i:i + 2], 16) for i in (0, 2, 4)) for h in re.findall(r"'#([0-9a-f]{6})'", listed)]
+    assert page == [tuple(c[::-1]) for c in PALETTE]
+    assert colours.class_colors(CLASS_NAMES) == [tuple(v / 255 for v in c) for c in page[:8]]

@@ -1,4 +1,4 @@
-"""TensorBoard logs (emotion/tensorboard_log.py): what an epoch writes reads back equal, epochs that were never
+"""TensorBoard logs (emotion/training/tensorboard_log.py): what an epoch writes reads back equal, epochs that were never
 committed are pruned, and the train macro-F1 from the step loop's confusion matrix is scikit-learn's."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def _row(epoch: int) -> dict:
 
 
 def test_an_epoch_reads_back_as_written_and_uncommitted_epochs_are_pruned(tmp_path):
-    from emotion import tensorboard_log
+    from emotion.training import tensorboard_log
     tb = tensorboard_log.TensorBoardLog(tmp_path, "run", CLASS_NAMES)
     confusion = np.arange(64).reshape(8, 8)
     for epoch in (1, 2):
@@ -44,7 +44,7 @@ def test_an_epoch_reads_back_as_written_and_uncommitted_epochs_are_pruned(tmp_pa
 def test_macro_f1_from_a_confusion_matrix_is_scikit_learns():
     from sklearn.metrics import f1_score
 
-    from emotion import metrics
+    from emotion.evaluation import metrics
     rng = np.random.default_rng(0)
     y_true = rng.integers(0, 7, 200)  # class 7 never occurs: F1 0, as scikit-learn's zero_division=0
     y_pred = np.where(rng.random(200) < 0.4, y_true, rng.integers(0, 8, 200))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from emotion import config
+from emotion.common import config, errors
 from support import (REPO, as_set_args, link_organized, plain_keras_probs, read_csv, run_script, snapshot_folders,
                      tensorboard_scalars, tiny_config)
 
@@ -31,7 +31,7 @@ SGD = "optimizer=sgd"
 
 def test_train_writes_every_output(tiny, capsys):
     import train
-    from emotion.model import load_model
+    from emotion.model.network import load_model
 
     overrides = tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=1")
     assert train.main(as_set_args(overrides)) == 0
@@ -83,14 +83,14 @@ def test_train_writes_every_output(tiny, capsys):
     assert train.main(as_set_args(overrides)) == 0
     assert "nothing left to do" in capsys.readouterr().out
     assert len(read_csv(tiny / "performance" / "training_log.csv")) == 2
-    with pytest.raises(config.UserError, match="another config: pass --restart"):
+    with pytest.raises(errors.UserError, match="another config: pass --restart"):
         train.main(as_set_args(overrides + ["dropout=0.5"]))
 
     # A damaged state.json is one line that says what to do, and nothing is touched.
     state = tiny / "models" / "checkpoints" / "state.json"
     state.write_text(state.read_text()[:40])
     before = snapshot_folders(tiny / "models", tiny / "performance")
-    with pytest.raises(config.UserError, match=r"state.json is damaged \(not JSON: .*\): pass --restart"):
+    with pytest.raises(errors.UserError, match=r"state.json is damaged \(not JSON: .*\): pass --restart"):
         train.main(as_set_args(overrides))
     assert snapshot_folders(tiny / "models", tiny / "performance") == before
 
@@ -146,26 +146,26 @@ def test_class_folders_must_match_class_names(tiny):
     import train
 
     (tiny / "data" / "train" / "happy").rename(tiny / "data" / "train" / "happiness")
-    with pytest.raises(config.UserError, match="happ"):
+    with pytest.raises(errors.UserError, match="happ"):
         train.main(as_set_args(tiny_config(tiny)))
 
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     import tensorflow as tf
-    from emotion import model as model_lib
-    from emotion import training
+    from emotion.model import network as model_lib
+    from emotion.training import trainer
 
     cfg = config.load_config(None, tiny_config(tmp_path, "class_weighting=none", SGD))
     strategy = tf.distribute.get_strategy()
     model = model_lib.build_model(cfg)
-    training.compile_model(model, cfg, "head", steps_per_epoch=2)
+    trainer.compile_model(model, cfg, "head", steps_per_epoch=2)
     head = model.get_layer("logits")
     head.kernel.assign(np.full(head.kernel.shape, np.nan, np.float32))  # as if the weights had diverged
     images = np.full((2, 8, 32, 32, 3), 100.0, np.float32)
     labels = np.tile(np.eye(8, dtype=np.float32), (2, 1, 1))
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    run = training.TrainEpoch(model, strategy, cfg, None, jit=False)
-    with pytest.raises(config.UserError, match=r"training loss became nan in epoch 1/1 \(head\), step 1: lower the learning rate"):
+    run = trainer.TrainEpoch(model, strategy, cfg, None, jit=False)
+    with pytest.raises(errors.UserError, match=r"training loss became nan in epoch 1/1 \(head\), step 1: lower the learning rate"):
         run(dataset, 2, "epoch 1/1 (head)")
 
 
@@ -174,7 +174,7 @@ def test_too_little_disk(tiny, monkeypatch):
     import train
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(config.UserError, match="MB free at .*checkpoints need about"):
+    with pytest.raises(errors.UserError, match="MB free at .*checkpoints need about"):
         train.main(as_set_args(tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=0")))
 
 
@@ -187,7 +187,7 @@ def test_restart_never_deletes_a_folder_that_is_not_ours(tiny):
     keep = tiny / "keep"
     (keep / "sub").mkdir(parents=True)
     (keep / "precious.txt").write_text("x\n")
-    with pytest.raises(config.UserError, match=r"--restart deletes only train.py's own files, but checkpoint_dir "
+    with pytest.raises(errors.UserError, match=r"--restart deletes only train.py's own files, but checkpoint_dir "
                                                r".*keep also holds precious.txt, sub"):
         train.main(as_set_args(tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=0", SGD, f"checkpoint_dir={keep}"))
                    + ["--restart"])
@@ -201,7 +201,7 @@ def test_read_only_output_folder_fails_before_any_work(tiny, read_only_folder, k
     import train
 
     value = read_only_folder / "model.h5" if key == "model_save_path" else read_only_folder / "out"
-    with pytest.raises(config.UserError, match=rf"{key} .* is not writable .*--set {key}=PATH"):
+    with pytest.raises(errors.UserError, match=rf"{key} .* is not writable .*--set {key}=PATH"):
         train.main(as_set_args(tiny_config(tiny, "num_epochs=1", "fine_tune_epochs=0", f"{key}={value}")))
     assert capsys.readouterr().out == ""  # before the data summary: no work done
     assert list(read_only_folder.iterdir()) == []
@@ -228,8 +228,8 @@ def small_disk(tmp_path):
 def test_the_disk_estimate_holds_on_a_real_small_disk(tiny, small_disk):
     """Checkpoints and models on a disk of exactly the estimated peak: 2 epochs train with no ENOSPC. A disk
     a little smaller is refused before training, with one line and nothing written."""
-    from emotion import checkpoints
-    from emotion import model as model_lib
+    from emotion.training import checkpoints
+    from emotion.model import network as model_lib
     import train
 
     flags = ["num_epochs=2", "fine_tune_epochs=0"]
@@ -237,7 +237,7 @@ def test_the_disk_estimate_holds_on_a_real_small_disk(tiny, small_disk):
     peak = checkpoints.peak_bytes(params, "adam", cross_device=False)
 
     short = small_disk(peak - (8 << 20))
-    with pytest.raises(config.UserError, match=rf"MB free at {short}/checkpoints; checkpoints need about"):
+    with pytest.raises(errors.UserError, match=rf"MB free at {short}/checkpoints; checkpoints need about"):
         train.main(as_set_args(tiny_config(tiny, *flags, f"model_save_path={short}/model.h5",
                                            f"checkpoint_dir={short}/checkpoints")))
     assert not any(p.is_file() for p in short.rglob("*"))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emotion import config
+from emotion.common import errors
 from support import REPO, as_set_args, link_organized, read_csv, snapshot_folders, tensorboard_scalars, tiny_config
 
 # For the tests about files, commits, disks and failures rather than the optimizer: SGD's update traces in a
@@ -26,7 +26,7 @@ SGD = "optimizer=sgd"
 
 # A train.py run with deterministic ops (no hook in src/: the flag is set before train.main runs).
 DETERMINISTIC_TRAIN = ("import sys, tensorflow as tf; tf.config.experimental.enable_op_determinism(); "
-                       "from emotion import cli; import train; sys.argv[0] = 'train.py'; cli.run(train.main)")
+                       "from emotion.common import cli; import train; sys.argv[0] = 'train.py'; cli.run(train.main)")
 COMPARED = ["epoch", "phase", "loss", "accuracy", "macro_f1", "val_loss", "val_accuracy", "val_macro_f1", "learning_rate"]
 
 
@@ -35,11 +35,11 @@ def _train_cmd(overrides: list[str]) -> list[str]:
 
 
 def _env() -> dict:
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO / "src")}
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def _weights(path: Path) -> list[np.ndarray]:
-    from emotion.model import load_model
+    from emotion.model.network import load_model
     return [w.numpy() for w in load_model(path).weights]
 
 
@@ -105,7 +105,7 @@ def _digest(weights) -> str:
 @pytest.fixture
 def trained_weights(monkeypatch):
     """{epoch: digest of the weights as trained in that epoch} (the latest run that trained it)."""
-    from emotion import checkpoints
+    from emotion.training import checkpoints
     digests = {}
     save_epoch = checkpoints.RunFiles.save_epoch
 
@@ -122,7 +122,7 @@ def _published_digest(path: Path) -> str:
 
 
 def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, trained_weights, monkeypatch, capsys):
-    from emotion import checkpoints
+    from emotion.training import checkpoints
     import train
 
     args = as_set_args(tiny_config(tiny, "num_epochs=2", "fine_tune_epochs=0", SGD))
@@ -179,7 +179,7 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
     assert _published_digest(models / "model_last.h5") == trained_weights[2]
     # model.h5 is the committed best epoch, calibrated as train.py's last step: T (a constant of the Rescaling
     # layer, not a weight) is all that differs, so the weights are the epoch's.
-    from emotion import model as model_lib, temperature
+    from emotion.model import network as model_lib, temperature
     published = model_lib.load_model(models / "model.h5")
     assert temperature.temperature_of(published) > 0
     temperature.set_temperature(published, 1.0)
@@ -192,7 +192,7 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
 def _fail_epoch_2(tiny, monkeypatch, inject) -> tuple[dict, dict, str]:
     """Train 2 epochs with `inject` installed; returns (files after epoch 1's commit, files after the failure,
     the UserError's message)."""
-    from emotion import checkpoints
+    from emotion.training import checkpoints
     import train
 
     after_epoch_1 = {}
@@ -204,7 +204,7 @@ def _fail_epoch_2(tiny, monkeypatch, inject) -> tuple[dict, dict, str]:
             after_epoch_1.update(snapshot_folders(tiny / "models", tiny / "performance"))
     monkeypatch.setattr(checkpoints.RunFiles, "prune", snapshot_after)
     inject()
-    with pytest.raises(config.UserError) as failure:
+    with pytest.raises(errors.UserError) as failure:
         train.main(as_set_args(tiny_config(tiny, "num_epochs=2", "fine_tune_epochs=0", SGD)))
     return after_epoch_1, snapshot_folders(tiny / "models", tiny / "performance"), str(failure.value)
 
@@ -214,7 +214,7 @@ def test_a_full_disk_during_a_save_keeps_the_last_epoch(tiny, monkeypatch, capsy
 
     import keras
 
-    from emotion import checkpoints
+    from emotion.training import checkpoints
 
     save = keras.Model.save
 
@@ -241,9 +241,9 @@ def test_a_full_disk_during_a_save_keeps_the_last_epoch(tiny, monkeypatch, capsy
 
 
 def test_nan_validation_loss_stops_and_saves_nothing_of_that_epoch(tiny, monkeypatch):
-    from emotion import training
+    from emotion.training import trainer
 
-    predict = training.predict_probs
+    predict = trainer.predict_probs
     calls = []
 
     def diverged(model, dataset, *args, **kwargs):
@@ -252,6 +252,6 @@ def test_nan_validation_loss_stops_and_saves_nothing_of_that_epoch(tiny, monkeyp
         return y, (np.full_like(probs, np.nan) if len(calls) == 2 else probs)
 
     before, after, message = _fail_epoch_2(tiny, monkeypatch,
-                                           lambda: monkeypatch.setattr(training, "predict_probs", diverged))
+                                           lambda: monkeypatch.setattr(trainer, "predict_probs", diverged))
     assert message.startswith("validation loss became nan after epoch 2/2 (head)") and "lower the learning rate" in message
     assert after == before

@@ -1,4 +1,4 @@
-"""emotion/video_bookkeeping.py piece by piece, without threads or TensorFlow: which faces are classified on a
+"""emotion/runtime/video_frames.py piece by piece, without threads or TensorFlow: which faces are classified on a
 frame (--classify-every), the probabilities reused in between, one frame smoothed + drawn + listed (what the
 main thread of a video run does), the stage timings and log line, and the run's recorded results. Frames are
 real (the first frames of ../shared/videos/Megamind.avi); probabilities are fixed Dirichlet draws, so every
@@ -12,10 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from emotion import drawing
-from emotion.faces import Face
-from emotion.video_bookkeeping import (ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder,
-                                       StageTimes, TrackMemory, log_line, median_ms)
+from emotion.common import colours
+from emotion.runtime.faces import Face
+from emotion.runtime.video_frames import ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder, StageTimes, TrackMemory, log_line, median_ms
 from support import CLASS_NAMES, VIDEOS, require
 
 C = len(CLASS_NAMES)
@@ -130,7 +129,7 @@ def test_frame_annotator_smooths_per_track_draws_and_lists_the_faces():
                                  "raw_probabilities"} and face["top_label"] == face["label"]  # min_confidence 0
             # drawn in place: the box's left edge in the label's colour
             x, y, w, h = face["box"]
-            colour = drawing.PALETTE[CLASS_NAMES.index(face["label"])]
+            colour = colours.PALETTE[CLASS_NAMES.index(face["label"])]
             assert (frame[y + h // 2, x] == colour).all() and not (original[y + h // 2, x] == colour).all()
         assert (frame[:20, :60] != original[:20, :60]).any()  # the FPS counter
 

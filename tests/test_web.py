@@ -1,7 +1,7 @@
 """The web page in a real browser: headless Debian Chromium driven by playwright-core (web/tools/browser.mjs).
 
 One 96x96 ResNet50 (random init, random BatchNorm statistics so that folding matters) is exported to TF.js
-once for the module, the page is built around it (emotion/webpage.py) and served on a free port with the
+once for the module, the page is built around it (emotion/serving/webpage.py) and served on a free port with the
 cross-origin isolation headers. The checks: the page loads and picks WASM (no GPU here), classify() gives
 the Keras model's probabilities within 1e-3 on real faces, BlazeFace in the browser finds the faces the
 Python detector finds, the fake camera playing a real clip gets boxes and labels drawn, and a refused or
@@ -23,7 +23,7 @@ from support import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, 
 
 from browser import require_browser, scenario as browser, write_y4m
 from no_tfjs import env_without_tfjs
-from emotion import headless, webpage
+from emotion.serving import headless_browser, webpage
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def site(tmp_path_factory):
     import cv2
 
     import export
-    from emotion import faces
-    from emotion import model as model_lib
-    from emotion.config import load_config
+    from emotion.runtime import faces
+    from emotion.model import network as model_lib
+    from emotion.common.config import load_config
 
     tmp = tmp_path_factory.mktemp("web")
     overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
@@ -67,7 +67,8 @@ def site(tmp_path_factory):
     # A random head gives (nearly) the same probabilities for every face: spread them over tenths, so that a
     # page returning a constant, or reading BGR, cannot match.
     spread_head(model, batch)
-    from emotion import card, temperature
+    from emotion.evaluation import card
+    from emotion.model import temperature
     temperature.set_temperature(model, 1.5)  # the page must carry T (issue 9): Keras's probabilities include it
     keras_out = keras_probs(model, batch)
     model_lib.save_model_atomic(model, cfg.model_save_path)
@@ -212,7 +213,7 @@ def test_history_csv_matches_the_bars_and_timelines_the_page_drew(site):
     its rows' probabilities stacked in the overlay's class colours; the per-track section adds up."""
     import csv
     import io
-    from emotion.drawing import PALETTE
+    from emotion.common.colours import PALETTE
     result = browser("history", site["url"], y4m=site["y4m"], frames=12)
     assert result["errors"] == [] and result["filename"] == "emotions.csv"
     assert [u for u in result["requestsAfterStop"] if not u.startswith("blob:")] == []  # nothing leaves the page
@@ -386,7 +387,7 @@ def _build(model_dir: Path, dist: Path):
 
 
 def test_build_replaces_only_a_previous_build_never_a_user_folder(tmp_path):
-    if headless.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+    if headless_browser.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
         pytest.skip("web/node_modules is missing (npm ci --prefix web)")
     model_dir = _model_folder(tmp_path)
     site = tmp_path / "site"
@@ -431,9 +432,9 @@ def test_weight_files_outside_the_model_folder_are_refused(tmp_path, name):
 
 def test_the_server_lists_no_folders(tmp_path):
     import urllib.error
-    if headless.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
+    if headless_browser.browser_missing() == "web/node_modules is missing (npm ci --prefix web)":
         pytest.skip("web/node_modules is missing (npm ci --prefix web)")
-    from emotion.config import load_config
+    from emotion.common.config import load_config
     dist = tmp_path / "dist"
     webpage.build(load_config(), _model_folder(tmp_path), dist, webpage.NODE_MODULES)
     (dist / "empty").mkdir()

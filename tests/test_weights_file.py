@@ -58,7 +58,7 @@ def file_values(path: Path) -> dict[str, list]:
 
 
 def backbone_values(model) -> dict[str, list]:
-    from emotion import model as model_lib
+    from emotion.model import network as model_lib
     return {layer.name: layer.get_weights() for layer in model_lib.backbone(model).layers if layer.weights}
 
 
@@ -74,7 +74,7 @@ def is_batchnorm(name: str) -> bool:
 
 
 def train_config(tmp_path: Path, weights: Path, fine_tune_epochs: int):
-    from emotion import config
+    from emotion.common import config
     link_organized(tmp_path / "data", per_class=2, splits=("train", "val"))
     overrides = tiny_config(tmp_path, f"weights={weights}", "num_epochs=1",
                             f"fine_tune_epochs={fine_tune_epochs}", "fine_tune_blocks=1", "dropout=0.0",
@@ -83,8 +83,8 @@ def train_config(tmp_path: Path, weights: Path, fine_tune_epochs: int):
 
 
 def test_build_model_loads_the_downloaded_file_layout(weights_file):
-    from emotion import config
-    from emotion import model as model_lib
+    from emotion.common import config
+    from emotion.model import network as model_lib
     import numpy as np
 
     expected = file_values(weights_file)
@@ -102,19 +102,19 @@ def test_build_model_loads_the_downloaded_file_layout(weights_file):
 
 
 def test_phase1_leaves_the_backbone_and_phase2_changes_only_conv5(weights_file, tmp_path):
-    from emotion import model as model_lib
-    from emotion import training
+    from emotion.model import network as model_lib
+    from emotion.training import trainer
 
     start = file_values(weights_file)
 
     head_cfg = train_config(tmp_path / "head", weights_file, fine_tune_epochs=0)
-    training.train(head_cfg, log=lambda *a: None)
-    after_head = backbone_values(model_lib.load_model(training.last_model_path(head_cfg)))
+    trainer.train(head_cfg, log=lambda *a: None)
+    after_head = backbone_values(model_lib.load_model(trainer.last_model_path(head_cfg)))
     assert changed_layers(start, after_head) == set()
 
     fine_cfg = train_config(tmp_path / "fine", weights_file, fine_tune_epochs=1)
-    training.train(fine_cfg, log=lambda *a: None)
-    after_fine = backbone_values(model_lib.load_model(training.last_model_path(fine_cfg)))
+    trainer.train(fine_cfg, log=lambda *a: None)
+    after_fine = backbone_values(model_lib.load_model(trainer.last_model_path(fine_cfg)))
     changed = changed_layers(start, after_fine)
     conv5 = {n for n in start if n.startswith("conv5_") and not is_batchnorm(n)}
     assert changed == conv5, (sorted(changed - conv5), sorted(conv5 - changed))

@@ -79,7 +79,7 @@ function draw(source, faces) {
   showList(faces);
 }
 
-/** "happy 87%", or below min_confidence "uncertain (happy 42%)" (as src/emotion/confidence.py's display_text). */
+/** "happy 87%", or below min_confidence "uncertain (happy 42%)" (as src/emotion/runtime/confidence.py's display_text). */
 function answerText(face, digits) {
   const best = `${face.topLabel} ${(face.confidence * 100).toFixed(digits)}%`;
   return face.label === 'uncertain' ? `uncertain (${best})` : best;

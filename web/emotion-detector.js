@@ -244,7 +244,7 @@ export class EmotionDetector {
       const best = rows[i].indexOf(Math.max(...rows[i]));
       return {
         box: face.box.map((v) => Math.round(v)),
-        // src/emotion/confidence.py's rule: below config.minConfidence the answer is "uncertain"
+        // src/emotion/runtime/confidence.py's rule: below config.minConfidence the answer is "uncertain"
         label: rows[i][best] >= (this.config.minConfidence ?? 0) ? this.classNames[best] : 'uncertain',
         topLabel: this.classNames[best],
         confidence: rows[i][best],

@@ -8,11 +8,11 @@
 //   const text = history.toCSV();                     // frames section, blank line, per-track section
 //
 // The CSV: one row per classified frame and face (time_s, id, x, y, w, h, label, confidence, prob_<class>),
-// then an empty line, then one row per track with the columns of results/tracks.csv (src/emotion/report.py):
+// then an empty line, then one row per track with the columns of results/tracks.csv (src/emotion/runtime/track_report.py):
 // id, first_s, last_s, frames, faces_classified, dominant_label (highest mean probability), mean_<class>,
 // share_<class> (share of its frames with that label; share_uncertain when a label "uncertain" occurs).
 
-// The class colours of the Python overlay (src/emotion/drawing.py PALETTE, there in BGR order), as RGB.
+// The class colours of the Python overlay (src/emotion/runtime/drawing.py PALETTE, there in BGR order), as RGB.
 export const CLASS_COLORS = ['#e63c3c', '#c85aaa', '#3ca03c', '#3c78c8', '#f0c828', '#c8c8c8', '#2850dc',
   '#ff9628', '#78dc96', '#ff7878'];
 export const UNCERTAIN = 'uncertain';

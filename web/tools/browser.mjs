@@ -1,5 +1,5 @@
 // Drives the built page in headless Chromium (Debian's /usr/bin/chromium, through playwright-core) and
-// prints one JSON line of what it saw. Used by export.py (emotion/headless.py), tests/test_web.py and benchmarks/bench_web.py.
+// prints one JSON line of what it saw. Used by export.py (emotion/serving/headless_browser.py), tests/test_web.py and benchmarks/bench_web.py.
 //
 //   node web/tools/browser.mjs '{"scenario": "classify", "url": "http://127.0.0.1:8000/", "images": ["a.png"]}'
 //

@@ -1,0 +1,94 @@
+"""What every script shares on the command line: --config/--set/--verbose, one-line errors, exit codes.
+
+Usage (in a script):
+    def main(argv=None):
+        parser = cli.parser(__doc__)
+        args = parser.parse_args(argv)
+        cfg = cli.load_config(args)           # exits 2 with one line on a bad config
+        ...
+
+    if __name__ == "__main__":
+        cli.run(main)                         # UserError -> one 'error: ...' line and its exit code
+
+Nothing here imports TensorFlow, so `--help` stays fast; run() hides TensorFlow's start-up logging unless
+--verbose (console.py says how). Exit codes (errors.py): 0 done, 1 bad input (UserError), 2 bad config or
+arguments, 3 train.py could not download the ImageNet weights (pipeline.py then falls back), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from typing import Callable, Sequence
+
+from emotion.common import config, console
+from emotion.common.errors import EXIT_INTERRUPTED, UserError
+
+
+def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
+    """An ArgumentParser with --config and repeatable --set; defaults shown in --help."""
+    p = argparse.ArgumentParser(
+        description=(doc or "").strip().splitlines()[0] if doc else None,
+        epilog="\n".join((doc or "").strip().splitlines()[1:]).strip() or None,
+        formatter_class=_HelpFormatter,
+        **kwargs,
+    )
+    p.add_argument("--config", default=str(config.DEFAULT_CONFIG_PATH), metavar="PATH",
+                   help="configuration file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for this run (repeatable; VALUE is YAML, e.g. --set weights=null)")
+    p.add_argument("--verbose", action=_Verbose, help="show TensorFlow's own log lines (hidden by default)")
+    return p
+
+
+class _Verbose(argparse.Action):
+    """--verbose: undo console.quiet_tensorflow() while parsing, before any script imports TensorFlow."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=False, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, True)
+        console.verbose_tensorflow()
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _int_at_least(minimum: int):
+    """An argparse type for whole numbers >= minimum (counts, indices)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
+def load_config(args: argparse.Namespace) -> config.Config:
+    return config.load_config(args.config, args.overrides)
+
+
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+    """Call main(argv) and exit: a UserError becomes one 'error: ...' line and its exit code, the last line
+    of the output (stdout is flushed first, so a pipe does not put buffered lines after it)."""
+    console.quiet_tensorflow()
+    try:
+        code = main(argv)
+    except UserError as exc:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    sys.exit(code or 0)

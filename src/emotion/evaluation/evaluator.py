@@ -1,0 +1,216 @@
+"""Evaluating a trained model on a split of data_path: metrics, figures and per-image predictions.
+
+    result = evaluate(cfg, split="test", max_images_per_class=None, tta=False, dry_run=False)
+    result["accuracy"], result["macro_f1"]           # also written to cfg.performance_dir (OUTPUTS)
+    cfg = match_model(cfg, model, model_path)        # the config at the model's own input size
+
+What evaluate.py runs; see its --help for the files written.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from emotion.common import console, paths
+from emotion.common import plots
+from emotion.common.atomic import atomic_path
+from emotion.common.config import Config, check_class_count
+
+OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
+           "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png",
+           "reliability_diagram.png", "coverage_accuracy.png"]
+METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
+                "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
+HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
+MAX_MISTAKES = 16
+
+
+def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None = None, tta: bool = False,
+             dry_run: bool = False, before_load: Callable[[], object] | None = None) -> dict | None:
+    """Evaluate cfg.model_save_path on data_path/<split>, print the summary and the JSON line, write OUTPUTS to
+    performance_dir and the split's figures to the model card; returns the result (None for a dry run, which
+    only checks the model and the data). before_load: called once the inputs are checked, just before the model
+    is loaded (not in a dry run): evaluate.py --calibrate fits the temperature on val there."""
+    split_dir = Path(cfg.data_path) / split
+    perf_dir = Path(cfg.performance_dir)
+    paths.check_writable(perf_dir, "performance_dir")  # before the work, not after it
+    from emotion.data import datasets  # TensorFlow is imported here
+    from emotion.model import network as model_lib
+
+    files = datasets.read_split(split_dir, cfg, max_images_per_class)  # a bad folder fails before the load
+    model_path = Path(cfg.model_save_path)
+    if before_load is not None and not dry_run:
+        paths.require_model_file(model_path)
+        before_load()
+    model = model_lib.load_model(model_path)
+    cfg = match_model(cfg, model, model_path)
+    ds, info = datasets.make_dataset(files, cfg, training=False, batch_size=cfg.test_batch_size,
+                                     cache=False)  # one pass: no cache
+    print(f"{'would evaluate' if dry_run else 'evaluating'} {model_path} on {info.num_images} images of "
+          f"{split_dir} (skipped unreadable: {info.num_skipped}; batch {info.batch_size}; "
+          f"TTA {'on' if tta else 'off'})", flush=True)
+    if dry_run:
+        print(f"dry run: would write {', '.join(OUTPUTS)} to {perf_dir}")
+        print(json.dumps({"dry_run": True, "split": split, "num_images": info.num_images,
+                          "model": str(model_path), "tta": tta, "performance_dir": str(perf_dir)}))
+        return None
+    result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
+    result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
+    write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
+    from emotion.evaluation import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
+    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
+                                   perf_dir / "confident_mistakes_gradcam.png")
+    from emotion.evaluation import calibration_figures
+    calibration_figures.write(perf_dir, y, probs, result, cfg, model_path)  # 2 figures and the model card
+    print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
+          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
+          f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
+          f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
+    headline = {k: (round(result[k], 6) if isinstance(result[k], float) else result[k]) for k in HEADLINE}
+    print(json.dumps({"split": split, **headline, "tta": tta, "images_per_s": result["images_per_s"],
+                      "performance_dir": str(perf_dir)}), flush=True)
+    return result
+
+
+def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], object, object]:
+    """Run the model over ds (timed): (metrics and run facts, image paths, labels, probabilities)."""
+    from emotion.evaluation import calibration_figures
+    from emotion.model import network as model_lib
+    from emotion.evaluation.metrics import classification_metrics
+
+    forward = model_lib.make_forward(model, tta, ds.element_spec[0])
+    forward.get_concrete_function()  # trace now, so that the timing below is the evaluation alone
+    start = time.perf_counter()
+    y, probs = model_lib.predict_probs(model, ds, forward=forward)
+    seconds = time.perf_counter() - start
+    image_paths = aligned_paths(info, y, cfg.input_shape)
+    result = classification_metrics(y, probs, cfg.class_names)
+    model_path = Path(cfg.model_save_path)
+    facts = {k: result[k] for k in METRIC_ORDER} | calibration_figures.metrics(y, probs, model, cfg) | {
+        "num_skipped": info.num_skipped, "split": None, "data": None, "tta": tta,
+        "model": str(model_path), "model_sha256": sha256_file(model_path), "batch_size": info.batch_size,
+        "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),
+        "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return facts, image_paths, y, probs
+
+
+def match_model(cfg: Config, model, model_path: Path) -> Config:
+    """Evaluate at the saved model's own input size; its class count must match class_names."""
+    check_class_count(int(model.output_shape[-1]), cfg.class_names, model_path,
+                      "evaluate with the config it was trained with")
+    shape = [int(d) for d in model.input_shape[1:]]
+    if shape != list(cfg.input_shape):
+        print(f"note: the model takes {shape}, config input_shape is {cfg.input_shape}; evaluating at {shape}")
+        cfg = Config(cfg, input_shape=shape)
+    return cfg
+
+
+def aligned_paths(info, y, input_shape) -> list[str]:
+    """info.paths in the order the dataset fed them. A file that passed the pre-scan but failed to decode is
+    dropped by the pipeline: find such files (rare, so only then) so that every row names its own image."""
+    import numpy as np
+    paths, labels = list(info.paths), np.asarray(info.labels)
+    if len(y) != len(paths):
+        import tensorflow as tf
+
+        from emotion.data import decoding
+        keep = []
+        for i, p in enumerate(paths):
+            try:
+                decoding.decode_uint8(tf.io.read_file(p), input_shape)
+                keep.append(i)
+            except (tf.errors.OpError, ValueError):
+                console.warn(f"skipping {p}: cannot be decoded")
+        paths, labels = [paths[i] for i in keep], labels[keep]
+    if len(y) != len(paths) or not np.array_equal(y, labels):
+        raise RuntimeError(f"the dataset fed {len(y)} images but lists {len(paths)}: cannot match predictions to files")
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_outputs(perf_dir: Path, result: dict, paths: list[str], y, probs, class_names) -> None:
+    from emotion.evaluation.metrics import per_class_report
+    pred = probs.argmax(axis=1)
+    with atomic_path(perf_dir / "evaluation_metrics.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_path(perf_dir / "evaluation_metrics.txt") as tmp:
+        tmp.write_text("".join(f"{k}: {v:.6f}\n" if k in METRIC_ORDER and isinstance(v, float) else f"{k}: {v}\n"
+                               for k, v in result.items()))
+    with atomic_path(perf_dir / "detailed_report.csv") as tmp:
+        per_class_report(y, pred, class_names).to_csv(tmp, index=False, float_format="%.6f")
+    with atomic_path(perf_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "true_class", "predicted_class", *(f"prob_{c}" for c in class_names)])
+        for path, t, p, row in zip(paths, y, pred, probs):
+            writer.writerow([path, class_names[t], class_names[p], *(f"{v:.9g}" for v in row)])  # float32 exact
+    plot_confusion(y, pred, class_names, perf_dir / "confusion_matrix.png", result)
+    plot_mistakes(paths, y, probs, class_names, perf_dir / "confident_mistakes.png")
+
+
+def plot_confusion(y, pred, class_names, path: Path, result: dict) -> None:
+    """Two seaborn heatmaps: counts, and each row divided by its class's image count (recall on the diagonal)."""
+    import numpy as np
+    import seaborn as sns
+    from sklearn.metrics import confusion_matrix
+    plt = plots.pyplot()
+    counts = confusion_matrix(y, pred, labels=np.arange(len(class_names)))
+    normalised = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, axes = plt.subplots(1, 2, figsize=(17, 7))
+    sns.heatmap(counts, annot=True, fmt="d", cmap="Blues", xticklabels=class_names, yticklabels=class_names,
+                ax=axes[0], cbar_kws={"label": "images"})
+    sns.heatmap(normalised, annot=True, fmt=".2f", cmap="Blues", vmin=0, vmax=1, xticklabels=class_names,
+                yticklabels=class_names, ax=axes[1], cbar_kws={"label": "fraction of the true class"})
+    axes[0].set_title("Counts")
+    axes[1].set_title("Row-normalised (diagonal = recall)")
+    for ax in axes:
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
+    fig.suptitle(f"Confusion matrix, {result['split']} split ({result['num_images']} images): accuracy "
+                 f"{result['accuracy']:.3f}, macro-F1 {result['macro_f1']:.3f}{', TTA' if result['tta'] else ''}")
+    fig.tight_layout()
+    plots.save(fig, path)
+
+
+def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKES) -> None:
+    """A grid of the k wrong predictions with the highest confidence, each titled true / predicted (confidence)."""
+    import cv2
+    import numpy as np
+    plt = plots.pyplot()
+    from emotion.evaluation.explanations import confident_mistakes
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    shown = confident_mistakes(y, probs, k)  # the same images as confident_mistakes_gradcam.png
+    cols = 4
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        image = cv2.imread(paths[i], cv2.IMREAD_COLOR)  # BGR
+        if image is not None:
+            ax.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[pred[i]]} ({conf[i]:.2f})", fontsize=9)
+    if not len(shown):
+        axes[0, 0].text(0, 0.5, "no mistakes", fontsize=14)
+    fig.suptitle(f"Most confident mistakes: {len(shown)} of {len(wrong)} wrong (of {len(y)} images)")
+    fig.tight_layout()
+    plots.save(fig, path)

@@ -1,0 +1,119 @@
+"""Explanation figures from Grad-CAM (emotion/model/gradcam.py): per face for predict.py --explain, and the most
+confident mistakes of evaluate.py.
+
+    explainer = Explainer(rec, out_dir)                    # loads the Keras model at rec.model_path
+    written = explainer.explain("photos/a.jpg", image_rgb, results)   # out_dir/a_face1.png, a_face2.png, ...
+    plot_mistake_maps(model, paths, y, probs, class_names, Path("performance/confident_mistakes_gradcam.png"))
+
+A face's figure: the crop the model saw, the Grad-CAM map of its predicted class over it, and its top-3
+probabilities in the overlay's class colours.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from emotion.model import gradcam
+from emotion.common import plots
+from emotion.common.colours import class_colors
+
+TOP = 3
+MAX_MISTAKES = 16
+
+
+def _top_bars(ax, probs: np.ndarray, class_names: Sequence[str], top: int = TOP) -> None:
+    order = np.argsort(-probs)[:top][::-1]
+    colors = class_colors(class_names)
+    ax.barh(range(len(order)), probs[order], color=[colors[k] for k in order])
+    ax.set_yticks(range(len(order)), [f"{class_names[k]} {probs[k]:.2f}" for k in order])
+    ax.set_xlim(0, 1)
+    ax.set_title(f"top {top}", fontsize=10)
+
+
+def face_figure(crop: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_names: Sequence[str], path: Path,
+                title: str) -> None:
+    """One face's PNG: the crop, the map over it, the top-3 probabilities."""
+    plt = plots.pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(8, 2.8), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    axes[0].imshow(np.asarray(crop, np.uint8))
+    axes[0].set_title("what the model saw", fontsize=10)
+    axes[1].imshow(gradcam.overlay(crop, heat))
+    axes[1].set_title(f"Grad-CAM: {class_names[int(np.argmax(probs))]}", fontsize=10)
+    for ax in axes[:2]:
+        ax.axis("off")
+    _top_bars(axes[2], probs, class_names)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plots.save(fig, path)
+
+
+class Explainer:
+    """Grad-CAM figures of every face predict.py finds: <out_dir>/<image stem>_face<k>.png, k from 1 in the
+    order of the results (a second image with the same stem gets <stem>_2_face<k>.png)."""
+
+    def __init__(self, rec, out_dir: Path):
+        from emotion.model import network as model_lib
+        self.rec, self.out_dir = rec, Path(out_dir)
+        self.model = model_lib.load_model(rec.model_path)
+        self.stems: set[str] = set()
+
+    def explain(self, name: str, image_rgb: np.ndarray, results) -> list[Path]:
+        """The figures of one image's results (FaceResult list); returns the paths written."""
+        if not results:
+            return []
+        if results[0].whole_image:
+            crops = self.rec.whole(image_rgb)[None]
+        else:
+            crops = self.rec.crops(image_rgb, [r.box for r in results])
+        maps, probs = gradcam.heatmaps(self.model, crops)
+        stem, n = Path(name).stem, 1
+        while stem in self.stems:
+            n += 1
+            stem = f"{Path(name).stem}_{n}"
+        self.stems.add(stem)
+        written = []
+        for k, (crop, heat, p) in enumerate(zip(crops, maps, probs), 1):
+            path = self.out_dir / f"{stem}_face{k}.png"
+            face_figure(crop, heat, p, self.rec.class_names, path, f"{Path(name).name}, face {k}")
+            written.append(path)
+        return written
+
+
+def confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = MAX_MISTAKES) -> np.ndarray:
+    """Indices of the k wrong predictions with the highest confidence, most confident first."""
+    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    return wrong[np.argsort(-conf[wrong], kind="stable")][:k]
+
+
+def plot_mistake_maps(model, paths: Sequence[str], y, probs, class_names: Sequence[str], path: Path,
+                      k: int = MAX_MISTAKES) -> int:
+    """The figure beside confident_mistakes.png: the same images, each with the Grad-CAM map of the class the
+    model wrongly chose over it. Returns how many are shown."""
+    import cv2
+    plt = plots.pyplot()
+    y, probs = np.asarray(y), np.asarray(probs)
+    shown = confident_mistakes(y, probs, k)
+    h, w = (int(d) for d in model.input_shape[1:3])
+    crops = [cv2.imread(str(paths[i]), cv2.IMREAD_COLOR) for i in shown]
+    crops = np.stack([cv2.resize(c[..., ::-1], (w, h)) if c is not None else np.zeros((h, w, 3), np.uint8)
+                      for c in crops]) if len(shown) else np.zeros((0, h, w, 3), np.uint8)
+    maps, _ = gradcam.heatmaps(model, crops, classes=probs[shown].argmax(axis=1).tolist()) if len(shown) else ([], [])
+    cols = 4
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i, crop, heat in zip(axes.flat, shown, crops, maps):
+        ax.imshow(gradcam.overlay(crop, heat))
+        ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[probs[i].argmax()]} ({probs[i].max():.2f})",
+                     fontsize=9)
+    if not len(shown):
+        axes[0, 0].text(0, 0.5, "no mistakes", fontsize=14)
+    fig.suptitle(f"Most confident mistakes, Grad-CAM of the predicted class (red: what it looked at)")
+    fig.tight_layout()
+    plots.save(fig, path)
+    return len(shown)

@@ -1,0 +1,275 @@
+"""Emotion recognition on photos (what predict.py runs): find the images, classify their faces in batches, print
+one block per image, write predictions.json and annotated copies.
+
+    plan = photos.plan(cfg, ["photo.jpg", "photos/", "shots/*.png"], write_json=True, save_images=True)
+    code = photos.run(plan, rec, top_k=3, batch_size=32)    # rec: recognizer.EmotionRecognizer(cfg); exit code
+
+plan() finds the images (NoInput, exit code 2, when nothing matches) and refuses unwritable outputs before any
+model loads; run() prints and publishes the outputs together (outputs.Staged). The pieces are public too:
+collect_inputs, read_image, describe, write_image_atomic.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from emotion.common import atomic
+from emotion.common import outputs
+from emotion.common import paths
+from emotion.common.errors import UserError
+
+# What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
+from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS  # what OpenCV reads (one rule: image_types.py)
+
+JSON_NAME = "predictions.json"
+LABELED_DIR = "labeled_images"
+SUMMARY_NAME, EXPLANATIONS_DIR = "summary.csv", "explanations"   # --summary, --explain (issue 10)
+
+
+class NoInput(UserError):
+    """No image matches what was asked for."""
+
+    code = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+
+
+def collect_inputs(specs: list[str]) -> tuple[list[str], list[str]]:
+    """(image paths in order, specs that matched nothing). A folder gives its image files sorted by name, a
+    glob its matching image files sorted, an existing file itself. A file reached twice is listed once."""
+    image_paths, unmatched, seen = [], [], set()
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = [str(p / c.name) for c in sorted(p.iterdir())
+                     if c.suffix.lower() in IMAGE_EXTENSIONS and c.is_file()]
+        elif p.exists():
+            found = [spec] if paths.is_regular_file(p) else []
+        elif glob.has_magic(spec):
+            found = [m for m in sorted(glob.glob(spec))
+                     if Path(m).suffix.lower() in IMAGE_EXTENSIONS and Path(m).is_file()]
+        else:
+            found = []
+        if not found:
+            unmatched.append(spec)
+        for path in found:
+            key = os.path.realpath(path)
+            if key not in seen:
+                seen.add(key)
+                image_paths.append(path)
+    return image_paths, unmatched
+
+
+def no_match_message(spec: str) -> str:
+    """Why `spec` (a path or glob given by the user) gave no image."""
+    p = Path(spec)
+    if p.is_dir():
+        return f"no images in the folder {spec} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+    if p.exists():
+        return f"{spec} is not a regular file (a pipe, socket or device): give an image file"
+    if glob.has_magic(spec):
+        return f"no image matches {spec}"
+    return f"no such file or folder: {spec}"
+
+
+def read_image(path: str):
+    """BGR uint8 HxWx3 (EXIF orientation applied, gray and alpha made 3-channel), or None when the file cannot
+    be read or decoded. libjpeg's warnings about damaged data are silenced: the caller reports failures."""
+    import cv2
+    import numpy as np
+    from emotion.common.console import quiet_stderr
+
+    if not paths.is_regular_file(path):  # a pipe would block the read forever
+        return None
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    if data.size == 0:
+        return None
+    with quiet_stderr():
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if image is None or image.ndim != 3 or min(image.shape[:2]) == 0:
+        return None
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+
+
+def describe(name: str, results, top_k: int) -> list[str]:
+    """The printed block of one image."""
+    if not results:
+        return [f"{name}: no face found"]
+    head = f"{name}: {len(results)} face{'s' if len(results) != 1 else ''}"
+    if results[0].whole_image:
+        head += " (whole image: no face detected, classified as a face crop)"
+    lines = [head]
+    for i, r in enumerate(results, 1):
+        ranked = sorted(r.probabilities.items(), key=lambda kv: -kv[1])
+        others = [f"{k} {v:.2f}" for k, v in ranked if k != r.top_label][:top_k - 1]
+        box = ",".join(str(int(v)) for v in r.box)
+        best = f"{r.top_label} {r.confidence:.2f}"
+        best = f"uncertain: {best}" if r.label != r.top_label else best  # below min_confidence (confidence.py)
+        lines.append(f"  face {i} [{box}] {best}" + (f" ({', '.join(others)})" if others else ""))
+    return lines
+
+
+def write_image_atomic(path: Path, image_bgr) -> Path:
+    """Encode by the extension (PNG when OpenCV cannot write that format) and rename into place."""
+    import cv2
+
+    ok, buf = False, None
+    try:
+        ok, buf = cv2.imencode(path.suffix or ".png", image_bgr)
+    except cv2.error:
+        ok = False
+    if not ok:
+        path = path.with_suffix(".png")
+        ok, buf = cv2.imencode(".png", image_bgr)
+    atomic.write_bytes(path, buf.tobytes())
+    return path
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """`name`, or name_1, name_2, ... when taken; the result is added to `used`."""
+    stem, suffix = os.path.splitext(name)
+    candidate, n = name, 1
+    while candidate in used:
+        candidate, n = f"{stem}_{n}{suffix}", n + 1
+    used.add(candidate)
+    return candidate
+
+
+def annotate(image_bgr, results) -> None:
+    """Draw the results on the image in place, or "no face found" in its corner when there are none."""
+    from emotion.runtime import drawing
+
+    if results:
+        drawing.draw_results(image_bgr, results)
+        return
+    scale, thickness = drawing.style(image_bgr.shape)
+    drawing.label_box(image_bgr, "no face found", 0, 0, (40, 40, 40), scale, thickness, above=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# A run
+
+
+@dataclass
+class Plan:
+    """What plan() found: the images, the specs that matched nothing, and the staged outputs."""
+
+    image_paths: list[str]
+    unmatched: list[str]
+    staged: outputs.Staged
+
+
+def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = False, summary: bool = False,
+         explain: bool = False) -> Plan:
+    """Find the images of `specs` and check the outputs can be written, before any model loads. NoInput
+    (exit code 2) when nothing matches; UserError for an unwritable results_dir or a folder not ours.
+    summary: summary.csv (track_report.photo_rows); explain: explanations/ (Grad-CAM figures, explanations.py)."""
+    image_paths, unmatched = collect_inputs(specs)
+    if not image_paths:
+        raise NoInput(no_match_message(unmatched[0]) if len(unmatched) == 1 else
+                      "nothing matches any of " + ", ".join(specs))
+    results_dir = Path(cfg.results_dir)
+    finals = {**({"json": results_dir / JSON_NAME} if write_json else {}),
+              **({"labeled": results_dir / LABELED_DIR} if save_images else {})}
+    finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),   # issue 10
+               **({"explanations": results_dir / EXPLANATIONS_DIR} if explain else {})}
+    staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
+    if finals:
+        paths.check_writable(results_dir, "results_dir")
+        staged.check(inputs=[Path(p) for p in image_paths])
+    return Plan(image_paths, unmatched, staged)
+
+
+def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32) -> int:
+    """Classify every image with `rec`, print the blocks and a JSON summary line, publish the outputs; the exit
+    code (1 when an image failed). The staged outputs are discarded when this fails or is interrupted."""
+    staged = plan.staged
+    if staged.finals:
+        staged.prepare()
+    try:
+        return _classify_all(plan, rec, top_k, batch_size)
+    except BaseException:
+        staged.discard()
+        raise
+
+
+def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
+    staged = plan.staged
+    json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
+    tally = {"entries": [], "failed": 0, "faces": 0, "read": 0, "used_names": set()}
+    if "explanations" in staged.finals:  # issue 10: Grad-CAM figures on the Keras model
+        from emotion.evaluation import explanations
+        tally["explainer"] = explanations.Explainer(rec, staged.tmp["explanations"])
+    for spec in plan.unmatched:
+        print(f"error: {no_match_message(spec)}", file=sys.stderr, flush=True)
+        tally["entries"].append({"image": spec, "width": None, "height": None, "faces": [], "whole_image": False,
+                                 "error": "not a regular file" if Path(spec).exists() else "no image matches"})
+        tally["failed"] += 1
+    start = time.perf_counter()
+    for first in range(0, len(plan.image_paths), batch_size):
+        _classify_chunk(plan.image_paths[first:first + batch_size], rec, top_k, staged, tally)
+    seconds = time.perf_counter() - start
+    if json_path is not None:
+        staged.tmp["json"].write_text(json.dumps(tally["entries"], indent=2) + "\n", encoding="utf-8")
+    if "summary" in staged.finals:
+        from emotion.runtime import track_report
+        rows = track_report.photo_rows(tally["entries"], rec.class_names)
+        track_report.write_photo_summary(rows, staged.tmp["summary"])
+        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in track_report.label_counts(rows).items()))
+    if staged.finals:
+        staged.publish()
+    read_ok = tally["read"]
+    if json_path is not None:
+        print(f"wrote {json_path}")
+    if labeled_dir is not None and read_ok:
+        print(f"wrote {read_ok} annotated image{'s' if read_ok != 1 else ''} to {labeled_dir}")
+    print(json.dumps({"images": len(plan.image_paths) + len(plan.unmatched), "faces": tally["faces"],
+                      "failed": tally["failed"], "ms_per_image": round(1000 * seconds / read_ok, 2) if read_ok else None,
+                      "json": str(json_path) if json_path is not None else None,
+                      "labeled_images": str(labeled_dir) if labeled_dir is not None else None,
+                      **{k: str(staged.finals[k]) if k in staged.finals else None for k in ("summary", "explanations")}}),
+          flush=True)
+    return 1 if tally["failed"] else 0
+
+
+def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, tally: dict) -> None:
+    """Read, classify (one analyze_batch), print, record and annotate the images of one batch."""
+    import cv2
+
+    images = [read_image(p) for p in chunk]
+    ok = [i for i, im in enumerate(images) if im is not None]
+    analysed = dict(zip(ok, rec.analyze_batch([cv2.cvtColor(images[i], cv2.COLOR_BGR2RGB) for i in ok])))
+    for i, path in enumerate(chunk):
+        image = images[i]
+        if image is None:
+            tally["failed"] += 1
+            print(f"error: cannot read image: {path}", file=sys.stderr, flush=True)
+            tally["entries"].append({"image": path, "width": None, "height": None, "faces": [], "whole_image": False,
+                                     "error": "cannot read image"})
+            continue
+        tally["read"] += 1
+        results = analysed[i]
+        tally["faces"] += len(results)
+        print("\n".join(describe(path, results, top_k)), flush=True)
+        if "explainer" in tally:
+            tally["explainer"].explain(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), results)
+        tally["entries"].append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
+                                 "faces": [r.to_dict() for r in results],
+                                 "whole_image": bool(results and results[0].whole_image), "error": None})
+        if "labeled" in staged.finals:
+            annotate(image, results)
+            write_image_atomic(staged.tmp["labeled"] / unique_name(Path(path).name, tally["used_names"]), image)
