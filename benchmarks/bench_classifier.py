@@ -15,7 +15,7 @@ a shared machine:
 Accuracy (top-1 on the organized val split) needs a trained model: --model PATH with --data DIR (the
 organized data folder holding val/, or a split folder of class folders); otherwise it says so.
 Prints one JSON line; "ours" is float32 at the thread count that was faster in this run (on a shared machine
-2 threads win only while the other processes leave the cores idle). Target (issue): <= 10 ms per face at
+2 threads win only while the other processes leave the cores idle). Target: <= 10 ms per face at
 batch 1 with float32 within 1e-4 of Keras.
 """
 from __future__ import annotations
@@ -28,9 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests_helpers import support
-
 import numpy as np
+from tests_helpers import support
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,10 +141,10 @@ def main() -> None:
 
 def run(args, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    from emotion.runtime import classifier
     from emotion.common import config
     from emotion.model import conversion
     from emotion.model import network as model_lib
+    from emotion.runtime import classifier
     YOLO_SAMPLE = support.YOLO_SAMPLE
 
     if args.model:
@@ -185,7 +184,7 @@ def run(args, tmp: Path) -> dict:
         sources[q] = tmp / f"{q}.tflite"
         sources[q].write_bytes(data)
     sizes = {q: round(p.stat().st_size / 2**20, 1) for q, p in sources.items()}
-    ops = classifier.tflite_op_counts(sources["float32"])
+    ops = support.tflite_op_counts(sources["float32"])
 
     clfs = {f"{q}_t{n}": classifier.EmotionClassifier(sources[q], num_threads=n)
             for q in ("float32", "float16", "dynamic", "int8") for n in (1, 2)}

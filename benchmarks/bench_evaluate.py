@@ -10,7 +10,7 @@ With a random-init ResNet50 (weights null), saved to a temp file:
     same batch size, alternated over --rounds so both see the same load on a shared machine;
   * memory: src/evaluate.py in a fresh process on N images and on 2N (every file linked twice), its peak
     RSS sampled every 5 ms; its own images/s are reported too.
-Prints one JSON line. Targets (issue): evaluate_vs_forward >= 0.85; peak RSS for 2N about that for N.
+Prints one JSON line. Targets: evaluate_vs_forward >= 0.85; peak RSS for 2N about that for N.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Face detection: recall and speed of the backends of src/faces.py (BlazeFace short range, BlazeFace full
+"""Face detection: recall and speed of the backends of src/emotion/runtime/faces.py (BlazeFace short range, BlazeFace full
 range, Haar), in the same run.
 
     python benchmarks/bench_faces.py                 # real data from ../shared
@@ -15,7 +15,7 @@ range, Haar), in the same run.
     canvas (median of 5 runs).
   * video: the first 100 frames of ../shared/videos/Megamind.avi (720x528), decoded beforehand: ms per frame
     and how many frames had a face.
-Prints one JSON line. Targets (issue): BlazeFace finds >= 95% of the photos at < 10 ms per 640x480 frame.
+Prints one JSON line. Targets: BlazeFace finds >= 95% of the photos at < 10 ms per 640x480 frame.
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from emotion.runtime import faces
+
 FACES_GRAY, VIDEOS = support.FACES_GRAY, support.VIDEOS
 group_photo = tests_helpers.group_photo.group_photo
 

@@ -9,14 +9,14 @@ that both see the same load on a shared machine:
     beforehand, as after a first run), outputs included (annotated MJPG video, predictions.json, the log,
     labeled frames). frames/s = frames / time from the first frame read to the last output written, as the
     script's own summary reports it; startup (model load) is reported apart.
-  * ours without report: the same run with the per-track report (tracks.csv, emotion_timeline.png, issue 10)
-    switched off (emotion.report.write_report replaced by a no-op in this process): the report must keep ours
+  * ours without report: the same run with the per-track report (tracks.csv, emotion_timeline.png)
+    switched off (emotion.runtime.track_report.write_report replaced by a no-op in this process): the report must keep ours
     within 5% of this (report_cost: frames/s and whole-run seconds of both, medians over the rounds).
   * ours/2: the same with --classify-every 2 (each face classified every other frame of its track, its last
     probabilities reused in between): the speed a user can trade for a 12 Hz classification at 24 fps.
   * seed: the seed's loop: read a frame, resize the whole frame to 96x96, model.predict on it, draw the label,
     write the frame to an MJPG video. No face detection: one "face" (the whole frame) per frame.
-Prints one JSON line: frames/s of each, the ratios, median ms per stage of each. Targets (issue): ours >= 40
+Prints one JSON line: frames/s of each, the ratios, median ms per stage of each. Targets: ours >= 40
 frames/s and >= 4x the seed's loop on the same machine (checked on ours, classifying every face every frame).
 """
 from __future__ import annotations
@@ -93,7 +93,7 @@ def seed_loop(model, video: Path, out: Path, class_names) -> dict:
 def ours(video: Path, overrides: list[str], *extra: str, report: bool = True) -> dict:
     """inference.main as the command line runs it; its summary (the log's last line) and run_s, the seconds
     main() took (startup, every frame, the report and the publication of the outputs included).
-    report=False: without the per-track report (emotion.report.write_report a no-op for this call)."""
+    report=False: without the per-track report (emotion.runtime.track_report.write_report a no-op for this call)."""
     import inference
     from emotion.runtime import track_report as report_lib
     args = ["-v", str(video), "--no-display", *extra] + [a for o in overrides for a in ("--set", o)]
@@ -139,9 +139,9 @@ def main() -> int:
 
 def run(args, video: Path, tmp: Path) -> dict:
     load_start = os.getloadavg()[0]
-    from emotion.runtime import classifier
     from emotion.common import config
     from emotion.model import network as model_lib
+    from emotion.runtime import classifier
 
     model_path = tmp / "models" / "model.h5"
     overrides = ["weights=null", "input_shape=[96, 96, 3]", f"model_save_path={model_path}",

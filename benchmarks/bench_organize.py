@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 from emotion.data.organize import organize
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]

@@ -1,10 +1,10 @@
-"""Input-pipeline throughput: data_preprocessing.make_dataset (training, with augmentation) vs naive loaders.
+"""Input-pipeline throughput: datasets.make_dataset (training, with augmentation) vs naive loaders.
 
     python benchmarks/bench_pipeline.py                       # the ../shared sample's train split, linked into a temp dir
     python benchmarks/bench_pipeline.py --data data           # an organized folder (reads data/train)
     python benchmarks/bench_pipeline.py --epochs 4 --set train_batch_size=64
 
-Prints one JSON line. The pipeline runs as training.py uses it: make_dataset once per epoch with seed + epoch,
+Prints one JSON line. The pipeline runs as trainer.py uses it: make_dataset once per epoch with seed + epoch,
 so epoch 1 decodes and fills the in-memory cache (cold) and later epochs read the cache (warm). In the same
 run, two naive loaders read one epoch with the same augmentation: a Python loop (cv2.imread + per-image
 cv2/numpy augmentation), and tf.data with no parallelism, cache or prefetch. Training on this CPU consumes
@@ -117,6 +117,7 @@ def naive_cv2_epoch(paths, labels, cfg, batch_size: int, seed: int) -> int:
 def naive_tfdata(paths, labels, cfg, batch_size: int):
     """tf.data with the same decode and augmentation, but sequential: no parallel map, cache or prefetch."""
     import tensorflow as tf
+
     from emotion.data import decoding
 
     augmenter = support.keras_augmenter(cfg)
@@ -176,6 +177,7 @@ def main(argv=None) -> int:
             link_yolo_split(yolo_split, split_dir, list(cfg.class_names))
 
         import tensorflow as tf
+
         from emotion.data import datasets, scanning
 
         try:
@@ -184,7 +186,7 @@ def main(argv=None) -> int:
             print(json.dumps({"skipped": str(exc)}))
             return 0
         batch_size = cfg.train_batch_size
-        # the pipeline, as training.py drives it: a new make_dataset per epoch, seeded with seed + epoch
+        # the pipeline, as trainer.py drives it: a new make_dataset per epoch, seeded with seed + epoch
         epochs = []
         for epoch in range(max(1, args.epochs)):
             with Clock() as clock:

@@ -3,7 +3,7 @@
     python benchmarks/bench_train.py                      # real train split from ../shared, 96x96, batch 32
     python benchmarks/bench_train.py --precision          # also float32 vs bfloat16 and XLA on this CPU
 
-Prints one JSON line. Target (issue 3): the pipeline reaches >= 90% of the in-memory step rate.
+Prints one JSON line. Target: the pipeline reaches >= 90% of the in-memory step rate.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ Chromium's fake camera plays ../shared/videos/Megamind.avi (a .y4m made from it;
 the page runs its live loop (BlazeFace -> crop -> classify -> draw) on the WASM backend, and each run counts
 the frames classified in --seconds after the first second. The three alternate over --rounds (medians).
 One extra run of ours on TF.js's plain JavaScript CPU backend shows what the WASM backend is worth.
-Targets (issue): >= 10 classified frames/s with one face on WASM, first result <= 3 s after the page is
+Targets: >= 10 classified frames/s with one face on WASM, first result <= 3 s after the page is
 ready, model download <= 25 MB. Prints one JSON line.
 """
 from __future__ import annotations
@@ -53,12 +53,12 @@ def main() -> int:
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    from emotion.model import conversion
-    from emotion.serving import exporting
-    from emotion.model import network as model_lib
-    from emotion.serving import webpage
-    from emotion.common.config import load_config
     from browser import write_y4m
+
+    from emotion.common.config import load_config
+    from emotion.model import conversion
+    from emotion.model import network as model_lib
+    from emotion.serving import exporting, webpage
     random_batchnorm_model = support.random_batchnorm_model
 
     cfg = load_config(None, ["weights=null"])

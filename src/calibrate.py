@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emotion.common import cli
-from emotion.common import paths
+from emotion.common import cli, paths
 
 
 def parse_args(argv=None):
@@ -32,7 +31,7 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)
     paths.require_model_file(cfg.model_save_path)
     paths.check_writable(Path(cfg.model_save_path).parent, "model_save_path")
-    from emotion.training import calibration_step  # TensorFlow is imported here, after the arguments are parsed
+    from emotion.training import calibration_step  # TensorFlow from here on, after the arguments are parsed
 
     summary = calibration_step.calibrate_file(cfg, args.max_images_per_class)
     print(json.dumps({"model": str(cfg.model_save_path), **summary}), flush=True)

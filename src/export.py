@@ -85,8 +85,8 @@ def main(argv=None) -> int:
         dry_run=args.dry_run)
     job = exporting.prepare(job, cfg)  # one-line errors before minutes of work, not after them
 
-    from emotion.model import network as model_lib  # TensorFlow is imported from here on, after the arguments are parsed
     from emotion.evaluation.evaluator import match_model
+    from emotion.model import network as model_lib  # TensorFlow from here on, after the arguments are parsed
     model = model_lib.load_model(model_path)
     cfg = match_model(cfg, model, model_path)
     print(json.dumps(exporting.export(job, cfg, model)), flush=True)

@@ -70,11 +70,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)  # fail on a bad config before any stage runs
     stage_args = stage_arguments(args, cfg)
-    present = [s for s in STAGES if (SRC / f"{s}.py").is_file()]
-    missing = [s for s in STAGES if s not in present]
-    if missing:
-        print(f"pipeline: stages not in the project yet, skipped: {', '.join(missing)}")
-    for stage in present:
+    for stage in STAGES:
         if stage_args[stage] is None:
             print(f"\n=== {stage}: skipped, no video at {args.video or cfg.video_path} (pass --video PATH)")
             continue
@@ -90,7 +86,7 @@ def main(argv=None) -> int:
         if code:
             return code
         print(f"=== {stage} done in {time.perf_counter() - start:.0f} s", flush=True)
-    if "export" in present and not args.dry_run:
+    if not args.dry_run:
         print("\nnext: make web (or python src/web.py) serves the live page on http://127.0.0.1:8000")
     return 0
 

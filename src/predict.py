@@ -66,7 +66,7 @@ def main(argv=None) -> int:
                        summary=args.summary, explain=args.explain)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, are imported after parsing
+    from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, after parsing
     rec = recognizer.EmotionRecognizer(cfg)
     n = len(plan.image_paths)
     print(f"{n} image{'s' if n != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from emotion.common import atomic
-from emotion.serving import headless_browser
 from emotion.common.errors import UserError
+from emotion.serving import headless_browser
 
 
 def require_browser() -> None:

@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from support import YOLO_SAMPLE, in_ci, link_organized, megamind_face_crops, require, spread_model
 
 

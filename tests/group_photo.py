@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
 from support import FACES_GRAY, require
 
 WIDTH, HEIGHT, COLUMNS, ROWS = 1280, 720, 5, 4

@@ -54,8 +54,8 @@ def kill_after(steps: int) -> None:
 
 
 if __name__ == "__main__":
-    from emotion.common import cli
     import organize_data
+    from emotion.common import cli
 
     kill_after(int(sys.argv[1]))
     cli.run(organize_data.main, sys.argv[2:])

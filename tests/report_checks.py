@@ -14,7 +14,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from support import CLASS_NAMES
 
 PANEL_DPI, PANEL_HEIGHT_IN, BASE_HEIGHT_IN = 100, 1.2, 1.0   # emotion_timeline.png: 11 in wide, this tall

@@ -97,7 +97,7 @@ def random_batchnorm_model(cfg, seed: int = 0):
 
 def spread_head(model, calibration_images, logit_std: float = 3.0, seed: int = 0):
     """Re-draw the logits layer ("logits", before the temperature and the softmax; in a model of the kind saved
-    before issue 9, the softmax layer "probabilities") of `model` in place so that its outputs SPREAD: its logits,
+    before temperature scaling, the softmax layer "probabilities") of `model` in place so that its outputs SPREAD: its logits,
     centred on `calibration_images` (RGB [N, H, W, 3], e.g. face crops), vary by about `logit_std` between
     images. A fresh model's probabilities lie within a few hundredths of 1/8 for every input, so "returns a
     constant", "ignores its input" or an RGB/BGR swap would pass a check at 1e-2; with this head the same
@@ -195,7 +195,7 @@ def save_random_model(folder: Path, *overrides: str):
 
 
 def keras_augmenter(cfg):
-    """data_preprocessing.augment_batch's augmentation as Keras layers: a reference for tests and benchmarks
+    """augmentation.augment_batch's augmentation as Keras layers: a reference for tests and benchmarks
     (make_dataset uses the faster augment_batch). Imports Keras.
 
     Random training augmentation from the augment_* config keys, seeded from cfg.seed; None if all are off.
@@ -300,3 +300,56 @@ def tensorboard_scalars(run_dir: Path) -> dict[str, dict[str, list[tuple[int, fl
                 values.append((event.step, float(array) if array.ndim == 0 else None))
             out[split][tag] = values
     return out
+
+
+def tfjs_fused_bias_ranks(model_json: Path) -> dict[int, int]:
+    """{rank: count} of the bias argument of every fused convolution in a TF.js graph model.json (weights only;
+    a bias computed by another node counts under its rank when known, else -1): what TF.js's WASM backend
+    accepts (rank 1) in what export wrote."""
+    import json
+
+    from emotion.model import tfjs_graph
+    return tfjs_graph.fused_bias_ranks(json.loads(Path(model_json).read_text(encoding="utf-8")))
+
+
+def tflite_op_counts(tflite) -> dict[str, int]:
+    """{op name: count} of a .tflite model's main graph (bytes or a file path), most frequent first, to check
+    what a conversion made; "DELEGATE" counts the XNNPACK partitions (1: the whole graph runs in XNNPACK).
+    Uses the interpreter's private _get_ops_details (no public API lists the ops), so it lives here, not in
+    src/. The interpreter is the one classifier.py runs: ai_edge_litert's when installed, else tf.lite's."""
+    import warnings
+    from collections import Counter
+
+    from emotion.common import console
+    kwargs = ({"model_content": bytes(tflite)} if isinstance(tflite, (bytes, bytearray, memoryview))
+              else {"model_path": str(tflite)})
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings(), console.quiet_unless_verbose():
+        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated ... use ai_edge_litert"
+        interpreter = Interpreter(num_threads=1, **kwargs)
+        interpreter.allocate_tensors()  # applies the XNNPACK delegate
+    return dict(Counter(op["op_name"] for op in interpreter._get_ops_details()).most_common())
+
+
+def count_to_rgb(monkeypatch) -> list[tuple[int, ...]]:
+    """Wrap faces.to_rgb, in faces and in every loaded module that imported it by name, with a counter: returns
+    the list to which each call appends the shape of the image it was given (a test's monkeypatch undoes it)."""
+    import sys
+
+    from emotion.runtime import faces
+    original = faces.to_rgb
+    calls: list[tuple[int, ...]] = []
+
+    def counting(image):
+        calls.append(tuple(getattr(image, "shape", ())))
+        return original(image)
+
+    for module in list(sys.modules.values()):
+        # the module's own namespace, not getattr: that would wake lazy modules (TensorFlow's) up
+        if getattr(module, "__dict__", {}).get("to_rgb") is original:
+            monkeypatch.setattr(module, "to_rgb", counting)
+    return calls

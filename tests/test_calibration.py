@@ -1,4 +1,4 @@
-"""Issue 9, calibration: temperature scaling inside the model, fitted on val, reported by evaluate.py on test,
+"""Calibration: temperature scaling inside the model, fitted on val, reported by evaluate.py on test,
 carried by the exports; "uncertain" below min_confidence; a model saved before all this still loads and runs.
 
 Real faces: the AffectNet sample's val split (fitting) and test split (measuring), 15 per class, at 32x32 on a
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from support import as_set_args, link_organized, plain_keras_probs, run_script, spread_model, tiny_config
 
 PER_CLASS = 15
@@ -74,8 +73,9 @@ def _images(folder: Path, shape) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _legacy_model(cfg):
-    """build_model as it was before issue 9: the custom preprocessing layer, the head a Dense with a softmax."""
+    """build_model as it was before temperature scaling: the custom preprocessing layer, the head a Dense with a softmax."""
     import keras
+
     from emotion.model import legacy_layers
     keras.utils.set_random_seed(cfg.seed)
     inputs = keras.Input(shape=tuple(cfg.input_shape), name="image")
@@ -92,9 +92,9 @@ def _legacy_model(cfg):
 def overconfident(tmp_path_factory):
     """A saved over-confident model (logits x10), then `evaluate.py --calibrate` on test: a dict of what the
     tests read (the model before, the test images, the metrics JSON, the run's stdout)."""
-    from emotion.model import network as model_lib
-    from emotion.common.config import load_config
     import evaluate
+    from emotion.common.config import load_config
+    from emotion.model import network as model_lib
 
     tmp = tmp_path_factory.mktemp("calibration")
     overrides = tiny_config(tmp)
@@ -119,7 +119,8 @@ def overconfident(tmp_path_factory):
 
 def test_an_over_confident_model_gets_t_above_1_lower_test_ece_and_the_same_argmax(overconfident):
     from emotion.evaluation import calibration_metrics
-    from emotion.model import network as model_lib, temperature
+    from emotion.model import network as model_lib
+    from emotion.model import temperature
     o = overconfident
     before, y = o["before"], o["y_test"]
     assert np.median(before.max(axis=1)) > 0.95  # over-confident indeed: a constant would not be
@@ -163,6 +164,7 @@ def _predictions(perf: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def test_the_model_card_repeats_evaluation_metrics_exactly(overconfident):
     from support import CLASS_NAMES
+
     from emotion.evaluation import card
     o = overconfident
     m, model_path = o["metrics"], Path(o["cfg"].model_save_path)
@@ -216,13 +218,14 @@ def card_line(o) -> str:
 
 
 # ------------------------------------------------------------------------------------------------
-# A model saved before issue 9
+# A model saved before temperature scaling
 
 
 def test_a_model_saved_before_loads_runs_and_is_calibrated_by_calibrate_py(tmp_path):
-    from emotion.evaluation import calibration_metrics, card
-    from emotion.model import network as model_lib, temperature
     from emotion.common.config import load_config
+    from emotion.evaluation import calibration_metrics, card
+    from emotion.model import network as model_lib
+    from emotion.model import temperature
     overrides = tiny_config(tmp_path)
     cfg = load_config(None, overrides)
     link_organized(tmp_path / "data", per_class=4, splits=("val",))

@@ -1,23 +1,34 @@
-"""Issue 9, the model card: train.py calibrates its best model and writes <stem>.card.md / .card.json beside it
+"""The model card: train.py calibrates its best model and writes <stem>.card.md / .card.json beside it
 (data counts per class per split, recipe, time and hardware, val metrics, calibration, intended use and limits);
 summary_line is the one line predict.py, inference.py and the web page show."""
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
-
 from support import CLASS_NAMES, as_set_args, link_organized, tiny_config
 
 
-def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
+def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys, monkeypatch):
+    """Also: the run lists train and val once and opens each image once (its epochs and its calibration step
+    reuse what it read), where a make_dataset per epoch would list and open them again."""
     import train
+    from emotion.data import scanning
     from emotion.evaluation import card
-    from emotion.model import network as model_lib, temperature
+    from emotion.model import network as model_lib
+    from emotion.model import temperature
 
     link_organized(tmp_path / "data", per_class=3, splits=("train", "val"))
+    listed, opened = [], []
+    list_split, image_problem = scanning.list_split, scanning.image_problem
+    monkeypatch.setattr(scanning, "list_split", lambda split_dir, *a, **k: listed.append(split_dir) or list_split(split_dir, *a, **k))
+    monkeypatch.setattr(scanning, "image_problem", lambda path: opened.append(path) or image_problem(path))
     overrides = tiny_config(tmp_path, "num_epochs=1", "fine_tune_epochs=0", "optimizer=sgd")  # SGD: traces faster
     assert train.main(as_set_args(overrides)) == 0
+    assert sorted(Path(p).name for p in listed) == ["train", "val"]
+    assert len(opened) == len(set(opened)) == 2 * 3 * len(CLASS_NAMES)  # each of the 48 images once
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
     model_path = tmp_path / "models" / "model.h5"
@@ -26,7 +37,7 @@ def test_train_calibrates_the_best_model_and_writes_its_card(tmp_path, capsys):
     assert t == pytest.approx(summary["temperature"]) and t != 1.0 and f"calibrated {model_path}: T = {t:.3f}" in out
 
     c = json.loads((tmp_path / "models" / "model.card.json").read_text())
-    assert c["model"] == "model.h5" and c["model_sha256"] == card.file_sha256(model_path)
+    assert c["model"] == "model.h5" and c["model_sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
     counts = c["data"]["images_per_class"]
     assert set(counts) == {"train", "val"} and counts["train"] == {name: 3 for name in CLASS_NAMES}
     assert c["recipe"]["phases"][0] == {"phase": "head", "epochs": 1, "learning_rate": 1.0e-3}
@@ -51,7 +62,7 @@ def _write(model_path, card_json: dict | None):
     from emotion.evaluation import card
     model_path.write_bytes(b"model bytes")
     if card_json is not None:
-        card_json = {"model_sha256": card.file_sha256(model_path), **card_json}
+        card_json = {"model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(), **card_json}
         card.card_paths(model_path)[1].write_text(json.dumps(card_json))
 
 
@@ -86,8 +97,9 @@ def test_update_card_merges_sections_and_renders_both_files(tmp_path):
 def test_inference_prints_the_card_line_and_says_uncertain_below_min_confidence(spread_model_path, tmp_path, capsys):
     """inference.py on 4 frames of the real clip with a model without a card: it runs, says so, and every face
     in predictions.json follows the rule (label "uncertain" below min_confidence, top_label the argmax)."""
-    import inference
     from support import VIDEOS, require
+
+    import inference
     model_path, overrides = spread_model_path
     threshold = 0.6
     argv = ["-v", str(require(VIDEOS / "Megamind.avi")), "--max-frames", "4", "--no-display",

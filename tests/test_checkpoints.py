@@ -1,19 +1,17 @@
 """checkpoints.RunFiles without TensorFlow: what --restart may delete, stale temps, damaged state, publishing."""
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
 from support import snapshot
 
 from emotion.common import atomic
-from emotion.training import checkpoints
 from emotion.common.errors import UserError
+from emotion.training import checkpoints
 
 FINGERPRINT = "f" * 16
 
@@ -49,7 +47,7 @@ def _committed(run: checkpoints.RunFiles, epochs: int = 2) -> dict:
     return state
 
 
-# ---- --restart (issue 12, item 1)
+# ---- --restart
 
 
 def test_restart_refuses_a_folder_with_other_files_and_deletes_nothing(tmp_path):

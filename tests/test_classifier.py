@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import YOLO_SAMPLE, keras_probs, save_random_model, spread_head, tflite_op_counts, tiny_model
 
-from support import YOLO_SAMPLE, keras_probs, save_random_model, spread_head, tiny_model
-
-from emotion.runtime import classifier
-from emotion.model import conversion
-from emotion.common.config import load_config
 from emotion.common.errors import UserError
+from emotion.model import conversion
+from emotion.runtime import classifier
 
 TINY_SHAPE = (32, 32, 3)
 
@@ -104,7 +102,7 @@ def test_converted_graph_has_no_variables_and_folded_batchnorm(resnet, resnet_cl
     import keras
     model, _ = resnet
     dense = sum(isinstance(layer, keras.layers.Dense) for layer in model.layers)  # the head: 1 or 2 (dense_units)
-    ops = classifier.tflite_op_counts(resnet_clf.path)
+    ops = tflite_op_counts(resnet_clf.path)
     assert ops["CONV_2D"] == 53 and ops["FULLY_CONNECTED"] == dense and ops["SOFTMAX"] == 1
     # BatchNorm folded into the convolutions; variables frozen; nothing left to TensorFlow (Flex) ops
     for op in ("VAR_HANDLE", "READ_VARIABLE", "MUL", "RSQRT", "SUB", "TRANSPOSE", "BATCH_MATMUL"):
@@ -206,7 +204,7 @@ def test_float16_is_close(tiny):
     x = _random_faces(8, TINY_SHAPE)
     np.testing.assert_allclose(classifier.EmotionClassifier(data, num_threads=1).predict(x), keras_probs(model, x),
                                rtol=0, atol=1e-2)
-    assert "DEQUANTIZE" in classifier.tflite_op_counts(data)  # float16 weights, expanded at load
+    assert "DEQUANTIZE" in tflite_op_counts(data)  # float16 weights, expanded at load
 
 
 @pytest.mark.parametrize("quantization", ["int8", "dynamic"])
@@ -258,6 +256,7 @@ def test_quantized_formats_pick_the_keras_winner_on_a_spread_model(spread_tiny, 
 
 def test_mixed_precision_model_converts_as_float32(tmp_path):
     import keras
+
     from emotion.model import network as model_lib
     keras.mixed_precision.set_global_policy("mixed_bfloat16")  # what train.py sets with mixed_precision on
     try:

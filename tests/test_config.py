@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO, link_organized, run_script
 
 from emotion.common import config, errors
-from support import REPO, link_organized, run_script
 
 
 def test_default_config_loads_and_matches_schema():

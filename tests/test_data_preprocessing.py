@@ -1,4 +1,4 @@
-"""data_preprocessing: decoding, the class-folder listing, the tf.data pipeline, bad files, class weights.
+"""emotion.data: the class-folder listing (scanning), decoding, the tf.data pipeline (datasets), bad files, class weights.
 
 Real images come from ../shared (hard-linked into tmp_path as organize_data.py would lay them out); the tests
 that need them skip with the reason when ../shared is absent.
@@ -16,9 +16,10 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 tf = pytest.importorskip("tensorflow")
 
-from emotion.data import augmentation, datasets, decoding, scanning  # noqa: E402
-from emotion.common.config import Config, UserError, load_config  # noqa: E402
 from support import YOLO_SAMPLE, keras_augmenter, require  # noqa: E402
+
+from emotion.common.config import Config, UserError, load_config  # noqa: E402
+from emotion.data import augmentation, datasets, decoding, scanning  # noqa: E402
 
 CFG = load_config()
 CLASSES = list(CFG.class_names)
@@ -71,7 +72,8 @@ def no_augment() -> Config:
 
 
 def decode_file(path) -> np.ndarray:
-    return decoding.decode_image(Path(path).read_bytes(), SHAPE).numpy()
+    """The file as the pipeline feeds it: decoded, then float32 0..255."""
+    return decoding.decode_uint8(Path(path).read_bytes(), SHAPE).numpy().astype(np.float32)
 
 
 def collect(ds) -> tuple[np.ndarray, np.ndarray]:
@@ -80,7 +82,7 @@ def collect(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ------------------------------------------------------------------------------------------------
-# decode_image
+# decode_uint8
 
 
 def _save(image: Image.Image, path: Path, **kwargs) -> Path:
@@ -95,8 +97,8 @@ def _save(image: Image.Image, path: Path, **kwargs) -> Path:
 def test_decode_red_is_red(tmp_path, mode, ext, size):
     color = (255, 0, 0, 128) if mode == "RGBA" else (255, 0, 0)
     path = _save(Image.new(mode, size, color), tmp_path / f"red.{ext}", **({"quality": 95} if ext == "jpg" else {}))
-    image = decoding.decode_image(path.read_bytes(), SHAPE)
-    assert image.dtype == tf.float32 and tuple(image.shape) == (96, 96, 3)
+    image = decoding.decode_uint8(path.read_bytes(), SHAPE)
+    assert image.dtype == tf.uint8 and tuple(image.shape) == (96, 96, 3)
     pixel = image.numpy().reshape(-1, 3).mean(axis=0)
     tolerance = 3 if ext == "jpg" else 0
     np.testing.assert_allclose(pixel, [255, 0, 0], atol=tolerance)  # RGB order, 0..255, alpha dropped
@@ -106,8 +108,8 @@ def test_decode_red_is_red(tmp_path, mode, ext, size):
 def test_decode_grayscale_becomes_rgb(tmp_path, ext):
     gray = np.tile(np.arange(0, 250, 250 / 96, dtype=np.float64).astype(np.uint8), (96, 1))
     path = _save(Image.fromarray(gray, "L"), tmp_path / f"gray.{ext}", **({"quality": 100} if ext == "jpg" else {}))
-    image = decoding.decode_image(path.read_bytes(), SHAPE).numpy()
-    assert image.shape == (96, 96, 3) and image.dtype == np.float32
+    image = decoding.decode_uint8(path.read_bytes(), SHAPE).numpy()
+    assert image.shape == (96, 96, 3) and image.dtype == np.uint8
     assert np.array_equal(image[..., 0], image[..., 1]) and np.array_equal(image[..., 1], image[..., 2])
     np.testing.assert_allclose(image[..., 0], gray, atol=0 if ext == "png" else 2)
 
@@ -120,12 +122,12 @@ def test_decode_real_files_match_pil_and_opencv(yolo_sample):
     for path in [p for p in images if p.suffix == ".png"][:3] + [p for p in images if p.suffix == ".jpg"][:3]:
         ours = decode_file(path)
         assert ours.shape == (96, 96, 3) and 0 <= ours.min() and ours.max() <= 255
-        assert np.array_equal(ours, np.asarray(Image.open(path).convert("RGB"), dtype=np.float32))
-        assert np.array_equal(ours, cv2.imread(str(path))[..., ::-1].astype(np.float32))
+        assert np.array_equal(ours, np.asarray(Image.open(path).convert("RGB")))
+        assert np.array_equal(ours, cv2.imread(str(path))[..., ::-1])
 
 
 def test_eager_and_tf_data_agree(tmp_path, yolo_sample):
-    """The same bytes through decode_image eagerly, in a tf.data map and in make_dataset give equal tensors."""
+    """The same bytes through decode_uint8 eagerly, in a tf.data map and in make_dataset give equal tensors."""
     images = sorted((yolo_sample / "train" / "images").iterdir())
     paths = [next(p for p in images if p.suffix == ".png"), next(p for p in images if p.suffix == ".jpg")]
     big = np.random.default_rng(0).integers(0, 256, (150, 120, 3), dtype=np.uint8)
@@ -134,7 +136,7 @@ def test_eager_and_tf_data_agree(tmp_path, yolo_sample):
     paths.append(_save(Image.fromarray(np.dstack([big, big[..., :1]]), "RGBA"), tmp_path / "rgba.png"))
     eager = np.stack([decode_file(p) for p in paths])
     ds = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
-    graph = np.stack(list(ds.map(lambda p: decoding.decode_image(tf.io.read_file(p), SHAPE)).as_numpy_iterator()))
+    graph = np.stack(list(ds.map(lambda p: decoding.decode_uint8(tf.io.read_file(p), SHAPE)).as_numpy_iterator()))
     assert np.array_equal(eager, graph)
 
     split = tmp_path / "split"

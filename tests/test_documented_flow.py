@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from support import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
 from organize_killer import run_killed
+from support import CLASS_NAMES, YOLO_SAMPLE, as_set_args, require, run_script, tiny_config
 
 PER_CLASS = 5
 KEPT = "yolo_labels"

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sklearn import metrics as skm
+from support import CLASS_NAMES, as_set_args, keras_probs, link_organized, run_script, tiny_config
 
 from emotion.common import config, errors
-from support import CLASS_NAMES, as_set_args, keras_probs, link_organized, run_script, tiny_config
 
 PER_CLASS = 3
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")
@@ -51,7 +51,8 @@ def _predictions(path: Path):
 def _model_probs(model, paths, input_shape, flip=False) -> np.ndarray:
     """The model's own output on these files, decoded the way the project decodes them."""
     from emotion.data import decoding
-    images = np.stack([decoding.decode_image(Path(p).read_bytes(), input_shape).numpy() for p in paths])
+    images = np.stack([decoding.decode_uint8(Path(p).read_bytes(), input_shape).numpy()
+                       for p in paths]).astype(np.float32)
     if flip:
         images = images[:, :, ::-1, :]
     return keras_probs(model, images)
@@ -121,6 +122,37 @@ def test_every_output_written_and_right(evaluated):
     shapes = [cv2.imread(str(perf / n)).shape for n in ("confident_mistakes.png", "confident_mistakes_gradcam.png")]
     assert shapes[0] == shapes[1]
     assert not list(perf.glob(".*tmp*")), "temp files left behind"
+
+
+def test_both_mistakes_figures_draw_the_same_mistakes_in_one_grid(evaluated, tmp_path, monkeypatch):
+    """confident_mistakes.png and confident_mistakes_gradcam.png: one rule (the MAX_MISTAKES wrong predictions
+    made with the highest confidence, most confident first) and one grid (explanations.mistakes_grid); without
+    mistakes, both say so and Grad-CAM does not run."""
+    from emotion.evaluation import evaluator, explanations
+    paths, y, _, probs = _predictions(evaluated["tmp"] / "performance" / "predictions.csv")
+    drawn, real = {}, explanations.mistakes_grid
+
+    def spy(y, probs, class_names, path, pictures, title, k=explanations.MAX_MISTAKES):
+        def recorded(shown):
+            drawn[path.name] = [int(i) for i in shown]
+            return title(shown)
+        return real(y, probs, class_names, path, pictures, recorded, k)
+
+    def both(probs):
+        drawn.clear()
+        evaluator.plot_mistakes(paths, y, probs, CLASS_NAMES, tmp_path / "confident_mistakes.png")
+        explanations.plot_mistake_maps(evaluated["model"], paths, y, probs, CLASS_NAMES,
+                                       tmp_path / "confident_mistakes_gradcam.png")
+        assert all((tmp_path / name).is_file() for name in ("confident_mistakes.png", "confident_mistakes_gradcam.png"))
+        return drawn
+
+    monkeypatch.setattr(explanations, "mistakes_grid", spy)
+    wrong = [i for i in range(len(y)) if probs[i].argmax() != y[i]]
+    expected = sorted(wrong, key=lambda i: -probs[i].max())[:16]
+    assert explanations.MAX_MISTAKES == 16 and len(expected) == min(16, len(wrong)) > 0
+    assert both(probs) == {"confident_mistakes.png": expected, "confident_mistakes_gradcam.png": expected}
+    monkeypatch.setattr(explanations.gradcam, "heatmaps", lambda *a, **k: pytest.fail("Grad-CAM ran without mistakes"))
+    assert both(np.eye(len(CLASS_NAMES))[y]) == {"confident_mistakes.png": [], "confident_mistakes_gradcam.png": []}
 
 
 def test_tta_on_val_split_averages_the_flip(evaluated, capsys):

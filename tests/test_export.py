@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from support import (keras_probs, YOLO_SAMPLE, as_set_args, in_ci, link_organized, random_batchnorm_model, require,
-                      run_script, spread_head, tiny_config)
 from browser import require_browser
+from support import (YOLO_SAMPLE, as_set_args, in_ci, keras_probs, link_organized, random_batchnorm_model, require,
+                     run_script, spread_head, tfjs_fused_bias_ranks, tflite_op_counts, tiny_config)
 
 import export
 from emotion.model import conversion, temperature
+from emotion.model.network import all_layers
 from emotion.serving import exporting, headless_browser
 
 CALIBRATED_T = 1.7  # as train.py's calibration would leave it: every format must give the calibrated probabilities
@@ -29,8 +29,8 @@ ALL = ["saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "tfjs_f
 def exported(tmp_path_factory):
     """(keras model, output folder, report rows, val images float32, the run's stdout)."""
     require(YOLO_SAMPLE)
-    from emotion.model import network as model_lib
     from emotion.common.config import load_config
+    from emotion.model import network as model_lib
 
     tmp = tmp_path_factory.mktemp("export")
     overrides = tiny_config(tmp)
@@ -81,7 +81,7 @@ def test_the_seed_s_converter_command_on_the_exported_saved_model_gives_a_page_m
                            str(out / "saved_model"), str(tmp_path / "web_model")], capture_output=True, text=True,
                           timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert exporting.tfjs_fused_bias_ranks(tmp_path / "web_model" / "model.json").get(4)  # what WASM rejects
+    assert tfjs_fused_bias_ranks(tmp_path / "web_model" / "model.json").get(4)  # what WASM rejects
     from emotion.common.config import load_config
     cfg = load_config(None, tiny_config(tmp_path))
     run = headless_browser.classify_in_browser(cfg, tmp_path / "web_model", x, tmp_path / "page", latency_runs=1)
@@ -142,7 +142,7 @@ def test_tflite_int8_gives_probabilities(exported):
     assert (probs.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.5
     assert _spread(probs) > 0.2
     assert np.abs(probs - expected).mean() < 0.05
-    ops = classifier.tflite_op_counts(out / "emotion_int8.tflite")
+    ops = tflite_op_counts(out / "emotion_int8.tflite")
     assert "QUANTIZE" in ops  # float32 in, integer inside
     assert "GATHER" in ops and "REVERSE_V2" not in ops  # int8 REVERSE_V2 left RGB unflipped
 
@@ -171,7 +171,7 @@ def test_tfjs_fused_convolutions_have_rank1_biases(exported):
     """TF.js's WASM backend rejects a _FusedConv2D whose bias is rank 4 (what BatchNorm folding gives)."""
     _, out, _, _, _ = exported
     for name in ("tfjs_float32", "tfjs_uint8"):
-        ranks = exporting.tfjs_fused_bias_ranks(out / name / "model.json")
+        ranks = tfjs_fused_bias_ranks(out / name / "model.json")
         assert ranks and set(ranks) == {1}, (name, ranks)
 
 
@@ -198,7 +198,7 @@ def test_fold_batch_norms_keeps_the_models_output(exported):
     model, _, _, x, _ = exported
     folded, count = conversion.fold_batch_norms(model)
     assert count == 53
-    assert not any(type(layer).__name__ == "BatchNormalization" for layer in conversion.all_layers(folded))
+    assert not any(type(layer).__name__ == "BatchNormalization" for layer in all_layers(folded))
     expected = keras_probs(model, x)
     assert np.abs(expected - expected.mean(axis=0)).max() > 1e-3  # the images give different outputs
     np.testing.assert_allclose(keras_probs(folded, x), expected, atol=1e-5)
@@ -235,8 +235,8 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
 
 def _val_split(rows):
     """The module's val images and labels as data_preprocessing gives them to export (same resize), and the cfg."""
-    from emotion.data import datasets
     from emotion.common.config import load_config
+    from emotion.data import datasets
     base = Path(rows[0]["path"]).parent.parent
     cfg = load_config(None, tiny_config(base))
     ds, _ = datasets.make_dataset(base / "data" / "val", cfg, training=False, cache=False)

@@ -8,14 +8,14 @@ import json
 
 import numpy as np
 import pytest
-
-from support import (YOLO_SAMPLE, as_set_args, keras_probs, link_organized, random_batchnorm_model, require,
-                     run_script, tiny_config)
 from no_tfjs import env_without_tfjs
+from support import (YOLO_SAMPLE, as_set_args, keras_probs, link_organized, random_batchnorm_model, require, run_script,
+                     tfjs_fused_bias_ranks, tiny_config)
 
 import export
 from emotion.model import conversion
 from emotion.serving import exporting
+
 ALL = exporting.DEFAULT_FORMATS  # what --formats all and no --formats mean
 
 
@@ -49,7 +49,7 @@ def test_read_only_output_folders_are_refused_before_the_model_loads(tmp_path, r
     for args, expected in (
             (["--output", str(read_only_folder / "export")],
              f"error: --output folder {read_only_folder / 'export'} is not writable"),
-            ([f"--set", f"performance_dir={read_only_folder / 'performance'}", "--output", str(tmp_path / "out")],
+            (["--set", f"performance_dir={read_only_folder / 'performance'}", "--output", str(tmp_path / "out")],
              f"error: performance_dir {read_only_folder / 'performance'} is not writable")):
         result = run_script("export.py", *as_set_args(tiny_config(tmp_path)), *args, timeout=120)
         lines = result.stderr.strip().splitlines()
@@ -65,8 +65,8 @@ def test_without_the_tfjs_converter_the_other_formats_are_exported(tmp_path):
     """tensorflowjs is an optional extra: without it (import blocked in the subprocess), the TF.js formats asked
     for are skipped with one line saying why and how to get them, and the others are exported and reported."""
     require(YOLO_SAMPLE)
-    from emotion.model import network as model_lib
     from emotion.common.config import load_config
+    from emotion.model import network as model_lib
     overrides = tiny_config(tmp_path)
     cfg = load_config(None, overrides)
     link_organized(tmp_path / "data", per_class=1, splits=("val",))
@@ -102,12 +102,56 @@ def test_fold_batch_norms_on_an_untrained_model_built_in_this_process(tmp_path):
     """Two traps of a fresh model: the clone renames the backbone's nested input layer (the model was not loaded
     from a file), and every folded bias is zero, which the converter's constant folding would remove, fusing
     the residual Add in as a rank-4 conv bias that TF.js's WASM backend rejects (bench_web.py's random init)."""
-    from emotion.model import network as model_lib
     from emotion.common.config import load_config
+    from emotion.model import network as model_lib
     model = model_lib.build_model(load_config(None, ["weights=null"]))
     x = np.random.default_rng(0).uniform(0, 255, (4, *model.input_shape[1:])).astype(np.float32)
     folded, count = conversion.fold_batch_norms(model)
     assert count == 53
     np.testing.assert_allclose(keras_probs(folded, x), keras_probs(model, x), atol=1e-5)
     exporting.convert_tfjs(conversion.export_saved_model(folded, tmp_path / "saved"), tmp_path / "tfjs", "uint8")
-    assert exporting.tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}
+    assert tfjs_fused_bias_ranks(tmp_path / "tfjs" / "model.json") == {1: 53}
+
+
+def test_fold_batch_norms_folds_only_a_batch_norm_that_alone_reads_its_convolution():
+    """The rule, read from Keras's public graph (functional get_config()'s inbound nodes, a Sequential's order):
+    folded where a BatchNormalization is called once on a biased Conv2D's output that nothing else reads, inside
+    nested models and Sequentials too; not where the convolution has another reader (a layer or the model's
+    output), no bias, or more than one call. The output stays the model's."""
+    import keras
+
+    def conv(name, **kwargs):
+        return keras.layers.Conv2D(4, 3, padding="same", name=name, **kwargs)
+
+    def bn(name):
+        return keras.layers.BatchNormalization(name=name)
+
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((8, 8, 4))
+    inner = keras.Model(inner_in, bn("inner_bn")(conv("inner_conv")(inner_in)), name="inner")
+    sequential = keras.Sequential([keras.Input((8, 8, 4)), conv("seq_conv"), bn("seq_bn"),
+                                   conv("seq_conv_nobias", use_bias=False), bn("seq_bn_nobias")], name="seq")
+    inputs = keras.Input((8, 8, 3))
+    x = bn("fold_bn")(conv("fold_conv")(inputs))
+    read_twice = conv("read_twice_conv")(x)
+    x = keras.layers.Add()([bn("read_twice_bn")(read_twice), read_twice])
+    x = sequential(inner(x))
+    shared = conv("shared_conv")
+    x = bn("shared_bn")(shared(x))
+    x = shared(x)
+    output_conv = conv("output_conv")(x)
+    model = keras.Model(inputs, [bn("output_bn")(output_conv), output_conv])
+    rng = np.random.default_rng(0)
+    for layer in model.layers + inner.layers + sequential.layers:  # batch norms that change their input
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.set_weights([rng.uniform(0.5, 2, 4).astype(np.float32) for _ in range(4)])
+
+    folds = conversion._foldable(model)
+    assert sorted(conv.name for conv in folds.values()) == ["fold_conv", "inner_conv", "seq_conv"], (
+        f"fold_batch_norms found {sorted(conv.name for conv in folds.values())}: has Keras changed the functional "
+        f"get_config() format (layers' inbound_nodes, keras_history) that conversion._layer_graphs reads?")
+    folded, count = conversion.fold_batch_norms(model)
+    assert count == 3
+    x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
+    for got, expected in zip(folded(x), model(x)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-3)

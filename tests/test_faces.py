@@ -13,10 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from emotion.runtime import faces
-from emotion.common.errors import UserError
 from support import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
+
+from emotion.common.errors import UserError
+from emotion.runtime import faces
 
 FRAME_W, FRAME_H = 640, 480
 PHOTO_SIDE = 350  # the set's nominal size: its photos (46x35 .. 536x355) are scaled to this longer side
@@ -167,6 +167,8 @@ def test_gray_and_rgb_input_agree(blazeface, photos):
     gray = place(photos[0][1])[0]
     assert blazeface.detect(gray) == blazeface.detect(np.repeat(gray[:, :, None], 3, axis=2))
     assert blazeface.detect(gray[:, :, None]) == blazeface.detect(gray)
+    assert blazeface.detect_rgb(np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))) == blazeface.detect(gray)
+    assert blazeface.detect_rgb(np.zeros((0, 0, 3), np.uint8)) == []
     with pytest.raises(ValueError, match="uint8"):
         blazeface.detect(gray.astype(np.float32))
 
@@ -212,6 +214,17 @@ def test_crop_face_pads_where_the_box_leaves_the_image():
     assert faces.crop_face(image[:, :, 0], (60, 50, 20, 20)).shape[2] == 3  # gray in, RGB out
     with pytest.raises(ValueError, match="does not overlap"):
         faces.crop_face(image, (500, 500, 20, 20), margin=0)
+    # crop_face_rgb (the recognizer's, on an image it converted once) crops the same, and checks border too.
+    gray = image[:, :, 0]
+    for args, kwargs in (((box,), {"border": "constant"}), (((140, 100, 40, 40),), {"size": (32, 32)}),
+                         (((60, 50, 20, 20), 0.5), {"dy": 0.0})):
+        np.testing.assert_array_equal(faces.crop_face_rgb(image, *args, **kwargs),
+                                      faces.crop_face(image, *args, **kwargs))
+        np.testing.assert_array_equal(faces.crop_face_rgb(np.dstack([gray] * 3), *args, **kwargs),
+                                      faces.crop_face(gray, *args, **kwargs))
+    for crop in (faces.crop_face, faces.crop_face_rgb):
+        with pytest.raises(ValueError, match="border"):
+            crop(image, box, border="reflect")
 
 
 def test_affectnet_framing_matches_crop_margin(blazeface):

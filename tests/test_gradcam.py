@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from support import megamind_face_crops
 
 SIZE, PATCH = 32, 6
@@ -76,6 +75,7 @@ def test_the_map_of_a_patch_decided_class_lies_on_the_patch_s_region(patch_model
 
 def test_a_layer_at_the_top_level_and_a_missing_name(patch_model):
     import keras
+
     from emotion.model import gradcam
     x, labels, _ = _pictures(16, np.random.default_rng(3))
     flat = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Conv2D(4, 3, name="conv"),
@@ -89,10 +89,11 @@ def test_a_layer_at_the_top_level_and_a_missing_name(patch_model):
 def test_resnet50_maps_alike_frozen_and_trainable_and_after_a_save(tmp_path):
     """The project's model on real face crops: a frozen backbone (pretrained, phase 'head') gives the same maps
     as a trainable one (from scratch), the probabilities are the model's, and a saved .h5 model gives them too."""
+    from support import spread_head
+
     from emotion.common import config
     from emotion.model import gradcam
     from emotion.model import network as model_lib
-    from support import spread_head
     crops = megamind_face_crops(6).astype(np.float32)
     cfg = config.load_config(None, ["weights=null", "input_shape=[96, 96, 3]"])
     model = spread_head(model_lib.build_model(cfg), crops)

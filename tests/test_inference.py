@@ -21,16 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from emotion.common import colours, config
-from emotion.runtime import display
-from emotion.runtime import faces
-import inference
-from emotion.runtime import frame_sources
-from emotion.runtime import tracking
-from emotion.common.errors import UserError
-from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
 from report_checks import check_report
+from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script, save_random_model
+
+import inference
+from emotion.common import colours, config
+from emotion.common.errors import UserError
+from emotion.runtime import display, faces, frame_sources, tracking
 
 MEGAMIND = VIDEOS / "Megamind.avi"
 BUGY = VIDEOS / "Megamind_bugy.avi"

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from support import REPO
 
 _spec = importlib.util.spec_from_file_location("check_platforms", REPO / "benchmarks" / "check_platforms.py")

@@ -12,9 +12,9 @@ import json
 
 import numpy as np
 import pytest
+from support import as_set_args, link_organized, tiny_config
 
 from emotion.common import config
-from support import as_set_args, link_organized, tiny_config
 
 NO_AUGMENT = ["augment_flip=false", "augment_rotation=0.0", "augment_shift=0.0", "augment_zoom=0.0",
               "augment_contrast=0.0"]
@@ -224,4 +224,35 @@ def test_compile_model_uses_each_phase_rate_and_length():
         assert float(schedule(5 * epochs)) == pytest.approx(lr * 0.01, rel=1e-5)
         assert float(schedule(5 * epochs - 1)) > lr * 0.01 * 1.0001
         assert opt.momentum == 0.9
-        assert model.loss.label_smoothing == pytest.approx(cfg.label_smoothing)
+        assert model.loss is None  # only the optimizer: TrainEpoch computes the loss (label smoothing included)
+
+
+def test_seed_states_are_every_layer_s_seed_generators_nested_models_included():
+    """What random_states saves and restore_random_states sets (dropout's masks, for an exact resume), found
+    through public Keras (layer.variables beyond layer.weights): every SeedGenerator, none twice, nothing else."""
+    import keras
+
+    from emotion.model import network as model_lib
+    from emotion.training import trainer
+
+    model = model_lib.build_model(config.load_config(None, tiny_config(config.REPO_ROOT / "unused", "dropout=0.3")))
+    head = model.get_layer("head_dropout")
+    states = dict(trainer.seed_states(model))
+    assert list(states) == ["head_dropout/0"] and states["head_dropout/0"] is head.seed_generator.state, (
+        f"Keras changed where a layer keeps its SeedGenerator states (found {list(states)}): trainer.seed_states "
+        f"must find them, or a resumed run is not the uninterrupted one")
+
+    inner = keras.Sequential([keras.Input((6,)), keras.layers.GaussianNoise(0.1, name="noise"),
+                              keras.layers.Dense(4, name="dense"), keras.layers.Dropout(0.5, name="inner_drop")])
+    inputs = keras.Input((6,))
+    nested = keras.Model(inputs, keras.layers.Dropout(0.5, name="outer_drop")(inner(inputs)))
+    inner.trainable = False  # frozen: its weights move to non_trainable_weights, still not seed states
+    states = dict(trainer.seed_states(nested))
+    expected = {"noise/0": inner.get_layer("noise").seed_generator.state,
+                "inner_drop/0": inner.get_layer("inner_drop").seed_generator.state,
+                "outer_drop/0": nested.get_layer("outer_drop").seed_generator.state}
+    assert states.keys() == expected.keys() and all(states[k] is v for k, v in expected.items()), (
+        f"trainer.seed_states found {list(states)}, not the SeedGenerators {list(expected)}")
+    saved = trainer.random_states(nested)
+    trainer.restore_random_states(nested, {k: [7, 8] for k in saved})
+    assert trainer.random_states(nested) == {k: [7, 8] for k in saved}

@@ -12,9 +12,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from support import REPO, SPLITS, link_organized
 
 from emotion.common import config
-from support import REPO, SPLITS, link_organized
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")

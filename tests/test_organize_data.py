@@ -11,15 +11,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from emotion.common import cli
-import organize_data
-from emotion.common import image_types
-from emotion.data import organize, yolo
-from emotion.common.errors import UserError
-from support import run_script
 from organize_killer import run_killed
+from support import run_script
 from test_documented_flow import copy_subset
+
+import organize_data
+from emotion.common import cli, image_types
+from emotion.common.errors import UserError
+from emotion.data import organize, yolo
 
 CLASSES = ["anger", "contempt", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 SPLIT_OUT = {"train": "train", "valid": "val", "test": "test"}
@@ -442,7 +441,7 @@ def test_help_imports_no_tensorflow():
 
 
 # ---------------------------------------------------------------------------------------------
-# Links, odd names, pipes, read-only outputs (issue 12)
+# Links, odd names, pipes, read-only outputs
 
 
 def digests(root: Path) -> dict[str, str]:

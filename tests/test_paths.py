@@ -26,14 +26,13 @@ def test_check_writable_refuses_a_path_below_a_file(tmp_path):
         paths.check_writable(tmp_path / "f" / "out", "results_dir")
 
 
-def test_require_regular_file_refuses_a_fifo_and_a_folder(tmp_path):
+def test_a_fifo_and_a_folder_are_not_regular_files(tmp_path):
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    with pytest.raises(UserError, match="not a regular file"):
-        paths.require_regular_file(fifo, "image")
-    with pytest.raises(UserError, match="is a folder"):
-        paths.require_regular_file(tmp_path, "image")
-    assert not paths.is_regular_file(fifo)
+    (tmp_path / "face.png").write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(tmp_path / "face.png")
+    assert [paths.is_regular_file(tmp_path / n) for n in ("pipe.png", ".", "face.png", "link.png", "gone.png")] == [
+        False, False, True, True, False]
 
 
 def test_same_file_by_path_by_symlink_and_by_hard_link(tmp_path):

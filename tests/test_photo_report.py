@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from support import CLASS_NAMES, FACES_GRAY, as_set_args, megamind_face_crops, require, spread_head, tiny_config
 
 PHOTOS = 8

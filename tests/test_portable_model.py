@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from support import plain_keras_probs
 
 
 def test_the_preprocessing_convolution_is_resnet50s_preprocess_input_bit_for_bit():
     import keras
+
     from emotion.model import preprocess
     inputs = keras.Input((8, 8, 3))
     layer_model = keras.Model(inputs, preprocess.apply(inputs))
@@ -25,6 +25,7 @@ def test_the_preprocessing_convolution_is_resnet50s_preprocess_input_bit_for_bit
 def _legacy_tiny_model(t: float):
     """A small model saved as the project saved them before: the custom ResNetPreprocess and Temperature."""
     import keras
+
     from emotion.model import legacy_layers
     keras.utils.set_random_seed(0)
     inputs = keras.Input((32, 32, 3), name="image")
@@ -40,8 +41,9 @@ def _legacy_tiny_model(t: float):
 
 
 def test_an_old_file_with_custom_layers_loads_and_is_rewritten_with_built_ins_and_the_same_outputs(tmp_path):
-    from emotion.model import legacy_layers, temperature
+    from emotion.model import legacy_layers
     from emotion.model import network as model_lib
+    from emotion.model import temperature
     old = _legacy_tiny_model(t=2.5)
     model_lib.save_model_atomic(old, tmp_path / "old.h5")
     x = np.random.default_rng(1).uniform(0, 255, (6, 32, 32, 3)).astype(np.float32)

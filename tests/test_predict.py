@@ -11,23 +11,22 @@ import contextlib
 import io
 import json
 import os
+import queue
 import shutil
+import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
+from support import (FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, count_to_rgb, keras_probs, require, run_script,
+                     tiny_config, tiny_model)
 
-from emotion.common import cli
-from emotion.common import config
-from emotion.runtime import drawing
-from emotion.runtime import faces
-from emotion.runtime import photos
 import predict
-from emotion.runtime import recognizer
+from emotion.common import cli, config
 from emotion.common.errors import UserError
-from support import (FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, require, run_script, tiny_config,
-                     tiny_model)
+from emotion.runtime import drawing, faces, photos, recognizer, tracking, video, video_threads
 
 # Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
 PHOTOS = ["Allison_Janney_0001.jpg", "Andre_Agassi_0034.jpg", "Arnaud_Clement_0001.jpg"]
@@ -52,8 +51,8 @@ def env(tmp_path_factory):
     """A saved random-init 96x96 model, its config (keras backend), the Keras model, and one recognizer."""
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
-    from emotion.runtime import classifier
     from emotion.model import network as model_lib
+    from emotion.runtime import classifier
 
     tmp = tmp_path_factory.mktemp("predict")
     overrides = tiny_config(tmp, "input_shape=[96, 96, 3]", "classifier_backend=keras", "face_detector=blazeface")
@@ -106,20 +105,20 @@ def summary(stdout: str) -> dict:
 # recognizer
 
 
-def test_classify_faces_equals_the_model_on_crops(env):
+def test_crops_classified_equal_the_model_on_crops(env):
     rec, model = env["rec"], env["model"]
     assert rec.class_names == config.load_config().class_names and rec.input_size == SIZE
     image = rgb(photo(PHOTOS[0]))
     found = rec.detect(image)
     assert len(found) == 1
     boxes = [f.box for f in found]
-    probs = rec.classify_faces(image, boxes)
+    probs = rec.classifier.predict(rec.crops(image, boxes))  # the two steps apart, as the video run takes them
     expected = keras_probs(model, np.stack([faces.crop_face(image, b, size=SIZE) for b in boxes]))
     assert probs.shape == (1, 8) and probs.dtype == np.float32
     np.testing.assert_allclose(probs, expected, atol=1e-4)
-    assert rec.classify_faces(image, []).shape == (0, 8)
+    assert rec.crops(image, []).shape == (0, *SIZE[::-1], 3)
 
-    results = rec.analyze(image)
+    (results,) = rec.analyze_batch([image])
     assert len(results) == 1
     r = results[0]
     assert r.box == found[0].box and r.detector_score == pytest.approx(found[0].score) and not r.whole_image
@@ -146,7 +145,7 @@ def test_two_faces_one_call_and_drawing(env):
     clf = CountingClassifier(env["clf"])
     rec = recognizer.EmotionRecognizer(env["cfg"], detector=env["rec"].detector, classifier=clf)
     frame = two_face_frame()
-    results = rec.analyze(frame)
+    (results,) = rec.analyze_batch([frame])
     assert clf.calls == [2]
     assert len(results) == 2
     centres = sorted(r.box[0] + r.box[2] / 2 for r in results)
@@ -170,15 +169,15 @@ def test_tight_crop_without_a_face_is_classified_whole(env):
     rec, model = env["rec"], env["model"]
     image = rgb(require(YOLO_SAMPLE) / AFFECTNET_NO_FACE)
     assert image.shape == (96, 96, 3) and rec.detect(image) == []  # precondition: BlazeFace misses this one
-    (r,) = rec.analyze(image)
+    ((r,),) = rec.analyze_batch([image])
     assert r.whole_image and r.box == (0, 0, 96, 96) and r.detector_score is None
     np.testing.assert_allclose(list(r.probabilities.values()), keras_probs(model, image[None])[0], atol=1e-4)
-    assert rec.analyze(image, allow_whole_image=False) == []
+    assert rec.analyze_batch([image], allow_whole_image=False) == [[]]
     # A face-less image that is not a tight crop gives nothing; a small one is resized whole.
-    assert rec.analyze(np.zeros((480, 640, 3), np.uint8)) == []
+    assert rec.analyze_batch([np.zeros((480, 640, 3), np.uint8)]) == [[]]
     small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
     if not rec.detect(small):
-        (s,) = rec.analyze(small)
+        ((s,),) = rec.analyze_batch([small])
         expected = keras_probs(model, cv2.resize(small, SIZE, interpolation=cv2.INTER_LINEAR)[None])[0]
         assert s.box == (0, 0, 64, 64)
         np.testing.assert_allclose(list(s.probabilities.values()), expected, atol=1e-4)
@@ -186,7 +185,7 @@ def test_tight_crop_without_a_face_is_classified_whole(env):
     drawing.draw_results(bgr, [r])  # no room for bars on a 96x96 image: label only, no error
 
 
-def test_analyze_batch_is_batched_and_equals_analyze(env):
+def test_analyze_batch_is_batched_and_equals_one_image_at_a_time(env):
     clf = CountingClassifier(env["clf"])
     rec = recognizer.EmotionRecognizer(env["cfg"], detector=env["rec"].detector, classifier=clf)
     images = [rgb(photo(n)) for n in PHOTOS] + [two_face_frame(), rgb(require(YOLO_SAMPLE) / AFFECTNET_NO_FACE),
@@ -196,7 +195,7 @@ def test_analyze_batch_is_batched_and_equals_analyze(env):
     assert [len(b) for b in batched] == [1, 1, 1, 2, 1, 0]
     assert batched[4][0].whole_image and not any(r.whole_image for b in batched[:4] for r in b)
     clf.calls.clear()
-    single = [rec.analyze(im) for im in images]
+    single = [rec.analyze_batch([im])[0] for im in images]
     assert clf.calls == [1, 1, 1, 2, 1]
     for b, s in zip(batched, single):
         assert [r.box for r in b] == [r.box for r in s] and [r.label for r in b] == [r.label for r in s]
@@ -207,6 +206,125 @@ def test_analyze_batch_is_batched_and_equals_analyze(env):
     assert clf.calls == [4, 2]
     clf.calls.clear()
     assert rec.analyze_batch([np.zeros((300, 400, 3), np.uint8)]) == [[]] and clf.calls == []
+
+
+# ---------------------------------------------------------------------------------------------
+# One conversion to RGB per image (faces.to_rgb, or the video frame's BGR -> RGB), however many faces it has
+
+
+@pytest.fixture(scope="module")
+def blazeface_installed():
+    if faces.blazeface_model_path() is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+
+
+@pytest.fixture(scope="module")
+def light(blazeface_installed):
+    """A recognizer with BlazeFace, as the scripts build it, on a tiny model of the project's kind served by the
+    Keras backend (seconds to build, where env's ResNet50 takes most of a minute): its cfg and recognizer."""
+    from emotion.runtime import classifier
+    cfg = config.load_config(None, ["face_detector=blazeface"])
+    rec = recognizer.EmotionRecognizer(cfg, classifier=classifier.KerasClassifier(tiny_model((*SIZE[::-1], 3))))
+    return {"cfg": cfg, "rec": rec}
+
+
+def test_an_image_is_converted_to_rgb_once_on_its_way_through_analyze_batch(light, monkeypatch):
+    """predict.py's path (analyze_batch): detecting, cropping every face (or taking the whole image) and
+    classifying converts each image once, whatever it comes as (gray, HxWx1, RGB, RGBA), with the same results."""
+    clf = CountingClassifier(light["rec"].classifier)
+    rec = recognizer.EmotionRecognizer(light["cfg"], detector=light["rec"].detector, classifier=clf)
+    gray = cv2.imread(str(photo(PHOTOS[0])), cv2.IMREAD_GRAYSCALE)
+    colour = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+    images = {"gray": gray, "gray HxWx1": gray[:, :, None], "rgb": colour,
+              "rgba": np.dstack([colour, np.full(gray.shape, 255, np.uint8)]), "two faces": two_face_frame(),
+              "tight crop, no face": np.full((96, 96, 3), 128, np.uint8), "no face": np.zeros((300, 400, 3), np.uint8)}
+    faces_in = {"gray": 1, "gray HxWx1": 1, "rgb": 1, "rgba": 1, "two faces": 2, "tight crop, no face": 0,
+                "no face": 0}
+    assert {name: len(rec.detect(image)) for name, image in images.items()} == faces_in  # precondition
+    faces_classified = {"gray": [1], "gray HxWx1": [1], "rgb": [1], "rgba": [1], "two faces": [2],
+                        "tight crop, no face": [1], "no face": []}  # the tight crop: classified whole
+
+    conversions = count_to_rgb(monkeypatch)
+    results = {}
+    for name, image in images.items():
+        conversions.clear()
+        clf.calls.clear()
+        (results[name],) = rec.analyze_batch([image])
+        assert conversions == [image.shape], name
+        assert clf.calls == faces_classified[name], name
+    assert results["tight crop, no face"][0].whole_image and results["no face"] == []
+    for name in ("gray HxWx1", "rgb", "rgba"):  # the same image in any of the accepted layouts: the same result
+        assert [r.box for r in results[name]] == [r.box for r in results["gray"]], name
+        np.testing.assert_allclose([list(r.probabilities.values()) for r in results[name]],
+                                   [list(r.probabilities.values()) for r in results["gray"]], atol=1e-6)
+
+    conversions.clear()
+    batched = rec.analyze_batch(list(images.values()))  # many images: still once each
+    assert conversions == [image.shape for image in images.values()]
+    assert [[r.box for r in b] for b in batched] == [[r.box for r in b] for b in results.values()]
+
+    # The public entry points on their own still take gray (and convert it, once per call).
+    box = results["gray"][0].box
+    for call in (lambda: rec.detect(gray), lambda: rec.crops(gray, [box, box]), lambda: rec.whole(gray),
+                 lambda: rec.detector.detect(gray), lambda: faces.crop_face(gray, box, size=SIZE)):
+        conversions.clear()
+        call()
+        assert conversions == [gray.shape]
+    assert np.array_equal(rec.crops(gray, [box])[0], faces.crop_face(colour, box, size=SIZE))
+
+
+class FramesInMemory:
+    """A frame source over BGR frames in memory: frame_sources.FrameSource's read(buffer), kind and stop_reason."""
+
+    kind, stop_reason = "video", "end"
+
+    def __init__(self, frames):
+        self.frames, self.position = list(frames), 0
+
+    def read(self, buffer=None):
+        if self.position == len(self.frames):
+            return None
+        self.position += 1
+        return self.frames[self.position - 1].copy(), self.position - 1
+
+
+def test_a_video_frame_is_converted_to_rgb_once_on_its_way_through_the_producer(light, monkeypatch):
+    """inference.py's path (video_threads.Producer): the frame's BGR -> RGB conversion is the only one; the
+    detector and the crops take that RGB array as it is. Same for a face classified on its own (classify_every)."""
+    rec = light["rec"]
+    frames_rgb = [rgb(photo(PHOTOS[0])), two_face_frame()]
+    frames_bgr = [cv2.cvtColor(f, cv2.COLOR_RGB2BGR) for f in frames_rgb]
+    expected_boxes = [[f.box for f in rec.detect(frame)] for frame in frames_rgb]
+    assert [len(b) for b in expected_boxes] == [1, 2]  # precondition
+
+    real_cvt_color = cv2.cvtColor
+    bgr_to_rgb = []
+
+    def counting_cvt_color(src, code, *args, **kwargs):
+        if code == cv2.COLOR_BGR2RGB:
+            bgr_to_rgb.append(src.shape)
+        return real_cvt_color(src, code, *args, **kwargs)
+
+    conversions = count_to_rgb(monkeypatch)
+    monkeypatch.setattr(cv2, "cvtColor", counting_cvt_color)
+    producer = video_threads.Producer(FramesInMemory(frames_bgr), rec, tracking.FaceTracker(), 1, None,
+                                      threading.Event(), queue.Queue())
+    producer.run()  # in this thread
+    assert producer.error is None
+    assert conversions == [] and bgr_to_rgb == [f.shape for f in frames_bgr]  # once per frame
+    items = [producer.frames.get_nowait() for _ in range(len(frames_bgr) + 1)]
+    assert items[-1] is video_threads.END
+    for item, frame, boxes in zip(items, frames_rgb, expected_boxes):
+        assert [f.box for f in item.found] == boxes and item.due == list(range(len(boxes)))
+        expected = np.stack([faces.crop_face(frame, b, size=SIZE) for b in boxes])
+        assert item.crops.dtype == np.uint8 and np.array_equal(item.crops, expected)
+
+    conversions.clear()
+    bgr_to_rgb.clear()
+    row = video.VideoRun._classify_one(SimpleNamespace(rec=rec), frames_bgr[1], expected_boxes[1][1])
+    assert conversions == [] and bgr_to_rgb == [frames_bgr[1].shape]
+    np.testing.assert_allclose(row, rec.classifier.predict(faces.crop_face(frames_rgb[1], expected_boxes[1][1],
+                                                                           size=SIZE)[None])[0], atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import json
 import cv2
 import numpy as np
 import pytest
-
-from support import CLASS_NAMES, VIDEOS, as_set_args, require
-from emotion.common import colours
-from emotion.runtime import track_report
-from emotion.common.colours import PALETTE
 from report_checks import check_report
+from support import CLASS_NAMES, VIDEOS, as_set_args, require
+
+from emotion.common import colours
+from emotion.common.colours import PALETTE
+from emotion.runtime import track_report
 
 
 def _face(track_id: int, label: str, probs: dict, classified=None) -> dict:
@@ -101,7 +101,7 @@ def test_terminal_lines():
 def test_csv_and_timeline_agree_with_the_run(tmp_path):
     run = _known_run()
     rows = track_report.write_report(run, CLASS_NAMES, tmp_path / "tracks.csv", tmp_path / "emotion_timeline.png")
-    read = check_report(tmp_path, run)  # recomputed independently of report.py
+    read = check_report(tmp_path, run)  # recomputed independently of track_report.py
     assert [int(r["id"]) for r in read] == [r["id"] for r in rows]
     assert [float(r["share_uncertain"]) for r in read] == [0.0, 0.0, 0.25]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emotion_timeline.png", "tracks.csv"]  # no temp left
@@ -196,6 +196,7 @@ def test_megamind_run_writes_the_report_and_prints_a_line_per_track(spread_model
 def test_the_page_s_timeline_colours_are_the_overlay_s():
     """web/timeline.js draws each class in the colour the Python overlay and emotion_timeline.png use."""
     import re
+
     from support import REPO
     text = (REPO / "web" / "timeline.js").read_text()
     listed = re.search(r"CLASS_COLORS = \[(.*?)\];", text, re.S).group(1)

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
-from emotion.common import config, errors
 from support import (REPO, as_set_args, link_organized, plain_keras_probs, read_csv, run_script, snapshot_folders,
                      tensorboard_scalars, tiny_config)
+
+from emotion.common import config, errors
 
 
 def _rgb(path: Path, size=(32, 32)) -> np.ndarray:
@@ -152,6 +152,7 @@ def test_class_folders_must_match_class_names(tiny):
 
 def test_nan_loss_stops_with_a_clear_message(tmp_path):
     import tensorflow as tf
+
     from emotion.model import network as model_lib
     from emotion.training import trainer
 
@@ -171,6 +172,7 @@ def test_nan_loss_stops_with_a_clear_message(tmp_path):
 
 def test_too_little_disk(tiny, monkeypatch):
     import shutil
+
     import train
 
     monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
@@ -228,9 +230,9 @@ def small_disk(tmp_path):
 def test_the_disk_estimate_holds_on_a_real_small_disk(tiny, small_disk):
     """Checkpoints and models on a disk of exactly the estimated peak: 2 epochs train with no ENOSPC. A disk
     a little smaller is refused before training, with one line and nothing written."""
-    from emotion.training import checkpoints
-    from emotion.model import network as model_lib
     import train
+    from emotion.model import network as model_lib
+    from emotion.training import checkpoints
 
     flags = ["num_epochs=2", "fine_tune_epochs=0"]
     params = model_lib.build_model(config.load_config(None, tiny_config(tiny, *flags))).count_params()

@@ -4,8 +4,8 @@ test_train.py: a module each, so that pytest-xdist's workers share them out.)"""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import as_set_args, link_organized, read_csv, snapshot_folders, tensorboard_scalars, tiny_config
 
 from emotion.common import errors
-from support import REPO, as_set_args, link_organized, read_csv, snapshot_folders, tensorboard_scalars, tiny_config
 
 # For the tests about files, commits, disks and failures rather than the optimizer: SGD's update traces in a
 # fraction of Adam's time (Adam: about 4 s more per phase on 2 cores). Adam itself: the exact resume test here,
@@ -90,7 +90,7 @@ def test_resume_after_kill_is_exact(tmp_path):
         {"state.json", "epoch_002.keras", "last_002.h5", json.loads(state.read_text())["best_model"]})
 
 
-# ---- the commit point: a kill at any step leaves one run's consistent files (issue 12, items 7, 9, 10, 11)
+# ---- the commit point: a kill at any step leaves one run's consistent files
 
 
 class Killed(BaseException):
@@ -122,8 +122,8 @@ def _published_digest(path: Path) -> str:
 
 
 def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, trained_weights, monkeypatch, capsys):
-    from emotion.training import checkpoints
     import train
+    from emotion.training import checkpoints
 
     args = as_set_args(tiny_config(tiny, "num_epochs=2", "fine_tune_epochs=0", SGD))
     models, ckpt = tiny / "models", tiny / "models" / "checkpoints"
@@ -179,7 +179,8 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
     assert _published_digest(models / "model_last.h5") == trained_weights[2]
     # model.h5 is the committed best epoch, calibrated as train.py's last step: T (a constant of the Rescaling
     # layer, not a weight) is all that differs, so the weights are the epoch's.
-    from emotion.model import network as model_lib, temperature
+    from emotion.model import network as model_lib
+    from emotion.model import temperature
     published = model_lib.load_model(models / "model.h5")
     assert temperature.temperature_of(published) > 0
     temperature.set_temperature(published, 1.0)
@@ -192,8 +193,8 @@ def test_a_kill_before_or_after_the_commit_leaves_one_consistent_run(tiny, train
 def _fail_epoch_2(tiny, monkeypatch, inject) -> tuple[dict, dict, str]:
     """Train 2 epochs with `inject` installed; returns (files after epoch 1's commit, files after the failure,
     the UserError's message)."""
-    from emotion.training import checkpoints
     import train
+    from emotion.training import checkpoints
 
     after_epoch_1 = {}
     prune = checkpoints.RunFiles.prune

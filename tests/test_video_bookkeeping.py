@@ -11,11 +11,12 @@ import json
 import cv2
 import numpy as np
 import pytest
+from support import CLASS_NAMES, VIDEOS, require
 
 from emotion.common import colours
 from emotion.runtime.faces import Face
-from emotion.runtime.video_frames import ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder, StageTimes, TrackMemory, log_line, median_ms
-from support import CLASS_NAMES, VIDEOS, require
+from emotion.runtime.video_frames import (ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder, StageTimes,
+                                          TrackMemory, log_line, median_ms)
 
 C = len(CLASS_NAMES)
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from support import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, link_organized,
-                      random_batchnorm_model, require, run_script, spread_head)
-
-from browser import require_browser, scenario as browser, write_y4m
+from browser import require_browser
+from browser import scenario as browser
+from browser import write_y4m
 from no_tfjs import env_without_tfjs
+from support import (CLASS_NAMES, FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, keras_probs, link_organized,
+                     random_batchnorm_model, require, run_script, spread_head)
+
 from emotion.serving import headless_browser, webpage
 
 
@@ -35,9 +36,9 @@ def site(tmp_path_factory):
     import cv2
 
     import export
-    from emotion.runtime import faces
-    from emotion.model import network as model_lib
     from emotion.common.config import load_config
+    from emotion.model import network as model_lib
+    from emotion.runtime import faces
 
     tmp = tmp_path_factory.mktemp("web")
     overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
@@ -69,7 +70,7 @@ def site(tmp_path_factory):
     spread_head(model, batch)
     from emotion.evaluation import card
     from emotion.model import temperature
-    temperature.set_temperature(model, 1.5)  # the page must carry T (issue 9): Keras's probabilities include it
+    temperature.set_temperature(model, 1.5)  # the page must carry T: Keras's probabilities include it
     keras_out = keras_probs(model, batch)
     model_lib.save_model_atomic(model, cfg.model_save_path)
     card.update_card(cfg.model_save_path, calibration={"temperature": 1.5})  # the line the page shows
@@ -166,7 +167,7 @@ def test_browser_blazeface_finds_the_faces_python_finds(site, classified):
         iw = max(0, min(x + w, px + pw) - max(x, px))
         ih = max(0, min(y + h, py + ph) - max(y, py))
         ious.append(iw * ih / (w * h + pw * ph - iw * ih))
-    assert np.median(ious) > 0.8, ious  # the same BlazeFace model as src/faces.py
+    assert np.median(ious) > 0.8, ious  # the same BlazeFace model as emotion/runtime/faces.py
     for faces_ in boxes:
         for face in faces_:
             if face["wholeImage"]:  # a small photo (Avinash_28.jpg is 59x65) with no face found: as predict.py
@@ -208,11 +209,12 @@ def test_fake_camera_on_a_real_clip_draws_boxes_and_labels(site, tmp_path):
 
 
 def test_history_csv_matches_the_bars_and_timelines_the_page_drew(site):
-    """Issue 10: the fake camera plays the clip, Stop, then "Download CSV". One CSV row per classified frame
+    """The fake camera plays the clip, Stop, then "Download CSV". One CSV row per classified frame
     and face; the last frame's rows are the bars listed; every face's timeline canvas holds, column by column,
     its rows' probabilities stacked in the overlay's class colours; the per-track section adds up."""
     import csv
     import io
+
     from emotion.common.colours import PALETTE
     result = browser("history", site["url"], y4m=site["y4m"], frames=12)
     assert result["errors"] == [] and result["filename"] == "emotions.csv"

@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from support import link_organized, tiny_config
 
 FILE_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
@@ -83,9 +82,10 @@ def train_config(tmp_path: Path, weights: Path, fine_tune_epochs: int):
 
 
 def test_build_model_loads_the_downloaded_file_layout(weights_file):
+    import numpy as np
+
     from emotion.common import config
     from emotion.model import network as model_lib
-    import numpy as np
 
     expected = file_values(weights_file)
     assert len(expected) > 100 and any(is_batchnorm(n) for n in expected)

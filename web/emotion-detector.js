@@ -7,16 +7,16 @@
 //   // faces: [{box: [x, y, w, h], label, topLabel, confidence, probabilities: {anger: 0.01, ...}, detectorScore,
 //   //          wholeImage, id}]; label is 'uncertain' when confidence < config.minConfidence, topLabel the argmax
 //
-// The geometry follows src/faces.py and src/recognizer.py: a square crop around the detector's box
+// The geometry follows src/emotion/runtime/faces.py and src/emotion/runtime/recognizer.py: a square crop around the detector's box
 // (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
 // input; a small near-square picture with no face found is classified whole (an AffectNet-style crop).
-// Live tracking and smoothing follow src/tracking.py (exponential average of each face's probabilities).
+// Live tracking and smoothing follow src/emotion/runtime/tracking.py (exponential average of each face's probabilities).
 // On the WASM backend the emotion model runs in Web Workers (classifier-worker.js), one per core; BlazeFace,
 // cropping and tracking stay on the page's thread.
 
 const tf = globalThis.tf;
 
-const SCORE_CLIP = 100;             // as src/faces.py: logits clipped before the sigmoid
+const SCORE_CLIP = 100;             // as src/emotion/runtime/faces.py: logits clipped before the sigmoid
 
 /** Anchor centres in detector pixels: (size/8)^2 cells x 2 anchors, then (size/16)^2 cells x 6 (MediaPipe's SSD
  * anchors; 896 for the 128x128 front-camera model). */
@@ -41,7 +41,7 @@ function iou(a, b) {  // boxes [x0, y0, x1, y1]
   return union > 0 ? inter / union : 0;
 }
 
-/** MediaPipe's weighted NMS (as src/faces.py): overlapping candidates are averaged, weighted by score. */
+/** MediaPipe's weighted NMS (as src/emotion/runtime/faces.py): overlapping candidates are averaged, weighted by score. */
 function weightedNms(candidates, threshold) {
   const remaining = [...candidates].sort((a, b) => b.score - a.score);
   const out = [];
@@ -64,7 +64,7 @@ export function sourceSize(source) {
   return [source.width, source.height];  // canvas, ImageBitmap, OffscreenCanvas
 }
 
-/** Follows faces over frames (src/tracking.py, simplified to one pass): stable ids, smoothed probabilities. */
+/** Follows faces over frames (src/emotion/runtime/tracking.py, simplified to one pass): stable ids, smoothed probabilities. */
 export class FaceTracker {
   constructor({smoothing = 0.6, iouThreshold = 0.3, maxCenterDistance = 0.5, maxMissed = 5} = {}) {
     Object.assign(this, {smoothing, iouThreshold, maxCenterDistance, maxMissed});
@@ -278,7 +278,7 @@ export class EmotionDetector {
   }
 
   /** BlazeFace on the picture letterboxed to its input (128x128) -> [{box: [x, y, w, h] image pixels, score}].
-   * The same model and decoding as src/faces.py. The letterbox is drawn by the canvas (one scaled drawImage),
+   * The same model and decoding as src/emotion/runtime/faces.py. The letterbox is drawn by the canvas (one scaled drawImage),
    * so no full-size frame tensor is made. */
   async detectFaces(source, width, height) {
     const size = this.detectorSize;
@@ -317,8 +317,8 @@ export class EmotionDetector {
     }).filter(({box}) => box[2] > 1 && box[3] > 1 && box[0] < width && box[1] < height && box[0] + box[2] > 0 && box[1] + box[3] > 0);
   }
 
-  /** Square crops framed like AffectNet's (src/faces.py crop_box), scaled to the model's input by the canvas and
-   * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture it is black (src/faces.py
+  /** Square crops framed like AffectNet's (src/emotion/runtime/faces.py crop_box), scaled to the model's input by the canvas and
+   * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture it is black (src/emotion/runtime/faces.py
    * repeats the edge pixels there). */
   cropPixels(source, faces, width, height) {
     const {cropMargin, cropDy} = this.config;

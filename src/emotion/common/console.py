@@ -58,7 +58,7 @@ _NOISY_IMPORTS = ("tensorflow", "tensorflow_decision_forests")
 
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
-    """Runs the first import of each of _NOISY_IMPORTS (wherever it happens: keras, training.py, faces.py, the
+    """Runs the first import of each of _NOISY_IMPORTS (wherever it happens: keras, trainer.py, faces.py, the
     TF.js converter) under quiet_stderr, then sets absl's Python logging to errors only. Removes itself once
     all are imported."""
 
@@ -119,7 +119,7 @@ def quiet_unless_verbose():
     """A context that hides stderr (quiet_stderr) while TensorFlow's logging is hidden, for C++ code that logs
     past TF_CPP_MIN_LOG_LEVEL (the TFLite and TF.js converters); a no-op with --verbose or the user's own
     TF_CPP_MIN_LOG_LEVEL. Errors still arrive as Python exceptions.
-        with cli.quiet_unless_verbose():
+        with console.quiet_unless_verbose():
             flatbuffer = converter.convert()"""
     return quiet_stderr() if _quieted["log_level"] else contextlib.nullcontext()
 

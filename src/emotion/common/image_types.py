@@ -3,7 +3,7 @@
     from emotion.common.image_types import PIPELINE_EXTENSIONS, OPENCV_EXTENSIONS
     name.lower().endswith(PIPELINE_EXTENSIONS)   # train/evaluate can decode it (tf.io.decode_image)
 
-PIPELINE_EXTENSIONS: what the training pipeline (data_preprocessing, TensorFlow's decode_image) decodes;
+PIPELINE_EXTENSIONS: what the training pipeline (data/decoding.py, TensorFlow's decode_image) decodes;
 train.py and evaluate.py read only these from the class folders, so organize_data.py sorts only these
 into class folders.
 OPENCV_EXTENSIONS: what predict.py picks up from a folder or a glob (read with cv2.imread, which has no GIF

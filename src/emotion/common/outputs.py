@@ -23,8 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
-from emotion.common import atomic
-from emotion.common import paths
+from emotion.common import atomic, paths
 from emotion.common.errors import UserError
 
 MARKER = ".written-by-emotion-recognition"

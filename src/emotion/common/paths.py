@@ -2,7 +2,7 @@
 
 Usage:
     paths.check_writable(Path(cfg.performance_dir), "performance_dir")   # UserError if it cannot be written
-    paths.require_regular_file(Path(args.image_path), "--image_path")    # no FIFO, device or folder
+    paths.is_regular_file(path)                                          # False for a FIFO, device or folder
     paths.same_file(Path("in.avi"), Path("out.avi"))                     # by resolved path or by inode
     paths.printable(name)                                                # a file name any log or terminal takes
 
@@ -15,14 +15,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+from emotion.common import files
 from emotion.common.errors import UserError
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def check_writable(folder: Path, what: str, hint: str | None = None) -> None:
@@ -31,7 +25,7 @@ def check_writable(folder: Path, what: str, hint: str | None = None) -> None:
     about a read-only mount. Leaves nothing behind. `hint`: how to choose another folder (default: the
     config key `what`, --set what=PATH)."""
     folder = Path(folder)
-    base = _nearest_existing(folder)
+    base = files.nearest_existing(folder)
     if not base.is_dir():
         raise UserError(f"{what} {folder} cannot be created: {base} is not a folder")
     try:
@@ -41,21 +35,6 @@ def check_writable(folder: Path, what: str, hint: str | None = None) -> None:
                         f"point it at a folder you can write to ({hint or f'--set {what}=PATH'})") from None
     os.close(fd)
     os.unlink(probe)
-
-
-def require_regular_file(path: Path, what: str) -> Path:
-    """`path` if it is a regular file (a symlink to one is fine); UserError for a FIFO, a device, a socket
-    or a folder, which would hang a reader or make no sense as an input."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {path}") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(mode):
-        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a pipe, socket or device)"
-        raise UserError(f"{what} {path} is {kind}: give the path of an image or video file")
-    return Path(path)
 
 
 def is_regular_file(path: str | os.PathLike) -> bool:

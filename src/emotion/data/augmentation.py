@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import tensorflow as tf
 
+
 def augmentation_enabled(cfg: Mapping[str, Any]) -> bool:
     """Whether any augment_* config key is on (augment_batch changes images)."""
     return bool(cfg["augment_flip"]) or any(float(cfg[k]) > 0 for k in

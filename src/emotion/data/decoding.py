@@ -1,7 +1,7 @@
 """Image bytes -> RGB pixels, the one decoder of training, evaluation and the int8 export's calibration images.
 
-    image = decode_image(Path("face.jpg").read_bytes(), cfg.input_shape)   # float32 [H, W, 3], RGB 0..255
-    ds.map(lambda b: decode_image(b, cfg.input_shape))                     # the same inside tf.data
+    image = decode_uint8(Path("face.jpg").read_bytes(), cfg.input_shape)   # uint8 [H, W, 3], RGB
+    ds.map(lambda b: decode_uint8(b, cfg.input_shape))                     # the same inside tf.data
     keep, bad = check_decoding(paths, cfg.input_shape)                     # drop (and name) files that do not decode
 
 JPEG uses the accurate integer IDCT (what PIL and OpenCV use, so training sees what inference sees); gray and
@@ -15,7 +15,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
-from emotion.data.scanning import MAX_WARNINGS, JPEG_MAGIC, report_problems
+from emotion.data.scanning import JPEG_MAGIC, MAX_WARNINGS, report_problems
 
 # {(path, size, mtime_ns, height, width): decodes} for files check_decoding has decoded in this process
 _DECODES: dict[tuple, bool] = {}
@@ -52,7 +52,8 @@ def _hw(input_shape: Sequence[int]) -> tuple[int, int]:
 
 
 def decode_uint8(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
-    """decode_image as uint8 (what the cache holds): decode to RGB, resize to input_shape[:2] if needed."""
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [H, W, 3] RGB, H, W = input_shape[:2] (what the cache holds; the
+    pipeline casts to float32 0..255 per batch). Eager or inside tf.data / tf.function alike."""
     h, w = _hw(input_shape)
     image_bytes = tf.convert_to_tensor(image_bytes, tf.string)
     # JPEG with the accurate integer IDCT (what PIL and OpenCV use; TF's default fast IDCT is off by up to
@@ -72,18 +73,6 @@ def decode_uint8(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
     image.set_shape((h, w, 3))
     return image
 
-
-
-def decode_image(image_bytes, input_shape: Sequence[int]) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP bytes -> float32 [H, W, 3] RGB in 0..255, H, W = input_shape[:2].
-
-    Grayscale and RGBA images become RGB (alpha dropped); other sizes are resized (bilinear, antialiased,
-    rounded to whole values so that this equals what the cached pipeline feeds); images of the right size
-    are not resampled. Works eagerly and inside tf.data / tf.function:
-        decode_image(Path("face.jpg").read_bytes(), [96, 96, 3])
-        ds.map(lambda b: decode_image(b, cfg.input_shape))
-    """
-    return tf.cast(decode_uint8(image_bytes, input_shape), tf.float32)
 
 
 

@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Callable
 
 from emotion.common import paths
-from emotion.data import placing
 from emotion.common.config import Config
 from emotion.common.errors import UserError
 from emotion.common.image_types import PIPELINE_EXTENSIONS, pipeline_reads
-from emotion.data.placing import Folder, Log, Lock, Transfer, choose_name, same_file, same_path
-from emotion.data.yolo import KEPT_LABELS, SplitListing, check_data_yaml, download_kaggle, find_yolo_root, folder_listing, is_label_name, is_yolo_root, is_zip_source, prepare_source, search_yolo_roots, source_splits, unfinished_in_place, zip_errors, zip_listings, zip_yolo_prefix
+from emotion.data import placing
+from emotion.data.placing import Folder, Lock, Log, Transfer, choose_name, same_content, same_path
+from emotion.data.yolo import (KEPT_LABELS, SplitListing, check_data_yaml, download_kaggle, find_yolo_root,
+                               folder_listing, is_label_name, is_yolo_root, is_zip_source, prepare_source,
+                               search_yolo_roots, source_splits, unfinished_in_place, zip_errors, zip_listings,
+                               zip_yolo_prefix)
 
 OUTPUT_SPLITS = ("train", "val", "test")
 UNCLASSIFIED = "unclassified"
@@ -382,7 +385,7 @@ def _keep_labels(data_path: Path, src_split: str, run_: _Run, where: list[str]) 
 def _keep_label(src: str, name: str, kept: Folder, src_split: str, log: Log, transfer: Transfer,
                 dry_run: bool) -> None:
     """Move one label file into kept (yolo_labels/<split>/), never over a different file."""
-    target, already = choose_name(kept, name, lambda path: same_file(src, path))
+    target, already = choose_name(kept, name, lambda path: same_content(src, path))
     dst = os.path.join(kept.path, target)
     if dry_run:
         return

@@ -2,7 +2,7 @@
 a free name (NAME__1.jpg), move/link/copy, the CSV log written before each move, and the run lock.
 
     folder = Folder("data/train/happy", dry_run=False)
-    name, already = choose_name(folder, "img.jpg", lambda path: same_file("src/img.jpg", path))
+    name, already = choose_name(folder, "img.jpg", lambda path: same_content("src/img.jpg", path))
     if not already:
         folder.ensure(); Transfer("link")("src/img.jpg", os.path.join(folder.path, name)); folder.add(name)
 
@@ -14,7 +14,6 @@ import csv
 import errno
 import os
 import re
-import shutil
 import stat
 import sys
 import zipfile
@@ -22,14 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from emotion.common import paths
+from emotion.common import atomic, files, paths
 from emotion.common.errors import UserError
 
 LOCK_NAME = ".organize.lock"  # in data_path, held while a run organizes into it
-TMP_PREFIX = ".organize-tmp-"          # partial copies; a killed run leaves at most one per folder
 _CLASH_SUFFIX = re.compile(r"__\d+$")
-_LINK_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP,
-                         errno.EMLINK, errno.ENOSYS}
 
 
 class Folder:
@@ -44,7 +40,8 @@ class Folder:
             raise UserError(f"{path} exists but is not a folder; move it away")
         if self.exists:
             for entry in os.scandir(path):
-                if entry.name.startswith(TMP_PREFIX) and not dry_run:
+                found = atomic.temp_target(entry.name)
+                if found and not dry_run and not atomic.pid_alive(found[1]):
                     os.unlink(entry.path)  # a partial copy from a killed run; its source is intact
                 elif not entry.name.startswith("."):
                     self.names.add(entry.name)
@@ -70,7 +67,7 @@ def _base_stem(name: str) -> str:
     return _CLASH_SUFFIX.sub("", os.path.splitext(name)[0])
 
 
-def same_file(a: str, b: str) -> bool:
+def same_content(a: str, b: str) -> bool:
     """Same inode, or two regular files of the same size and bytes (a FIFO is never opened)."""
     sa, sb = os.stat(a), os.stat(b)
     if os.path.samestat(sa, sb):
@@ -135,7 +132,7 @@ class Transfer:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                _copy_then_rename(src, dst)  # another disk: copy, then drop the source
+                files.link_or_copy(src, dst, try_link=False)  # another disk: copy, then drop the source
                 os.unlink(src)
             return
         self._link_or_copy(src, dst)
@@ -143,23 +140,8 @@ class Transfer:
             os.unlink(src)
 
     def _link_or_copy(self, src: str, dst: str) -> None:
-        if self.can_link:
-            try:
-                os.link(os.path.realpath(src), dst)  # link(2) would hard-link a symbolic link itself
-                return
-            except OSError as exc:
-                if exc.errno not in _LINK_FALLBACK_ERRNOS:
-                    raise
-                if exc.errno != errno.EMLINK:  # EMLINK is per file; the others hold for every file
-                    self.can_link = False
-        _copy_then_rename(src, dst)
-
-
-def _copy_then_rename(src: str, dst: str) -> None:
-    """Copy under a temporary name, then rename: dst is never seen half-written."""
-    tmp = os.path.join(os.path.dirname(dst), TMP_PREFIX + os.path.basename(dst))
-    shutil.copy2(src, tmp)
-    os.rename(tmp, dst)
+        if not files.link_or_copy(src, dst, try_link=self.can_link):
+            self.can_link = False  # the destination's file system cannot link: copy the rest without trying
 
 
 class Log:

@@ -140,7 +140,8 @@ def class_counts(split_dir: str | os.PathLike, class_names: Sequence[str]) -> di
 
 
 def compute_class_weights(counts: Mapping[str, int], class_names: Sequence[str]) -> dict[int, float]:
-    """Inverse-frequency class weights {label id: n_total / (n_classes * n_c)} for model.fit(class_weight=...).
+    """Inverse-frequency class weights {label id: n_total / (n_classes * n_c)}: the training loss scales each
+    example by its class's weight (trainer.TrainEpoch).
 
     The mean weight over the training samples is 1, so the loss keeps its scale:
         compute_class_weights({"a": 30, "b": 10}, ["a", "b"])  ->  {0: 0.667, 1: 2.0}

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emotion.common import config
-from emotion.common import paths
+from emotion.common import config, paths
 from emotion.common.errors import UserError
 from emotion.common.image_types import KNOWN_EXTENSIONS
-from emotion.data.placing import same_file, same_member
+from emotion.data.placing import same_content, same_member
 
 # Source split folder -> output split folder, in the order the table shows them.
 SPLITS = (("train", "train"), ("valid", "val"), ("val", "val"), ("test", "test"))
@@ -362,7 +361,7 @@ def folder_listing(root: Path, src_split: str, out_split: str, n_classes: int, i
     images, other = list_images(images_dir)
     kept = read_labels(str(root / KEPT_LABELS / src_split), n_classes)[0] if in_place else {}
     return SplitListing(src_split, out_split, labels, images, other, skipped,
-                         lambda name, path: same_file(os.path.join(images_dir, name), path), images_dir,
+                         lambda name, path: same_content(os.path.join(images_dir, name), path), images_dir,
                          str(root / src_split), kept)
 
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.evaluation import calibration_metrics
-from emotion.evaluation import card
 from emotion.common import plots
+from emotion.evaluation import calibration_metrics, card
 
 FIGURES = ("reliability_diagram.png", "coverage_accuracy.png")
 CARD_KEYS = ("ece", "ece_uncalibrated", "nll", "brier", "temperature", "min_confidence", "coverage",

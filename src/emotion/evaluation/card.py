@@ -14,13 +14,12 @@ rendered from the JSON, so the two always agree. Nothing here imports TensorFlow
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from emotion.common import atomic
+from emotion.common import atomic, files
 
 INTENDED_USE = (
     "Research and teaching: studying facial expression recognition, and demonstrating a complete, reproducible "
@@ -46,11 +45,6 @@ def card_paths(model_path: str | os.PathLike) -> tuple[Path, Path]:
     return (model_path.with_name(f"{model_path.stem}.card.md"), model_path.with_name(f"{model_path.stem}.card.json"))
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def read_card(model_path: str | os.PathLike) -> dict | None:
     """The card's JSON, or None when there is none or it cannot be read."""
     try:
@@ -66,7 +60,7 @@ def update_card(model_path: str | os.PathLike, **sections) -> dict:
     card = read_card(model_path) or {}
     metrics = {**card.get("metrics", {}), **sections.pop("metrics", {})}
     card.update(sections, metrics=metrics)
-    card.update(model=model_path.name, model_sha256=file_sha256(model_path), intended_use=INTENDED_USE,
+    card.update(model=model_path.name, model_sha256=files.sha256(model_path), intended_use=INTENDED_USE,
                 limits=LIMITS, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     md_path, json_path = card_paths(model_path)
     atomic.write_text(json_path, json.dumps(card, indent=2) + "\n")
@@ -84,7 +78,7 @@ def summary_line(model_path: str | os.PathLike) -> str:
     if card is None:
         return NO_CARD
     try:
-        stale = Path(model_path).is_file() and card.get("model_sha256") != file_sha256(model_path)
+        stale = Path(model_path).is_file() and card.get("model_sha256") != files.sha256(model_path)
     except OSError:
         stale = False
     if stale:

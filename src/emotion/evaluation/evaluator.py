@@ -9,16 +9,13 @@ What evaluate.py runs; see its --help for the files written.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import math
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from emotion.common import console, paths
-from emotion.common import plots
+from emotion.common import console, files, paths, plots
 from emotion.common.atomic import atomic_path
 from emotion.common.config import Config, check_class_count
 
@@ -28,7 +25,6 @@ OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matri
 METRIC_ORDER = ["accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_precision",
                 "weighted_recall", "weighted_f1", "top2_accuracy", "loss", "num_images"]
 HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_accuracy", "loss", "num_images"]
-MAX_MISTAKES = 16
 
 
 def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None = None, tta: bool = False,
@@ -63,7 +59,7 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
     result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
     result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
     write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
-    from emotion.evaluation import explanations  # issue 10: Grad-CAM of the confident mistakes, beside their figure
+    from emotion.evaluation import explanations  # Grad-CAM of the confident mistakes, beside their figure
     explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
                                    perf_dir / "confident_mistakes_gradcam.png")
     from emotion.evaluation import calibration_figures
@@ -81,8 +77,8 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
 def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], object, object]:
     """Run the model over ds (timed): (metrics and run facts, image paths, labels, probabilities)."""
     from emotion.evaluation import calibration_figures
-    from emotion.model import network as model_lib
     from emotion.evaluation.metrics import classification_metrics
+    from emotion.model import network as model_lib
 
     forward = model_lib.make_forward(model, tta, ds.element_spec[0])
     forward.get_concrete_function()  # trace now, so that the timing below is the evaluation alone
@@ -94,7 +90,7 @@ def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], 
     model_path = Path(cfg.model_save_path)
     facts = {k: result[k] for k in METRIC_ORDER} | calibration_figures.metrics(y, probs, model, cfg) | {
         "num_skipped": info.num_skipped, "split": None, "data": None, "tta": tta,
-        "model": str(model_path), "model_sha256": sha256_file(model_path), "batch_size": info.batch_size,
+        "model": str(model_path), "model_sha256": files.sha256(model_path), "batch_size": info.batch_size,
         "images_per_s": round(len(y) / seconds, 2) if seconds > 0 else None, "seconds": round(seconds, 2),
         "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     return facts, image_paths, y, probs
@@ -135,14 +131,6 @@ def aligned_paths(info, y, input_shape) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------
 # Files
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_outputs(perf_dir: Path, result: dict, paths: list[str], y, probs, class_names) -> None:
@@ -190,27 +178,18 @@ def plot_confusion(y, pred, class_names, path: Path, result: dict) -> None:
     plots.save(fig, path)
 
 
-def plot_mistakes(paths, y, probs, class_names, path: Path, k: int = MAX_MISTAKES) -> None:
-    """A grid of the k wrong predictions with the highest confidence, each titled true / predicted (confidence)."""
+def plot_mistakes(paths, y, probs, class_names, path: Path) -> None:
+    """confident_mistakes.png: the most confident wrong predictions (explanations.mistakes_grid, the grid and the
+    images of confident_mistakes_gradcam.png), each titled true / predicted (confidence)."""
     import cv2
-    import numpy as np
-    plt = plots.pyplot()
-    from emotion.evaluation.explanations import confident_mistakes
-    pred, conf = probs.argmax(axis=1), probs.max(axis=1)
-    wrong = np.flatnonzero(pred != y)
-    shown = confident_mistakes(y, probs, k)  # the same images as confident_mistakes_gradcam.png
-    cols = 4
-    rows = max(1, math.ceil(len(shown) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        image = cv2.imread(paths[i], cv2.IMREAD_COLOR)  # BGR
-        if image is not None:
-            ax.imshow(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-        ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[pred[i]]} ({conf[i]:.2f})", fontsize=9)
-    if not len(shown):
-        axes[0, 0].text(0, 0.5, "no mistakes", fontsize=14)
-    fig.suptitle(f"Most confident mistakes: {len(shown)} of {len(wrong)} wrong (of {len(y)} images)")
-    fig.tight_layout()
-    plots.save(fig, path)
+
+    from emotion.evaluation import explanations
+
+    def pictures(shown):
+        images = (cv2.imread(paths[i], cv2.IMREAD_COLOR) for i in shown)  # BGR
+        return [cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if image is not None else None for image in images]
+
+    wrong = int((probs.argmax(axis=1) != y).sum())
+    explanations.mistakes_grid(y, probs, class_names, path, pictures,
+                               lambda shown: f"Most confident mistakes: {len(shown)} of {wrong} wrong "
+                                             f"(of {len(y)} images)")

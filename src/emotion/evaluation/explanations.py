@@ -4,24 +4,29 @@ confident mistakes of evaluate.py.
     explainer = Explainer(rec, out_dir)                    # loads the Keras model at rec.model_path
     written = explainer.explain("photos/a.jpg", image_rgb, results)   # out_dir/a_face1.png, a_face2.png, ...
     plot_mistake_maps(model, paths, y, probs, class_names, Path("performance/confident_mistakes_gradcam.png"))
+    shown = confident_mistakes(y, probs)                   # the MAX_MISTAKES most confident wrong predictions
+    mistakes_grid(y, probs, class_names, path, pictures, title)   # the grid both mistakes figures are drawn in
 
 A face's figure: the crop the model saw, the Grad-CAM map of its predicted class over it, and its top-3
-probabilities in the overlay's class colours.
+probabilities in the overlay's class colours. The confident mistakes have one rule and one layout
+(confident_mistakes, mistakes_grid) for both of evaluate.py's figures: confident_mistakes.png (the images,
+evaluator.plot_mistakes) and confident_mistakes_gradcam.png (the same images with their maps, plot_mistake_maps).
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from emotion.model import gradcam
 from emotion.common import plots
 from emotion.common.colours import class_colors
+from emotion.model import gradcam
 
 TOP = 3
-MAX_MISTAKES = 16
+MAX_MISTAKES = 16   # the most confident mistakes a mistakes figure shows
+GRID_COLUMNS = 4
 
 
 def _top_bars(ax, probs: np.ndarray, class_names: Sequence[str], top: int = TOP) -> None:
@@ -89,31 +94,49 @@ def confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = MAX_MISTAKES) 
     return wrong[np.argsort(-conf[wrong], kind="stable")][:k]
 
 
-def plot_mistake_maps(model, paths: Sequence[str], y, probs, class_names: Sequence[str], path: Path,
-                      k: int = MAX_MISTAKES) -> int:
-    """The figure beside confident_mistakes.png: the same images, each with the Grad-CAM map of the class the
-    model wrongly chose over it. Returns how many are shown."""
-    import cv2
+def mistakes_grid(y, probs, class_names: Sequence[str], path: Path,
+                  pictures: Callable[[np.ndarray], Sequence[np.ndarray | None]],
+                  title: Callable[[np.ndarray], str], k: int = MAX_MISTAKES) -> int:
+    """The figure of the k most confident mistakes (confident_mistakes), GRID_COLUMNS a row, each titled
+    true / predicted (confidence); "no mistakes" when there are none. pictures(shown) gives the RGB image of
+    each index shown (None: left blank), title(shown) the figure's title. Returns how many are shown."""
     plt = plots.pyplot()
     y, probs = np.asarray(y), np.asarray(probs)
     shown = confident_mistakes(y, probs, k)
-    h, w = (int(d) for d in model.input_shape[1:3])
-    crops = [cv2.imread(str(paths[i]), cv2.IMREAD_COLOR) for i in shown]
-    crops = np.stack([cv2.resize(c[..., ::-1], (w, h)) if c is not None else np.zeros((h, w, 3), np.uint8)
-                      for c in crops]) if len(shown) else np.zeros((0, h, w, 3), np.uint8)
-    maps, _ = gradcam.heatmaps(model, crops, classes=probs[shown].argmax(axis=1).tolist()) if len(shown) else ([], [])
-    cols = 4
+    images = pictures(shown) if len(shown) else []
+    cols = GRID_COLUMNS
     rows = max(1, math.ceil(len(shown) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.3, rows * 2.6 + 0.6), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i, crop, heat in zip(axes.flat, shown, crops, maps):
-        ax.imshow(gradcam.overlay(crop, heat))
+    for ax, i, image in zip(axes.flat, shown, images):
+        if image is not None:
+            ax.imshow(image)
         ax.set_title(f"true: {class_names[y[i]]}\npred: {class_names[probs[i].argmax()]} ({probs[i].max():.2f})",
                      fontsize=9)
     if not len(shown):
         axes[0, 0].text(0, 0.5, "no mistakes", fontsize=14)
-    fig.suptitle(f"Most confident mistakes, Grad-CAM of the predicted class (red: what it looked at)")
+    fig.suptitle(title(shown))
     fig.tight_layout()
     plots.save(fig, path)
     return len(shown)
+
+
+def plot_mistake_maps(model, paths: Sequence[str], y, probs, class_names: Sequence[str], path: Path,
+                      k: int = MAX_MISTAKES) -> int:
+    """The figure beside confident_mistakes.png: the same images in the same grid (mistakes_grid), each with the
+    Grad-CAM map of the class the model wrongly chose over it. Returns how many are shown."""
+    import cv2
+    probs = np.asarray(probs)
+    h, w = (int(d) for d in model.input_shape[1:3])
+
+    def pictures(shown: np.ndarray) -> list[np.ndarray]:
+        crops = [cv2.imread(str(paths[i]), cv2.IMREAD_COLOR) for i in shown]
+        crops = np.stack([cv2.resize(c[..., ::-1], (w, h)) if c is not None else np.zeros((h, w, 3), np.uint8)
+                          for c in crops])
+        maps, _ = gradcam.heatmaps(model, crops, classes=probs[shown].argmax(axis=1).tolist())
+        return [gradcam.overlay(crop, heat) for crop, heat in zip(crops, maps)]
+
+    return mistakes_grid(y, probs, class_names, path, pictures,
+                         lambda shown: "Most confident mistakes, Grad-CAM of the predicted class (red: what it "
+                                       "looked at)", k)

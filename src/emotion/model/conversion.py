@@ -22,7 +22,6 @@ model is classifier.py's job. TensorFlow is imported lazily (inside the function
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.common import atomic, console
+from emotion.common import atomic, console, files
 from emotion.model import preprocess
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -70,6 +69,8 @@ def float32_model(model):
     """The model itself when it computes in float32, else a float32 copy with the same weights (a model
     trained under mixed_float16 / mixed_bfloat16 keeps that policy when loaded)."""
     import keras
+
+    from emotion.model.network import all_layers
     if all(layer.dtype_policy.compute_dtype == "float32" for layer in all_layers(model)):
         return model
 
@@ -81,14 +82,6 @@ def float32_model(model):
     copy = keras.models.clone_model(model, clone_function=as_float32, recursive=True)
     copy.set_weights(model.get_weights())
     return copy
-
-
-def all_layers(model):
-    """Every layer of `model`, nested models' layers included (depth first, in order)."""
-    for layer in model.layers:
-        yield layer
-        if hasattr(layer, "layers"):
-            yield from all_layers(layer)
 
 
 def _inference_function(model, channel_flip: str = "reverse"):
@@ -154,24 +147,81 @@ def fold_batch_norms(model):
 
 
 def _foldable(model) -> dict:
-    """{id(batch norm layer): its convolution} for every BatchNormalization fold_batch_norms can fold."""
+    """{id(batch norm layer): its convolution} for every BatchNormalization fold_batch_norms can fold: called once,
+    on the output of a Conv2D (with a bias, channels last) that is called once and read by nothing else."""
     import keras
     folds = {}
-    for layer in all_layers(model):
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
-            continue
-        inputs = layer._inbound_nodes[0].input_tensors
-        conv = inputs[0]._keras_history.operation if len(inputs) == 1 else None
-        if (type(conv) is keras.layers.Conv2D and conv.use_bias and conv.data_format == "channels_last"
-                and layer.axis in (-1, 3) and len(conv._outbound_nodes) == 1):
-            folds[id(layer)] = conv
+    for graph, calls, readers in _layer_graphs(model):
+        for name, nodes in calls.items():
+            layer = graph.get_layer(name)
+            if not isinstance(layer, keras.layers.BatchNormalization) or len(nodes) != 1 or len(nodes[0]) != 1:
+                continue
+            conv = graph.get_layer(nodes[0][0])
+            if (type(conv) is keras.layers.Conv2D and conv.use_bias and conv.data_format == "channels_last"
+                    and layer.axis in (-1, 3) and len(calls.get(conv.name, [])) == 1 and readers[conv.name] == 1):
+                folds[id(layer)] = conv
     return folds
+
+
+def _layer_graphs(model):
+    """(graph, calls, readers) for `model` and every model nested in it, from Keras's public view of the graph
+    (no private node objects): calls {layer name: for each call of the layer, the names of the layers whose
+    outputs it reads}; readers {layer name: how many reads of its outputs, the model's outputs counted}.
+
+    A functional model's graph is its get_config(): each layer's "inbound_nodes" (the format Keras saves models
+    in, so it is stable), their Keras tensors naming the layer that made them ("keras_history"). A Sequential's
+    is its order of layers (its first layer reads the input: no name). Other models (subclassed) have none.
+    """
+    from collections import Counter
+
+    import keras
+
+    from emotion.model.network import all_layers
+    for graph in [model, *(layer for layer in all_layers(model) if isinstance(layer, keras.Model))]:
+        if isinstance(graph, keras.Sequential):
+            names = [layer.name for layer in graph.layers]
+            calls = {name: [[previous] if previous else []] for previous, name in zip([None, *names], names)}
+            yield graph, calls, Counter(names)  # each output is read once: by the next layer or as the model's
+            continue
+        config = graph.get_config()
+        entries = config.get("layers")
+        if not entries or not all("inbound_nodes" in entry for entry in entries):
+            continue
+        calls = {entry["name"]: [list(_tensor_sources(node)) for node in entry["inbound_nodes"]] for entry in entries}
+        readers = Counter(name for nodes in calls.values() for node in nodes for name in node)
+        readers.update(_output_sources(config["output_layers"]))
+        yield graph, calls, readers
+
+
+def _tensor_sources(value):
+    """The names of the layers that made the Keras tensors in a serialized call's arguments."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            yield value["config"]["keras_history"][0]
+        else:
+            for item in value.values():
+                yield from _tensor_sources(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensor_sources(item)
+
+
+def _output_sources(refs):
+    """The layer names in a functional config's output_layers: [name, node index, tensor index] triples, nested."""
+    if isinstance(refs, dict):
+        refs = list(refs.values())
+    if len(refs) == 3 and isinstance(refs[0], str):
+        return [refs[0]]
+    return [name for ref in refs for name in _output_sources(ref)]
 
 
 def _copy_folded_weights(source, copy, folds: dict) -> None:
     """Give `copy` (source cloned, folded batch norms replaced) source's weights, each folded batch norm's
     scale and shift multiplied into its convolution's kernel and bias."""
     import keras
+
+    from emotion.model.network import all_layers
+
     # Paired in order; input layers hold no weights, and the clone renames a nested model's input layer
     # ("input_layer" -> "keras_tensor_1") when the model was built in this process rather than loaded.
     old_layers, new_layers = ([layer for layer in all_layers(m) if not isinstance(layer, keras.layers.InputLayer)]
@@ -288,19 +338,13 @@ def convert_model_file(model_path: str | os.PathLike, quantization: str = "float
     return to_tflite(model_lib.load_model(model_path), quantization)
 
 
-def model_digest(model_path: str | os.PathLike) -> str:
-    """sha256 of the model file's bytes, 16 hex digits (names its cached conversions)."""
-    with open(model_path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
-
-
 def cache_path(model_path: str | os.PathLike, quantization: str = "float32",
                cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the conversion of model_path is cached: <dir>/<stem>.<digest>.<quantization>.tflite
     (dir: cache_dir, default the model's folder)."""
     model_path = Path(model_path)
     folder = Path(cache_dir) if cache_dir is not None else model_path.parent
-    return folder / f"{model_path.stem}.{model_digest(model_path)}.{quantization}.tflite"
+    return folder / f"{model_path.stem}.{files.sha256(model_path)[:16]}.{quantization}.tflite"
 
 
 def store_cached(cache: Path, data: bytes) -> Path | None:

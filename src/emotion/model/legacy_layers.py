@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import keras
 
-from emotion.model import preprocess, temperature
 from emotion.common.errors import UserError
+from emotion.model import preprocess, temperature
 
 
 @keras.saving.register_keras_serializable(package="emotion")

@@ -24,12 +24,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion.model import legacy_layers  # registers the custom layers of older model files, so that load_model reads them
 from emotion.common import paths
-from emotion.model import preprocess, temperature
 from emotion.common.atomic import atomic_path
-from emotion.common.errors import EXIT_WEIGHTS_DOWNLOAD
-from emotion.common.errors import UserError, first_line
+from emotion.common.errors import EXIT_WEIGHTS_DOWNLOAD, UserError, first_line
+# legacy_layers registers the custom layers of older model files, so that load_model reads them
+from emotion.model import legacy_layers  # noqa: F401
+from emotion.model import preprocess, temperature
 
 BACKBONE_NAME = "resnet50"
 # ResNet50's stages, top first: fine_tune_blocks=1 unfreezes conv5, 2 adds conv4, ...
@@ -88,8 +88,17 @@ def backbone(model: keras.Model) -> keras.Model:
     return model.get_layer(BACKBONE_NAME)
 
 
+def all_layers(model: keras.Model):
+    """Every layer of `model`, nested models' layers included (depth first, in order; the model itself not)."""
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from all_layers(layer)
+
+
 def set_phase(model: keras.Model, phase: str, cfg) -> None:
-    """Set which layers train. Recompile afterwards: Keras reads `trainable` at compile time.
+    """Set which layers train. Compile afterwards (trainer.compile_model does both): the phase's optimizer is
+    built over the trainable variables.
 
     head: the backbone is frozen (pretrained) or fully trainable (from scratch: nothing to keep).
     fine_tune: the top cfg.fine_tune_blocks stages train; BatchNorm layers stay frozen.

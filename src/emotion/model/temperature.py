@@ -2,7 +2,7 @@
 
 Usage:
     probs = head(features, num_classes)              # in build_model: Dense "logits" -> "temperature" -> "probabilities"
-    set_temperature(model, t)                        # store T (calibrating.py fits it on val)
+    set_temperature(model, t)                        # store T (calibration_step.py fits it on val)
     temperature_of(model)                            # T, or None for a model without a temperature layer
     logits_model(model)(images)                      # the logits, before T
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-
 
 LOGITS, TEMPERATURE, PROBABILITIES = "logits", "temperature", "probabilities"
 

@@ -24,16 +24,8 @@ from typing import Sequence
 import numpy as np
 
 from emotion.common import console, paths
-from emotion.model import conversion
 from emotion.common.errors import UserError, first_line
-
-
-def tflite_op_counts(tflite: bytes | str | os.PathLike) -> dict[str, int]:
-    """{op name: count} of a .tflite model's main graph, most frequent first (to check what a conversion
-    made); "DELEGATE" counts the XNNPACK partitions (1: the whole graph runs in XNNPACK)."""
-    from collections import Counter
-    interpreter = _interpreter(tflite, num_threads=1)
-    return dict(Counter(op["op_name"] for op in interpreter._get_ops_details()).most_common())
+from emotion.model import conversion
 
 
 def available_cores() -> int:

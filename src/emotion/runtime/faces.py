@@ -8,6 +8,12 @@ Usage:
     if not faces and is_tight_face_crop(image_rgb):
         crop = image_rgb                       # already a face crop (e.g. an AffectNet 96x96 image)
 
+detect and crop_face take gray, RGBA or RGB and convert it (to_rgb) on every call; a caller that detects and
+crops the same image converts it once and passes the RGB array to the variants that do not convert again:
+    rgb = to_rgb(image)                        # gray / RGBA / RGB -> contiguous uint8 RGB
+    faces = det.detect_rgb(rgb)
+    crops = [crop_face_rgb(rgb, f.box, size=(96, 96)) for f in faces]
+
 Backends (FaceDetector.backend says which one runs):
   * blazeface: MediaPipe's BlazeFace short-range model (128x128 SSD, 896 anchors), run with TensorFlow's
     own TFLite interpreter (XNNPACK). The .tflite file is taken from the mediapipe 0.10.21 wheel, which is
@@ -73,11 +79,10 @@ class BlazeFaceModel:
     size: int              # square input, pixels
     strides: tuple[int, ...]
     anchors_per_layer: int  # 2 with interpolated_scale_aspect_ratio 1.0, 1 with 0.0
-    mediapipe_min_score: float  # mediapipe's own default threshold (FaceDetector uses min_score instead)
 
 
-SHORT_RANGE = BlazeFaceModel("blazeface", "face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2, 0.5)
-FULL_RANGE = BlazeFaceModel("blazeface_full", "face_detection_full_range_sparse.tflite", 192, (4,), 1, 0.6)
+SHORT_RANGE = BlazeFaceModel("blazeface", "face_detection_short_range.tflite", 128, (8, 16, 16, 16), 2)
+FULL_RANGE = BlazeFaceModel("blazeface_full", "face_detection_full_range_sparse.tflite", 192, (4,), 1)
 BLAZEFACE_MODELS = {m.backend: m for m in (SHORT_RANGE, FULL_RANGE)}
 BACKENDS = ("auto", *BLAZEFACE_MODELS, "haar")
 
@@ -183,8 +188,13 @@ class FaceDetector:
             self._impl = _Haar()
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in `image` (uint8 HxWx3 RGB, HxW gray), sorted by score, best first; [] when none."""
-        rgb = to_rgb(image)
+        """Faces in `image` (uint8 HxWx3 RGB, HxWx4 RGBA, HxW or HxWx1 gray), sorted by score, best first; []
+        when none."""
+        return self.detect_rgb(to_rgb(image))
+
+    def detect_rgb(self, rgb: np.ndarray) -> list[Face]:
+        """detect() on an image already converted by to_rgb (contiguous uint8 HxWx3 RGB), used as it is: for
+        callers that convert an image once and pass it on (the recognizer). No conversion and no check."""
         h, w = rgb.shape[:2]
         if h == 0 or w == 0:
             return []
@@ -393,9 +403,21 @@ def crop_face(image_rgb: np.ndarray, box: Sequence[float], margin: float = CROP_
     border "replicate" repeats the edge pixels (default: closer to what a classifier saw in training than a
     black band), "constant" pads with black. Returns uint8 RGB (grayscale input becomes 3 channels),
     side x side, or `size` (width, height) when given (INTER_AREA when shrinking, INTER_LINEAR otherwise)."""
+    _check_border(border)
+    return crop_face_rgb(to_rgb(image_rgb), box, margin, size, dy=dy, border=border)
+
+
+def _check_border(border: str) -> None:
     if border not in ("replicate", "constant"):
         raise ValueError(f"border must be replicate or constant, got {border!r}")
-    rgb = to_rgb(image_rgb)
+
+
+def crop_face_rgb(rgb: np.ndarray, box: Sequence[float], margin: float = CROP_MARGIN,
+                  size: tuple[int, int] | None = None, *, dy: float = CROP_DY,
+                  border: str = "replicate") -> np.ndarray:
+    """crop_face of an image already converted by to_rgb (uint8 HxWx3 RGB), used as it is: for callers that
+    convert an image once and crop it many times (the recognizer). No conversion and no check of the image."""
+    _check_border(border)
     h, w = rgb.shape[:2]
     x0, y0, side = crop_box(box, margin, dy)
     x1, y1 = x0 + side, y0 + side

@@ -18,13 +18,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from emotion.common import atomic
-from emotion.common import outputs
-from emotion.common import paths
+from emotion.common import atomic, outputs, paths
 from emotion.common.errors import UserError
-
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
-from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS  # what OpenCV reads (one rule: image_types.py)
+# what OpenCV reads (one rule: image_types.py)
+from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS
 
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
@@ -84,6 +82,7 @@ def read_image(path: str):
     be read or decoded. libjpeg's warnings about damaged data are silenced: the caller reports failures."""
     import cv2
     import numpy as np
+
     from emotion.common.console import quiet_stderr
 
     if not paths.is_regular_file(path):  # a pipe would block the read forever
@@ -177,7 +176,7 @@ def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = Fa
          explain: bool = False) -> Plan:
     """Find the images of `specs` and check the outputs can be written, before any model loads. NoInput
     (exit code 2) when nothing matches; UserError for an unwritable results_dir or a folder not ours.
-    summary: summary.csv (track_report.photo_rows); explain: explanations/ (Grad-CAM figures, explanations.py)."""
+    summary: summary.csv (photo_summary.py); explain: explanations/ (Grad-CAM figures, explanations.py)."""
     image_paths, unmatched = collect_inputs(specs)
     if not image_paths:
         raise NoInput(no_match_message(unmatched[0]) if len(unmatched) == 1 else
@@ -226,10 +225,10 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     if json_path is not None:
         staged.tmp["json"].write_text(json.dumps(tally["entries"], indent=2) + "\n", encoding="utf-8")
     if "summary" in staged.finals:
-        from emotion.runtime import track_report
-        rows = track_report.photo_rows(tally["entries"], rec.class_names)
-        track_report.write_photo_summary(rows, staged.tmp["summary"])
-        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in track_report.label_counts(rows).items()))
+        from emotion.runtime import photo_summary
+        rows = photo_summary.photo_rows(tally["entries"], rec.class_names)
+        photo_summary.write_photo_summary(rows, staged.tmp["summary"])
+        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in photo_summary.label_counts(rows).items()))
     if staged.finals:
         staged.publish()
     read_ok = tally["read"]
@@ -252,7 +251,8 @@ def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, t
 
     images = [read_image(p) for p in chunk]
     ok = [i for i, im in enumerate(images) if im is not None]
-    analysed = dict(zip(ok, rec.analyze_batch([cv2.cvtColor(images[i], cv2.COLOR_BGR2RGB) for i in ok])))
+    rgbs = {i: cv2.cvtColor(images[i], cv2.COLOR_BGR2RGB) for i in ok}  # converted once: classified, explained
+    analysed = dict(zip(ok, rec.analyze_batch([rgbs[i] for i in ok])))
     for i, path in enumerate(chunk):
         image = images[i]
         if image is None:
@@ -266,7 +266,7 @@ def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, t
         tally["faces"] += len(results)
         print("\n".join(describe(path, results, top_k)), flush=True)
         if "explainer" in tally:
-            tally["explainer"].explain(path, cv2.cvtColor(image, cv2.COLOR_BGR2RGB), results)
+            tally["explainer"].explain(path, rgbs[i], results)
         tally["entries"].append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
                                  "faces": [r.to_dict() for r in results],
                                  "whole_image": bool(results and results[0].whole_image), "error": None})

@@ -3,16 +3,18 @@
 Shared by predict.py (photos) and inference.py (video, webcam); drawing the results is drawing.py's job:
 
     rec = EmotionRecognizer(cfg)                      # cfg.model_save_path, cfg.face_detector, cfg.classifier_backend
-    results = rec.analyze(image_rgb)                  # [FaceResult], best detection first; [] when no face
-    per_image = rec.analyze_batch([rgb1, rgb2, ...])  # many photos: crops of all images classified together
-    faces = rec.detect(rgb); probs = rec.classify_faces(rgb, [f.box for f in faces])   # the two steps apart
+    per_image = rec.analyze_batch([rgb1, rgb2, ...])  # [[FaceResult], ...]: one list per image, best detection
+                                                      # first, [] when no face; crops of all images classified together
+    faces = rec.detect(rgb); probs = rec.classifier.predict(rec.crops(rgb, [f.box for f in faces]))  # steps apart
 
 A tight face crop in which no face is found (small and near square, faces.is_tight_face_crop: e.g. the 96x96
 AffectNet images) is classified whole, resized to the classifier's input: FaceResult.whole_image is True and
 detector_score None. Other images without a detected face give no result.
 
-Everything here takes RGB uint8 images (grayscale is accepted). Importing this module does not import TensorFlow (the classifier does, when
-it is loaded).
+Everything here takes RGB uint8 images (grayscale and RGBA are accepted: faces.to_rgb). analyze_batch converts
+each image once and hands the RGB array to the helpers that do not convert again (detect_rgb, crops_rgb);
+callers that hold an RGB array already (a video frame just converted from BGR) call those directly.
+Importing this module does not import TensorFlow (the classifier does, when it is loaded).
 """
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from emotion.runtime import confidence as confidence_rule
 from emotion.common.config import check_class_count
-from emotion.runtime.faces import Face, FaceDetector, crop_face, is_tight_face_crop, to_rgb
+from emotion.runtime import confidence as confidence_rule
+from emotion.runtime.faces import Face, FaceDetector, crop_face_rgb, is_tight_face_crop, to_rgb
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
 
@@ -114,22 +116,31 @@ class EmotionRecognizer:
         return f"{getattr(self.classifier, 'backend', type(self.classifier).__name__)} + {self.detector.backend}"
 
     def detect(self, image_rgb: np.ndarray) -> list[Face]:
-        """The detector's faces in image_rgb, best first."""
+        """The detector's faces in image_rgb (RGB, gray or RGBA), best first."""
         return self.detector.detect(image_rgb)
+
+    def detect_rgb(self, rgb: np.ndarray) -> list[Face]:
+        """detect() of an image already converted by faces.to_rgb (contiguous uint8 HxWx3 RGB): not converted again."""
+        return self.detector.detect_rgb(rgb)
 
     def crops(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
         """uint8 [N, H, W, 3]: crop_face of every box at the classifier's input size (into `out` when given)."""
-        rgb = to_rgb(image_rgb)
+        return self.crops_rgb(to_rgb(image_rgb), boxes, out)
+
+    def crops_rgb(self, rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
+        """crops() of an image already converted by faces.to_rgb (uint8 HxWx3 RGB): not converted again."""
         w, h = self.input_size
         if out is None:
             out = np.empty((len(boxes), h, w, 3), np.uint8)
         for i, box in enumerate(boxes):
-            out[i] = crop_face(rgb, box, size=self.input_size)
+            out[i] = crop_face_rgb(rgb, box, size=self.input_size)
         return out
 
     def whole(self, image_rgb: np.ndarray) -> np.ndarray:
         """uint8 [H, W, 3]: the whole image resized to the classifier's input (as it is when it already fits)."""
-        rgb = to_rgb(image_rgb)
+        return self._whole_rgb(to_rgb(image_rgb))
+
+    def _whole_rgb(self, rgb: np.ndarray) -> np.ndarray:
         w, h = self.input_size
         if rgb.shape[:2] == (h, w):
             return rgb
@@ -144,36 +155,25 @@ class EmotionRecognizer:
         return np.concatenate([np.asarray(self.classifier.predict(faces[i:i + max_batch]), np.float32)
                                for i in range(0, len(faces), max_batch)])
 
-    def classify_faces(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]]) -> np.ndarray:
-        """float32 [N, C] probabilities for the faces at `boxes` (x, y, w, h) of image_rgb: all crops in ONE
-        classifier call ([0, C] and no call when there are no boxes). A box must overlap the image."""
-        return self._predict(self.crops(image_rgb, boxes))
-
     def _prepare(self, image_rgb: np.ndarray, allow_whole_image: bool):
-        """(boxes, detector scores or None, crops uint8 [N, H, W, 3], whole_image) for one image."""
+        """(boxes, detector scores or None, crops uint8 [N, H, W, 3], whole_image) for one image, converted to
+        RGB once here and not again by the detector or the crops."""
         rgb = to_rgb(image_rgb)
-        found = self.detector.detect(rgb)
+        found = self.detector.detect_rgb(rgb)
         if found:
             boxes = [f.box for f in found]
-            return boxes, [f.score for f in found], self.crops(rgb, boxes), False
+            return boxes, [f.score for f in found], self.crops_rgb(rgb, boxes), False
         if allow_whole_image and is_tight_face_crop(rgb):
             h, w = rgb.shape[:2]
-            return [(0, 0, w, h)], None, self.whole(rgb)[None], True
+            return [(0, 0, w, h)], None, self._whole_rgb(rgb)[None], True
         return [], None, None, False
-
-    def analyze(self, image_rgb: np.ndarray, allow_whole_image: bool = True) -> list[FaceResult]:
-        """Detect and classify every face of one image (one classifier call), best detection first. No face
-        found: a tight face crop (faces.is_tight_face_crop) is classified whole when allow_whole_image, else []."""
-        boxes, scores, crops, whole = self._prepare(image_rgb, allow_whole_image)
-        if not boxes:
-            return []
-        return results_from_probs(boxes, self._predict(crops), self.class_names, scores, whole_image=whole,
-                                  min_confidence=self.min_confidence)
 
     def analyze_batch(self, images_rgb: Sequence[np.ndarray], allow_whole_image: bool = True,
                       max_batch: int | None = MAX_BATCH) -> list[list[FaceResult]]:
-        """analyze() for many images: each is searched for faces, then the crops of ALL images are classified
-        together, in one classifier call per max_batch crops (None: one call). One list per image, in order."""
+        """Detect and classify every face of many images (RGB, gray or RGBA): each is searched for faces, then
+        the crops of ALL images are classified together, in one classifier call per max_batch crops (None: one
+        call; no call when no image has a face). One list per image, in order, best detection first. No face
+        found: a tight face crop (faces.is_tight_face_crop) is classified whole when allow_whole_image, else []."""
         prepared = [self._prepare(image, allow_whole_image) for image in images_rgb]
         stacks = [p[2] for p in prepared if p[0]]
         if not stacks:

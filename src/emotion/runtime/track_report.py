@@ -1,13 +1,12 @@
-"""Reports of a run: per face track of a video or webcam run (who showed what, and when), per image of photos.
+"""The report of a video or webcam run, per face track: who showed what, and when.
 
 From the face entries a run collects (the entries of predictions.json: {frame, time_s, faces: [{id, box, label,
 probabilities, ...}]}):
 
-    rows = report.track_rows(predictions, class_names)        # one dict per track id, in order of first sight
-    report.write_tracks_csv(rows, class_names, path)          # results/tracks.csv
-    report.plot_timeline(predictions, class_names, path)      # results/emotion_timeline.png
-    print("\\n".join(report.track_lines(rows)))              # "#1 0:00-0:11 (264 frames): happy 62%, ..."
-    rows = report.photo_rows(entries, class_names); report.write_photo_summary(rows, path)   # predict.py: summary.csv
+    rows = track_report.track_rows(predictions, class_names)    # one dict per track id, in order of first sight
+    track_report.write_tracks_csv(rows, class_names, path)      # results/tracks.csv
+    track_report.plot_timeline(predictions, class_names, path)  # results/emotion_timeline.png
+    print("\\n".join(track_report.track_lines(rows)))          # "#1 0:00-0:11 (264 frames): happy 62%, ..."
 
 A row: id, first_s, last_s, frames (face entries of that id: the column adds up to the face entries of the
 run), faces_classified (entries whose probabilities came from a classifier call: --classify-every reuses them
@@ -224,34 +223,3 @@ def write_report(predictions: Sequence[dict], class_names: Sequence[str], tracks
     write_tracks_csv(rows, class_names, tracks_path)
     plot_timeline(predictions, class_names, timeline_path, title)
     return rows
-
-
-# ------------------------------------------------------------------------------------------------
-# Photos (predict.py on a folder)
-
-
-def photo_rows(entries: Sequence[dict], class_names: Sequence[str], uncertain: bool = False) -> list[dict]:
-    """summary.csv's rows from predict.py's entries ({image, faces: [{label, ...}], error}): image, faces,
-    labels (the faces' labels in order, ";" between), error, and count_<label> for every class (and
-    count_uncertain when asked for or present)."""
-    uncertain = uncertain or any(f["label"] == UNCERTAIN for e in entries for f in e["faces"])
-    labels = [*class_names, UNCERTAIN] if uncertain else list(class_names)
-    rows = []
-    for e in entries:
-        found = Counter(f["label"] for f in e["faces"])
-        rows.append({"image": e["image"], "faces": len(e["faces"]), "labels": ";".join(f["label"] for f in e["faces"]),
-                     "error": e.get("error") or "", **{f"count_{c}": found[c] for c in labels}})
-    return rows
-
-
-def label_counts(rows: Sequence[dict]) -> dict[str, int]:
-    """Faces per label over all rows of photo_rows: {label: count}, in column order."""
-    return {k[6:]: sum(r[k] for r in rows) for k in (rows[0] if rows else {}) if k.startswith("count_")}
-
-
-def write_photo_summary(rows: Sequence[dict], path: Path) -> None:
-    """summary.csv (atomically): photo_rows, one per image."""
-    with atomic_path(Path(path)) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image", "faces", "labels", "error"])
-        writer.writeheader()
-        writer.writerows(rows)

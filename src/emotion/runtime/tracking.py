@@ -137,11 +137,6 @@ class FaceTracker:
         self.frame = -1          # number of the last update (0-based)
         self._next_id = 1
 
-    def reset(self) -> None:
-        """Forget every track (a new video); ids keep counting up."""
-        self.tracks = []
-        self.smoother = ProbabilitySmoother(self.smoothing, forget_after=self.max_missed)
-
     def match(self, boxes) -> list[int | None]:
         """For each box, the index in self.tracks of the track it continues, or None (a new face)."""
         boxes = _as_boxes(boxes)

@@ -23,13 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.runtime import display as display_lib
-from emotion.common import outputs
-from emotion.common import paths
-from emotion.common import plots
-from emotion.runtime import track_report
-from emotion.runtime import tracking
+from emotion.common import outputs, paths, plots
 from emotion.common.errors import UserError
+from emotion.runtime import display as display_lib
+from emotion.runtime import track_report, tracking
 from emotion.runtime.video_frames import FrameAnnotator, RunRecorder, StageTimes, log_line, median_ms
 from emotion.runtime.video_threads import END, Classifiers, Producer, Writer, classifier_workers
 
@@ -86,8 +83,7 @@ def is_frame_name(name: str) -> bool:
 def load_recognizer(cfg):
     """EmotionRecognizer with single-threaded TFLite interpreters (threads: classifier_workers), unless
     EMOTION_TFLITE_THREADS says otherwise."""
-    from emotion.runtime import classifier
-    from emotion.runtime import recognizer
+    from emotion.runtime import classifier, recognizer
     threads = None if os.environ.get("EMOTION_TFLITE_THREADS") else 1
     clf = classifier.load_classifier(cfg.model_save_path, prefer=cfg.classifier_backend, num_threads=threads)
     return recognizer.EmotionRecognizer(cfg, classifier=clf)
@@ -181,7 +177,7 @@ class VideoRun:
     def _classify_one(self, frame_bgr, box):
         import cv2
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        return self.rec.classifier.predict(self.rec.crops(rgb, [box]))[0]
+        return self.rec.classifier.predict(self.rec.crops_rgb(rgb, [box]))[0]
 
     def loop(self) -> None:
         """Frames from the producer to the classifiers, and back in order through finish_frame; a Ctrl-C or an

@@ -21,8 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from emotion.runtime import drawing
-from emotion.runtime import tracking
+from emotion.runtime import drawing, tracking
 from emotion.runtime.recognizer import results_from_probs
 
 STAGES = ("decode", "detect", "classify", "draw", "wall")

@@ -1,6 +1,6 @@
 """The threads of a video run: decode + detect + track ids + crop (Producer) -> classify (Classifiers, a pool
 of single-threaded TFLite interpreters) -> [the main thread: smooth + draw + display, video.py] -> encode +
-write + log (Writer). What they compute per frame is video_bookkeeping.py's.
+write + log (Writer). What they compute per frame is video_frames.py's.
 
     producer = Producer(source, rec, tracker, classify_every, max_frames, stop, pool); producer.start()
     item = producer.frames.get()                       # a Frame, or END after the last
@@ -70,12 +70,12 @@ class Producer(threading.Thread):
                 frame, source_index = got
                 if rgb is None or rgb.shape != frame.shape:
                     rgb = np.empty_like(frame)
-                cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=rgb)
-                found = self.rec.detect(rgb)
+                cv2.cvtColor(frame, cv2.COLOR_BGR2RGB, dst=rgb)  # the frame's one conversion: RGB from here on
+                found = self.rec.detect_rgb(rgb)
                 boxes = [f.box for f in found]
                 ids = self.tracker.assign(boxes)
                 due = self.schedule.due(index, ids, live_ids=[t.id for t in self.tracker.tracks])
-                crops = self.rec.crops(rgb, [boxes[i] for i in due]) if due else None
+                crops = self.rec.crops_rgb(rgb, [boxes[i] for i in due]) if due else None
                 done = time.perf_counter()
                 item = Frame(index, source_index, frame, found, ids, due, crops, (decoded - start) * 1000,
                               (done - decoded) * 1000)

@@ -22,10 +22,9 @@ import shutil
 import time
 from pathlib import Path
 
-from emotion.common import atomic, console
-from emotion.common import paths
-from emotion.model import tfjs_graph
+from emotion.common import atomic, console, paths
 from emotion.common.errors import UserError
+from emotion.model import tfjs_graph
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
 TFJS_FORMATS = {"tfjs_float32": None, "tfjs_uint8": "uint8", "tfjs_float16": "float16"}
@@ -174,8 +173,8 @@ def _export_saved_model(job: ExportJob, model, val: ValData) -> list[dict]:
 
 
 def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dict]:
-    from emotion.runtime import classifier
     from emotion.model import conversion
+    from emotion.runtime import classifier
     rows = []
     for fmt, quantization in TFLITE_FORMATS.items():
         if fmt not in job.formats:
@@ -197,7 +196,7 @@ def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dic
         print(f"  {fmt} written in {time.perf_counter() - start:.1f} s{source}", flush=True)
         clf = classifier.EmotionClassifier(path)
         probs = clf.predict(val.x)
-        latency = median_ms(lambda: clf.predict(val.x[:1]), job.latency_runs)
+        latency = median_call_ms(lambda: clf.predict(val.x[:1]), job.latency_runs)
         rows.append(make_row(fmt, path, latency, probs, val, note=f"TFLite XNNPACK, {clf.num_threads} thread(s)"))
     return rows
 
@@ -232,6 +231,7 @@ def _export_tfjs(job: ExportJob, cfg, model, val: ValData, scratch: Path) -> lis
 def _browser_reference(model, val: ValData) -> ValData:
     """val as the browser sees it: the images rounded to the lossless PNGs' pixels, Keras on exactly those."""
     import numpy as np
+
     from emotion.runtime import classifier
     pixels = np.clip(np.round(val.x), 0, 255)
     if np.array_equal(pixels, val.x):
@@ -296,12 +296,6 @@ def flatten_fused_biases(model_json: Path) -> int:
     return changed
 
 
-def tfjs_fused_bias_ranks(model_json: Path) -> dict[int, int]:
-    """{rank: count} of the bias argument of every fused convolution in a TF.js graph model (weights only;
-    a bias computed by another node counts under its rank when known, else -1)."""
-    return tfjs_graph.fused_bias_ranks(json.loads(Path(model_json).read_text(encoding="utf-8")))
-
-
 # ------------------------------------------------------------------------------------------------
 # Measurement
 
@@ -318,11 +312,11 @@ def run_saved_model(path: Path, x, runs: int):
 
     probs = np.concatenate([call(x[i:i + 64]) for i in range(0, len(x), 64)])
     one = x[:1]
-    latency = median_ms(lambda: call(one), runs)
+    latency = median_call_ms(lambda: call(one), runs)
     return probs, latency
 
 
-def median_ms(fn, runs: int) -> float:
+def median_call_ms(fn, runs: int) -> float:
     """Median milliseconds of `runs` calls of fn(), after 3 warm-up calls (thread pools, first allocations)."""
     import numpy as np
     for _ in range(3):

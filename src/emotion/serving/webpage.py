@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import sys
 from pathlib import Path, PurePosixPath
 
-from emotion.common import atomic
-from emotion.common import outputs
-from emotion.common import paths
-from emotion.model import tfjs_graph
+from emotion.common import atomic, files, outputs, paths
 from emotion.common.config import check_class_count
 from emotion.common.errors import UserError
+from emotion.model import tfjs_graph
 
 REPO = Path(__file__).resolve().parents[3]
 WEB = REPO / "web"
@@ -80,7 +76,7 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
         for rel, src in sources.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            _link_or_copy(src, target)
+            files.link_or_copy(src, target)
         # written, never linked: the build's model.json is the edited spec, and the source file stays as it was
         (tmp / "models" / "emotion" / "model.json").write_text(json.dumps(spec), encoding="utf-8")
         (tmp / "config.json").write_text(json.dumps(page_config(cfg), indent=1), encoding="utf-8")
@@ -102,7 +98,7 @@ def _converter_note() -> str:
 
 
 def page_config(cfg) -> dict:
-    """The page's config.json: where its models are, the class names, the face pipeline's settings, and (issue 9)
+    """The page's config.json: where its models are, the class names, the face pipeline's settings, and
     min_confidence (below it the page says "uncertain") and the model card's one line, shown on the page."""
     from emotion.evaluation import card
     from emotion.runtime import faces  # numpy and OpenCV
@@ -185,14 +181,6 @@ def _output_size(spec: dict) -> int | None:
         return None
 
 
-def _link_or_copy(src: Path, target: Path) -> None:
-    """A hard link (no second copy of a 90 MB model) where the file system allows it, else a copy."""
-    try:
-        os.link(src, target)
-    except OSError:
-        shutil.copy2(src, target)
-
-
 # ------------------------------------------------------------------------------------------------
 # Serve
 
@@ -202,7 +190,7 @@ def serving(dist: Path):
     """with serving(dist) as url: dist served on a free local port from a background thread, stopped after.
 
         with serving(Path("web/dist")) as url:
-            headless.run_browser("classify", url, images=[...])
+            headless_browser.run_browser("classify", url, images=[...])
     """
     import threading
     server = make_server(dist)

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emotion.evaluation import calibration_metrics
-from emotion.evaluation import card
 from emotion.common.config import Config
+from emotion.evaluation import calibration_metrics, card
 
 
 def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: dict | None = None,
@@ -25,8 +24,9 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
     metrics and card_sections). val_files: the val split as a run already read it (datasets.SplitFiles), else
     it is read here. Returns the calibration summary (temperature, val ECE/NLL before and after)."""
     from emotion.data import datasets  # TensorFlow from here on
-    from emotion.model import legacy_layers, temperature
+    from emotion.model import legacy_layers
     from emotion.model import network as model_lib
+    from emotion.model import temperature
 
     model_path = Path(cfg.model_save_path)
     model = legacy_layers.portable(model_lib.load_model(model_path))

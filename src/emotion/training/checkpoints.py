@@ -29,7 +29,7 @@ import re
 import shutil
 from pathlib import Path
 
-from emotion.common import atomic
+from emotion.common import atomic, files
 from emotion.common.errors import UserError
 
 STATE = "state.json"
@@ -71,10 +71,7 @@ def peak_bytes(params: int, optimizer: str, cross_device: bool) -> int:
 
 
 def _device(path: Path) -> int:
-    path = Path(os.path.abspath(path))
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return os.stat(path).st_dev
+    return os.stat(files.nearest_existing(path)).st_dev
 
 
 def _bad_state(path: Path, why: str) -> UserError:
@@ -203,7 +200,7 @@ class RunFiles:
             model_lib.save_model_atomic(model, self.dir / names["checkpoint"])
             model_lib.save_model_atomic(model, self.dir / names["last_model"])
             if improved:
-                _link_or_copy(self.dir / names["last_model"], self.dir / names["best_model"])
+                files.link_or_copy(self.dir / names["last_model"], self.dir / names["best_model"], replace=True)
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
@@ -232,7 +229,7 @@ class RunFiles:
         try:
             for key, dest in (("best_model", self.best_path), ("last_model", self.last_path)):
                 if state.get(key) and not _same_inode(self.dir / state[key], dest):
-                    _link_or_copy(self.dir / state[key], dest)
+                    files.link_or_copy(self.dir / state[key], dest, replace=True)
             text = log_text(state["rows"])
             if not self.log_path.is_file() or self.log_path.read_bytes() != text.encode():
                 atomic.write_text(self.log_path, text)
@@ -286,14 +283,3 @@ def _same_inode(a: Path, b: Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """dest becomes src's content, atomically: a hard link, or a copy across file systems."""
-    with atomic.atomic_path(dest) as tmp:
-        try:
-            os.link(src, tmp)
-        except OSError as exc:
-            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                raise
-            shutil.copyfile(src, tmp)

@@ -30,16 +30,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion.common import atomic
-from emotion.training import checkpoints
-from emotion.data import datasets, scanning
-from emotion.model import network as model_lib
-from emotion.model.network import predict_probs
-from emotion.common import paths
+from emotion.common import atomic, paths
 from emotion.common.config import Config
 from emotion.common.errors import UserError, first_line
-from emotion.training import tensorboard_log
+from emotion.data import datasets, scanning
 from emotion.evaluation.metrics import classification_metrics, confusion_matrix, macro_f1_from_confusion
+from emotion.model import network as model_lib
+from emotion.model.network import predict_probs
+from emotion.training import checkpoints, tensorboard_log
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
 RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",
@@ -99,18 +97,18 @@ def make_optimizer(cfg: Config, learning_rate: float, steps: int) -> keras.optim
 
 
 def compile_model(model: keras.Model, cfg: Config, phase: str, steps_per_epoch: int) -> None:
-    """Set the phase's trainable layers and attach a fresh optimizer for the phase.
+    """Set the phase's trainable layers and attach a fresh optimizer for the phase, built over its trainable
+    variables (the ones the phase's TrainEpoch updates), hence one compile per phase.
 
-    Keras reads `trainable` at compile time, hence one compile per phase. The optimizer (and its
-    state) is saved with every checkpoint and the dropout states in state.json: a resumed run continues exactly.
+    Only the optimizer is compiled in: TrainEpoch computes the loss itself. The optimizer (and its state) is
+    saved with every checkpoint and the dropout states in state.json: a resumed run continues exactly.
     """
     model_lib.set_phase(model, phase, cfg)
     if phase == "head":
         lr, epochs = cfg.learning_rate, cfg.num_epochs
     else:
         lr, epochs = cfg.fine_tune_learning_rate, cfg.fine_tune_epochs
-    model.compile(optimizer=make_optimizer(cfg, lr, steps_per_epoch * epochs),
-                  loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+    model.compile(optimizer=make_optimizer(cfg, lr, steps_per_epoch * epochs))
     model.optimizer.build(model.trainable_variables)  # variables must exist before a distributed step
 
 
@@ -125,10 +123,11 @@ def current_lr(model: keras.Model) -> float:
 class TrainEpoch:
     """One epoch of distributed training: forward, backward and update on every replica.
 
-    A loop of our own rather than model.fit: Keras 3's fit does not run under
-    MultiWorkerMirroredStrategy (keras-team/keras#20585), and one code path serves every strategy.
-    Class weights scale each example's loss, as fit's class_weight does. jit compiles the gradient
-    computation with XLA (the update stays outside, where the strategy aggregates gradients).
+    The project's only training loop (it never calls Keras's Model.fit, which does not run under
+    MultiWorkerMirroredStrategy, keras-team/keras#20585): one code path serves every strategy. The loss is
+    categorical cross-entropy with cfg.label_smoothing, each example's loss scaled by its class's weight, averaged
+    over the global batch. jit compiles the gradient computation with XLA (the update stays outside, where the
+    strategy aggregates gradients).
 
         run = TrainEpoch(model, strategy, cfg, class_weight, jit=False)
         result = run(dataset, steps, "epoch 1/10 (head)")   # EpochResult: loss, accuracy, confusion, ...
@@ -261,20 +260,24 @@ def last_model_path(cfg: Config) -> Path:
 
 def random_states(model: keras.Model) -> dict[str, list[int]]:
     """The state of every Keras SeedGenerator in the model (dropout's masks): a .keras file does not save them."""
-    return {key: [int(v) for v in keras.ops.convert_to_numpy(gen.state.value)]
-            for key, gen in _seed_generators(model)}
+    return {key: [int(v) for v in keras.ops.convert_to_numpy(state.value)] for key, state in seed_states(model)}
 
 
 def restore_random_states(model: keras.Model, states: dict[str, list[int]]) -> None:
-    for key, gen in _seed_generators(model):
+    for key, state in seed_states(model):
         if key in states:
-            gen.state.assign(np.array(states[key], dtype=keras.backend.standardize_dtype(gen.state.dtype)))
+            state.assign(np.array(states[key], dtype=keras.backend.standardize_dtype(state.dtype)))
 
 
-def _seed_generators(model: keras.Model):
-    for layer in model._flatten_layers(include_self=False):
-        for i, gen in enumerate(getattr(layer, "_seed_generators", [])):
-            yield f"{layer.name}/{i}", gen
+def seed_states(model: keras.Model):
+    """(key, state variable) of every SeedGenerator of the model's layers, nested models' included; key
+    "<layer name>/<i>", i counting the layer's own generators in order. A layer's generator states are what its
+    `variables` ("all layer state, including random seeds") hold beyond its `weights` and its sublayers' variables."""
+    for layer in model_lib.all_layers(model):
+        others = {id(v) for v in layer.weights}
+        others.update(id(v) for sub in getattr(layer, "layers", []) for v in sub.variables)
+        for i, state in enumerate(v for v in layer.variables if id(v) not in others):
+            yield f"{layer.name}/{i}", state
 
 
 def library_versions() -> dict:
