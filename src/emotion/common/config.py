@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import yaml
 
+from emotion.common import paths
 from emotion.common.errors import ConfigError, UserError
 
 REPO_ROOT = Path(__file__).resolve().parents[3]  # src/emotion/common/config.py -> the repository
@@ -249,7 +250,6 @@ def parse_override(text: str) -> tuple[str, Any]:
 def _read_text(path: Path) -> str:
     """The text of a config file: a regular file (a FIFO would hang the reader), UTF-8 (a UTF-8 BOM is fine).
     Anything else is a ConfigError saying what to do."""
-    from emotion.common import paths  # here, not at the top: paths imports this module
 
     if not path.exists():
         raise ConfigError(f"config file not found: {path} (pass --config PATH to an existing file)")

@@ -173,7 +173,7 @@ def render_markdown(card: dict) -> str:
     for phase in recipe.get("phases", []):
         lines.append(f"- {phase['phase']}: {phase['epochs']} epochs at learning rate {phase['learning_rate']}")
     lines += [f"- {k}: {v}" for k, v in recipe.items() if k not in ("phases", "versions")]
-    lines += [f"- versions: " + ", ".join(f"{k} {v}" for k, v in recipe.get("versions", {}).items())]
+    lines += ["- versions: " + ", ".join(f"{k} {v}" for k, v in recipe.get("versions", {}).items())]
     lines += ["", "## Training", ""] + [f"- {k}: {_fmt(v)}" for k, v in training.items()]
     lines += ["", "## Calibration", ""]
     if cal.get("temperature") is None:

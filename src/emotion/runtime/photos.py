@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotion.common import atomic, outputs, paths
+from emotion.common.console import quiet_stderr
 from emotion.common.errors import UserError
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
 # what OpenCV reads (one rule: image_types.py)
 from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS
+from emotion.runtime import photo_summary
 
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
@@ -83,7 +85,6 @@ def read_image(path: str):
     import cv2
     import numpy as np
 
-    from emotion.common.console import quiet_stderr
 
     if not paths.is_regular_file(path):  # a pipe would block the read forever
         return None
@@ -225,7 +226,6 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     if json_path is not None:
         staged.tmp["json"].write_text(json.dumps(tally["entries"], indent=2) + "\n", encoding="utf-8")
     if "summary" in staged.finals:
-        from emotion.runtime import photo_summary
         rows = photo_summary.photo_rows(tally["entries"], rec.class_names)
         photo_summary.write_photo_summary(rows, staged.tmp["summary"])
         print("faces per label: " + ", ".join(f"{k} {v}" for k, v in photo_summary.label_counts(rows).items()))

@@ -25,6 +25,7 @@ import numpy as np
 
 from emotion.common import outputs, paths, plots
 from emotion.common.errors import UserError
+from emotion.evaluation import card
 from emotion.runtime import display as display_lib
 from emotion.runtime import track_report, tracking
 from emotion.runtime.video_frames import FrameAnnotator, RunRecorder, StageTimes, log_line, median_ms
@@ -98,7 +99,6 @@ def recognize(source, cfg, output: Path, display: bool = True, max_frames: int |
         rec = load_recognizer(cfg)  # imports TensorFlow
         plots.pyplot()  # matplotlib for the end-of-run report, loaded at startup rather than after the last frame
         startup_s = time.perf_counter() - started
-        from emotion.evaluation import card
         print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
         shown = display and display_lib.display_available()
         if source.kind == "camera" and not shown and display:

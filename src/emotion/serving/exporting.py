@@ -25,6 +25,7 @@ from pathlib import Path
 from emotion.common import atomic, console, paths
 from emotion.common.errors import UserError
 from emotion.model import tfjs_graph
+from emotion.serving import headless_browser
 
 TFLITE_FORMATS = {"tflite_float32": "float32", "tflite_float16": "float16", "tflite_int8": "int8"}
 TFJS_FORMATS = {"tfjs_float32": None, "tfjs_uint8": "uint8", "tfjs_float16": "float16"}
@@ -204,7 +205,6 @@ def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dic
 def _export_tfjs(job: ExportJob, cfg, model, val: ValData, scratch: Path) -> list[dict]:
     """The TF.js formats, converted from one BatchNorm-folded SavedModel, each measured in the browser."""
     from emotion.model import conversion
-    from emotion.serving import headless_browser
     rows, folded_dir, reference = [], None, None
     for fmt, quantization in TFJS_FORMATS.items():
         if fmt not in job.formats:
@@ -242,7 +242,6 @@ def _browser_reference(model, val: ValData) -> ValData:
 
 def _browser_row(job: ExportJob, cfg, fmt: str, path: Path, reference: ValData, scratch: Path,
                  flat_note: str) -> dict:
-    from emotion.serving import headless_browser
     start = time.perf_counter()
     run = headless_browser.classify_in_browser(cfg, path, reference.x, scratch / fmt, latency_runs=job.latency_runs)
     print(f"  {fmt} classified {len(reference.x)} images in headless Chromium ({run['backend']}) "

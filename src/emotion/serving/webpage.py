@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from emotion.common import atomic, files, outputs, paths
 from emotion.common.config import check_class_count
 from emotion.common.errors import UserError
+from emotion.evaluation import card
 from emotion.model import tfjs_graph
 
 REPO = Path(__file__).resolve().parents[3]
@@ -100,7 +101,6 @@ def _converter_note() -> str:
 def page_config(cfg) -> dict:
     """The page's config.json: where its models are, the class names, the face pipeline's settings, and
     min_confidence (below it the page says "uncertain") and the model card's one line, shown on the page."""
-    from emotion.evaluation import card
     from emotion.runtime import faces  # numpy and OpenCV
     return {
         "model": "models/emotion/model.json",

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.common import plots
+
 SPLITS = ("train", "validation")
 _EPOCH_FILE = re.compile(r"^events\.out\.tfevents\.epoch_(\d{4,})\.emotion$")
 HPARAMS_FILE = "events.out.tfevents.0000_hparams.emotion"
@@ -107,7 +109,6 @@ class TensorBoardLog:
 
     def _confusion_image(self, counts: np.ndarray, epoch: int) -> np.ndarray:
         """The confusion matrix drawn as a uint8 RGB image [H, W, 3] (recall per row, counts written in)."""
-        from emotion.common import plots
         plt = plots.pyplot()
         counts = np.asarray(counts)
         rows = counts.sum(axis=1, keepdims=True)

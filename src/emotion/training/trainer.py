@@ -30,14 +30,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emotion.common import atomic, paths
+from emotion.common import atomic, paths, plots
 from emotion.common.config import Config
 from emotion.common.errors import UserError, first_line
 from emotion.data import datasets, scanning
 from emotion.evaluation.metrics import classification_metrics, confusion_matrix, macro_f1_from_confusion
 from emotion.model import network as model_lib
 from emotion.model.network import predict_probs
-from emotion.training import checkpoints, tensorboard_log
+from emotion.training import calibration_step, checkpoints, tensorboard_log
 
 # Keys that change what is trained; a checkpoint made under other values cannot be resumed.
 RESUME_KEYS = ["class_names", "input_shape", "weights", "dense_units", "dropout", "learning_rate", "num_epochs",
@@ -292,7 +292,6 @@ def library_versions() -> dict:
 
 def plot_history(rows: list[dict], path: Path) -> None:
     """loss_accuracy_plot.png: train/val loss and train/val accuracy (+ val macro-F1) per epoch."""
-    from emotion.common import plots
     plt = plots.pyplot()
 
     epochs = [int(r["epoch"]) for r in rows]
@@ -390,7 +389,6 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
         plot_history(state["rows"], run.perf_dir / "loss_accuracy_plot.png")
     summary = summarize(run, state, trained=state["epoch"] > resumed_from)
     if calibrate and run.chief and summary["best_epoch"]:
-        from emotion.training import calibration_step
         summary["temperature"] = calibration_step.after_training(run, summary, log)["temperature"]
     return summary
 
