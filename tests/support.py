@@ -316,22 +316,11 @@ def tflite_op_counts(tflite) -> dict[str, int]:
     """{op name: count} of a .tflite model's main graph (bytes or a file path), most frequent first, to check
     what a conversion made; "DELEGATE" counts the XNNPACK partitions (1: the whole graph runs in XNNPACK).
     Uses the interpreter's private _get_ops_details (no public API lists the ops), so it lives here, not in
-    src/. The interpreter is the one classifier.py runs: ai_edge_litert's when installed, else tf.lite's."""
-    import warnings
+    src/; the interpreter is the one classifier.py runs."""
     from collections import Counter
 
-    from emotion.common import console
-    kwargs = ({"model_content": bytes(tflite)} if isinstance(tflite, (bytes, bytearray, memoryview))
-              else {"model_path": str(tflite)})
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings(), console.quiet_unless_verbose():
-        warnings.simplefilter("ignore")  # "tf.lite.Interpreter is deprecated ... use ai_edge_litert"
-        interpreter = Interpreter(num_threads=1, **kwargs)
-        interpreter.allocate_tensors()  # applies the XNNPACK delegate
+    from emotion.runtime import classifier
+    interpreter = classifier._interpreter(tflite, num_threads=1)  # tensors allocated: the delegate applied
     return dict(Counter(op["op_name"] for op in interpreter._get_ops_details()).most_common())
 
 

@@ -118,7 +118,7 @@ def test_every_output_written_and_right(evaluated):
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
         assert image is not None and image.shape[0] >= min_size[0] and image.shape[1] >= min_size[1], name
         assert image.std() > 10, f"{name} looks blank"
-    # the Grad-CAM figure shows the same mistakes in the same grid (issue 10)
+    # the Grad-CAM figure shows the same mistakes in the same grid
     shapes = [cv2.imread(str(perf / n)).shape for n in ("confident_mistakes.png", "confident_mistakes_gradcam.png")]
     assert shapes[0] == shapes[1]
     assert not list(perf.glob(".*tmp*")), "temp files left behind"

@@ -234,7 +234,7 @@ def test_report_has_a_row_per_format_with_its_numbers(exported):
 
 
 def _val_split(rows):
-    """The module's val images and labels as data_preprocessing gives them to export (same resize), and the cfg."""
+    """The module's val images and labels as emotion.data.datasets gives them to export (same resize), and the cfg."""
     from emotion.common.config import load_config
     from emotion.data import datasets
     base = Path(rows[0]["path"]).parent.parent
@@ -303,7 +303,7 @@ def test_dry_run_writes_nothing(exported, tmp_path):
     assert not (tmp_path / "dry").exists()
 
 
-def test_missing_val_folder_is_data_preprocessings_line(exported, tmp_path):
+def test_missing_val_folder_is_the_data_pipeline_s_line(exported, tmp_path):
     from emotion.common.errors import UserError
     _, _, rows, _, _ = exported
     base = Path(rows[0]["path"]).parent.parent

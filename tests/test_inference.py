@@ -338,7 +338,7 @@ def _check_outputs(results: Path, summary: dict, video_name="test_out.avi", size
     assert summary["ms_per_frame_median"] == pytest.approx(np.median(walls), abs=0.01)
     assert summary["fps"] > 0 and summary["frames_written"] == frames
 
-    check_report(results, predictions, summary)  # tracks.csv and emotion_timeline.png (issue 10)
+    check_report(results, predictions, summary)  # tracks.csv and emotion_timeline.png
     labeled = sorted(p.name for p in (results / "labeled_images").glob("frame_*.png"))
     assert labeled == [f"frame_{i:03d}.png" for i in range(0, frames, stride)]
     image = cv2.imread(str(results / "labeled_images" / labeled[-1]))

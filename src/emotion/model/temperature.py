@@ -10,7 +10,7 @@ Every consumer of the saved model (evaluate, predict, inference, the SavedModel 
 web page) then gets calibrated probabilities with no code of its own: T is a constant of the model (the
 Rescaling layer's scale, 1/T, in its config), a multiplication in the converted graphs. A built-in layer keeps
 the file loadable by plain keras.models.load_model. The argmax never changes (T only divides). Fitting:
-calibration.fit_temperature. Model files saved with the older custom Temperature layer: legacy_layers.py.
+calibration_metrics.fit_temperature. Model files saved with the older custom Temperature layer: legacy_layers.py.
 """
 from __future__ import annotations
 

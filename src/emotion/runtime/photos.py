@@ -28,7 +28,7 @@ from emotion.runtime import photo_summary
 
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
-SUMMARY_NAME, EXPLANATIONS_DIR = "summary.csv", "explanations"   # --summary, --explain (issue 10)
+SUMMARY_NAME, EXPLANATIONS_DIR = "summary.csv", "explanations"   # --summary, --explain
 
 
 class NoInput(UserError):
@@ -185,7 +185,7 @@ def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = Fa
     results_dir = Path(cfg.results_dir)
     finals = {**({"json": results_dir / JSON_NAME} if write_json else {}),
               **({"labeled": results_dir / LABELED_DIR} if save_images else {})}
-    finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),   # issue 10
+    finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),
                **({"explanations": results_dir / EXPLANATIONS_DIR} if explain else {})}
     staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
     if finals:
@@ -211,7 +211,7 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
     staged = plan.staged
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
     tally = {"entries": [], "failed": 0, "faces": 0, "read": 0, "used_names": set()}
-    if "explanations" in staged.finals:  # issue 10: Grad-CAM figures on the Keras model
+    if "explanations" in staged.finals:  # Grad-CAM figures, on the Keras model (TFLite has no gradients)
         from emotion.evaluation import explanations
         tally["explainer"] = explanations.Explainer(rec, staged.tmp["explanations"])
     for spec in plan.unmatched:

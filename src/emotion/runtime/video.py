@@ -1,14 +1,15 @@
 """Emotion recognition on a video file or a webcam (what inference.py runs): every face boxed, labelled, tracked
 and smoothed; the annotated video, predictions.json, labeled frames, a log and the per-track report (tracks.csv,
-emotion_timeline.png: report.py) written together.
+emotion_timeline.png: track_report.py) written together.
 
     output = output_path("test_out.avi", cfg)              # in results_dir unless a path is given
     check_outputs(cfg, output, input_video=Path("clip.mp4"))   # before the model loads
-    source = sources.open_video(Path("clip.mp4"))          # or sources.open_camera(0)
+    source = frame_sources.open_video(Path("clip.mp4"))    # or frame_sources.open_camera(0)
     summary = recognize(source, cfg, output, display=False, max_frames=300, classify_every=1)   # releases source
 
-Importing this module loads OpenCV (not TensorFlow: load_recognizer does). The work is split three ways: frames come from sources.py, the threads are video_threads.py's, and what is
-computed per frame and per run is video_bookkeeping.py's; VideoRun wires them together and publishes the outputs.
+Importing this module loads OpenCV (not TensorFlow: load_recognizer does). The work is split three ways:
+frames come from frame_sources.py, the threads are video_threads.py's, and what is computed per frame and per
+run is video_frames.py's; VideoRun wires them together and publishes the outputs.
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from emotion.runtime.video_threads import END, Classifiers, Producer, Writer, cl
 LOG_NAME = "inference_logs.txt"
 PREDICTIONS_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
-TRACKS_NAME, TIMELINE_NAME = "tracks.csv", "emotion_timeline.png"   # the per-track report (report.py, issue 10)
+TRACKS_NAME, TIMELINE_NAME = "tracks.csv", "emotion_timeline.png"   # the per-track report (track_report.py)
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
 DEFAULT_FPS = 30.0          # for the output video when the source reports none (most webcams)
 MAX_MISSED = 5              # a face track survives this many frames without a detection
@@ -143,7 +144,7 @@ class VideoRun:
     """One run's threads and bookkeeping wired together (see run()): loop() until the source ends, the user
     quits or Ctrl-C, then close() stops the threads, writes predictions.json and the log's summary line,
     publishes the outputs (or discards them when no frame was written) and returns the summary (or raises the
-    error a thread met). The per-face results of every frame go to self.recorder (video_bookkeeping.RunRecorder)."""
+    error a thread met). The per-face results of every frame go to self.recorder (video_frames.RunRecorder)."""
 
     def __init__(self, source, rec, cfg, output: Path, staged: outputs.Staged, log, classifiers,
                  display: bool = False, max_frames: int | None = None, startup_s: float = 0.0,
@@ -154,7 +155,7 @@ class VideoRun:
         self.window = display_lib.Window() if display else None
         self.fps_in = source.fps or DEFAULT_FPS
         self.smoothing = float(cfg.smoothing)
-        self.uncertain = "min_confidence" in cfg  # the report's share_uncertain column (issue 9's threshold)
+        self.uncertain = "min_confidence" in cfg  # the report's share_uncertain column (below min_confidence)
         tracker = tracking.FaceTracker(smoothing=self.smoothing, max_missed=MAX_MISSED)  # ids: the producer's
         self.annotator = FrameAnnotator(rec.class_names, self.smoothing, classify_every, forget_after=MAX_MISSED,
                                         classify_missing=self._classify_one,

@@ -1,6 +1,6 @@
 """A training run's checkpoint folder, and the one commit point that keeps all of a run's outputs consistent.
 
-Usage (training.train does this):
+Usage (trainer.train does this):
     run = RunFiles(Path(cfg.checkpoint_dir), best_path, last_path, log_path)
     run.clear()                                 # --restart: deletes only files train.py wrote, refuses otherwise
     state = run.load_state(fingerprint)         # None without state.json; UserError when it is damaged
