@@ -48,19 +48,11 @@ from emotion.common import cli
 from emotion.serving import exporting
 
 
-def _formats(text: str) -> list[str]:
-    import argparse
-    try:
-        return exporting.parse_formats(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def parse_args(argv=None):
     p = cli.parser(__doc__)
     p.add_argument("--output", default=None, metavar="DIR",
                    help="folder for the exported models (default: models/export/ beside model_save_path)")
-    p.add_argument("--formats", type=_formats, default=list(exporting.DEFAULT_FORMATS), metavar="LIST",
+    p.add_argument("--formats", type=exporting.formats_argument, default=list(exporting.DEFAULT_FORMATS), metavar="LIST",
                    help=f"comma-separated formats (all = {','.join(exporting.DEFAULT_FORMATS)})")
     p.add_argument("--max-images-per-class", type=cli.positive_int, default=None, metavar="N",
                    help="use at most N val images per class for the accuracy check (quick runs)")

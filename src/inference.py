@@ -58,7 +58,7 @@ def parse_args(argv=None):
     source.add_argument("-c", "--camera", action="store_true", help="read the webcam (--camera-index)")
     source.add_argument("-v", "--video", nargs="?", const="", default=None, metavar="PATH",
                         help="read a video file (no PATH: config key video_path)")
-    p.add_argument("--camera-index", type=cli.non_negative_int, default=0, metavar="N", help="which webcam, for -c")
+    p.add_argument("--camera-index", type=cli.device_index, default=0, metavar="N", help="which webcam, for -c")
     p.add_argument("--output", default="test_out.avi", metavar="NAME",
                    help="annotated video, in results_dir unless a path is given (.avi: MJPG, .mp4: mp4v)")
     p.add_argument("--no-display", action="store_true", help="never open a window (headless run)")

@@ -18,12 +18,15 @@ When the ImageNet weights cannot be downloaded (train.py's exit code 3), the dem
 """
 from __future__ import annotations
 
+import glob
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from emotion.common import cli, console, errors
+from emotion.serving import exporting
 
 SRC = Path(__file__).resolve().parent
 
@@ -39,8 +42,9 @@ def parse_args(argv=None):
                    help="short budget: N epochs for each training phase")
     p.add_argument("--max-images", type=cli.positive_int, metavar="N", help="short budget: at most N images per class and split")
     p.add_argument("--restart", action="store_true", help="train from scratch even if an earlier run can be resumed")
-    p.add_argument("--formats", metavar="LIST", help="export only these comma-separated formats "
-                                                     "(default: export.py's; see python src/export.py --help)")
+    p.add_argument("--formats", type=exporting.formats_argument, metavar="LIST",
+                   help="export only these comma-separated formats (default: export.py's; see python src/export.py "
+                        "--help); checked before the first stage runs")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their arguments, run nothing")
     return p.parse_args(argv)
 
@@ -60,9 +64,10 @@ def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
         # The test split's photos: faces found (or whole crops), every face classified, into results/photos/
         # (the video stage writes its own predictions.json into results/).
         "predict": common + ["--set", f"results_dir={Path(cfg.results_dir) / 'photos'}",
-                             "--image_path", str(Path(cfg.data_path) / "test" / "*" / "*"), "--json"],
+                             "--image_path", os.path.join(glob.escape(str(Path(cfg.data_path) / "test")), "*", "*"),
+                             "--json"],
         "inference": common + ["-v", video, "--no-display"] if Path(video).is_file() else None,
-        "export": common + budget + (["--formats", args.formats] if args.formats else []),
+        "export": common + budget + (["--formats", ",".join(args.formats)] if args.formats else []),
     }
 
 

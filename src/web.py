@@ -40,7 +40,7 @@ def parse_args(argv=None):
     p.add_argument("--node-modules", default=str(webpage.NODE_MODULES), metavar="DIR",
                    help="npm packages the page takes its scripts and BlazeFace from")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (a camera needs localhost or https)")
-    p.add_argument("--port", type=cli.non_negative_int, default=8000, help="port (0: any free one)")
+    p.add_argument("--port", type=cli.port_number, default=8000, help="port (0: any free one)")
     p.add_argument("--build-only", action="store_true", help="build web/dist/ and exit")
     return p.parse_args(argv)
 

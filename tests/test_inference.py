@@ -253,6 +253,25 @@ def test_missing_video_and_missing_camera_give_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: cannot read video {not_video}"), proc.stderr
 
 
+
+def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: inference.py would hang with no output."""
+    fifo = tmp_path / "clip.avi"
+    os.mkfifo(fifo)
+    proc = run_script("inference.py", "-v", str(fifo), "--no-display", "--set", f"results_dir={tmp_path / 'r'}",
+                      timeout=60)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: not a video file: {fifo} is a pipe, socket or device; give the path "
+                                   f"of a video file")
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_camera_index_opencv_cannot_take_is_one_usage_line():
+    proc = run_script("inference.py", "-c", "--camera-index", "99999999999", "--no-display", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "inference.py: error: argument --camera-index: must be from 0 to 2147483647, got 99999999999")
+
 def test_default_video_path_is_config_video_path(tmp_path):
     proc = run_script("inference.py", "-v", "--set", f"video_path={tmp_path / 'test.mp4'}", "--no-display",
                       timeout=120)

@@ -227,3 +227,32 @@ def test_a_failing_stage_stops_the_pipeline_with_its_error_line_last(tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "no-such-download" in last, proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_a_bad_export_format_stops_the_pipeline_before_its_first_stage(tmp_path):
+    """--formats is export's last stage: checked when the arguments are read, not after hours of training."""
+    proc = run_script("pipeline.py", "--formats", "saved_model,bogus", "--set", f"data_path={tmp_path / 'data'}",
+                      timeout=60)
+    assert proc.returncode == 2 and "===" not in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "pipeline.py: error: argument --formats: unknown format(s) bogus; choose from saved_model,")
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_predict_stage_finds_the_test_photos_under_a_data_path_with_glob_characters(tmp_path):
+    """The stage's --image_path is a pattern: a data_path such as "run[1]" is matched literally."""
+    import glob
+
+    import pipeline
+    from emotion.common import config
+
+    data = tmp_path / "run[1]" / "data"
+    photo = data / "test" / "happy" / "face.jpg"
+    photo.parent.mkdir(parents=True)
+    photo.write_bytes(b"jpeg")
+    (tmp_path / "run1" / "data" / "test" / "sad").mkdir(parents=True)  # what the unescaped "[1]" would match
+    (tmp_path / "run1" / "data" / "test" / "sad" / "other.jpg").write_bytes(b"jpeg")
+    args = pipeline.parse_args(["--set", f"data_path={data}"])
+    stage = pipeline.stage_arguments(args, config.load_config(args.config, args.overrides))["predict"]
+    pattern = stage[stage.index("--image_path") + 1]
+    assert glob.glob(pattern) == [str(photo)]

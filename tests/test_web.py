@@ -456,3 +456,79 @@ def test_a_read_only_dist_folder_is_one_line(tmp_path, read_only_folder):
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: --dist folder {read_only_folder} is not writable"), lines
     assert list(read_only_folder.iterdir()) == []
+
+
+# ---- what the page ships and serves: only what the project built, only to this machine
+
+
+def _site(tmp_path: Path) -> Path:
+    """A built page as make_server sees it (index.html is all it needs)."""
+    dist = tmp_path / "dist"
+    (dist / "models").mkdir(parents=True)
+    (dist / "index.html").write_text("<p>page</p>")
+    (dist / "models" / "w.bin").write_bytes(b"weights")
+    return dist
+
+
+def _get(url: str, path: str, host: str | None = None) -> tuple[int, dict, bytes]:
+    import http.client
+    import urllib.parse
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=host is not None)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_the_server_answers_only_requests_addressed_to_this_machine(tmp_path):
+    """A DNS-rebinding page (its name resolved to 127.0.0.1) sends its own Host: 421, nothing served."""
+    with webpage.serving(_site(tmp_path)) as url:
+        port = url.rsplit(":", 1)[1].strip("/")
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
+            status, headers, body = _get(url, "/models/w.bin", host)
+            assert (status, body) == (200, b"weights"), host
+            assert headers["X-Content-Type-Options"] == "nosniff"
+        for host in ("attacker.example", f"attacker.example:{port}", "127.0.0.1.attacker.example", ""):
+            status, _, body = _get(url, "/models/w.bin", host)
+            assert status == 421 and b"weights" not in body, host
+
+
+def test_the_server_serves_no_file_through_a_link_out_of_its_folder(tmp_path):
+    dist = _site(tmp_path)
+    (tmp_path / "secret.txt").write_text("a user's secret")
+    (dist / "models" / "leak.bin").symlink_to(tmp_path / "secret.txt")
+    (dist / "models" / "alias.bin").symlink_to(dist / "models" / "w.bin")  # a link that stays inside: served
+    with webpage.serving(dist) as url:
+        for path in ("/models/leak.bin", "/models/../../secret.txt", "/%2e%2e/secret.txt"):
+            status, _, body = _get(url, path)
+            assert status == 404 and b"secret" not in body, path
+        assert _get(url, "/models/alias.bin")[::2] == (200, b"weights")
+
+
+@pytest.mark.parametrize("name", ["model.json", "group1-shard1of1.bin"])
+def test_a_linked_model_file_is_refused_before_anything_is_built(tmp_path, name):
+    """The build would copy the link's target into dist, and the server would serve it."""
+    model_dir = _model_folder(tmp_path)
+    outside = tmp_path / f"outside-{name}"
+    (model_dir / name).rename(outside)
+    (model_dir / name).symlink_to(outside)
+    proc = _build(model_dir, tmp_path / "dist")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {model_dir / name} is a symbolic link: the page ships only plain files of the model folder; "
+        f"export the model again (python src/export.py --formats tfjs_uint8) or copy the file in"]
+    assert not (tmp_path / "dist").exists()
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_one_usage_line(port):
+    proc = run_script("web.py", "--port", port, "--build-only", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"web.py: error: argument --port: must be from 0 to 65535, got {int(port)}")

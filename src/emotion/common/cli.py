@@ -56,21 +56,25 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescrip
     pass
 
 
-def _int_at_least(minimum: int):
-    """An argparse type for whole numbers >= minimum (counts, indices)."""
+def int_range(minimum: int, maximum: int | None = None):
+    """An argparse type for whole numbers in [minimum, maximum] (counts, indices, ports): a value the code
+    cannot take is one usage line (exit 2), never an overflow deep inside a library."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
     return parse
 
 
-positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
+positive_int = int_range(1)
+non_negative_int = int_range(0)
+port_number = int_range(0, 65535)            # TCP ports; 0: any free one
+device_index = int_range(0, 2 ** 31 - 1)     # OpenCV takes a C int
 
 
 def load_config(args: argparse.Namespace) -> config.Config:

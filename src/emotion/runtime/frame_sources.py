@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from emotion.common import paths
 from emotion.common.errors import UserError
 
 SEEK_TRIES = 12             # a damaged stretch of a file: attempts to seek past it before giving up
@@ -129,6 +130,8 @@ def open_video(path: Path, hint: str = "") -> FrameSource:
         raise UserError(f"video not found: {path}{hint}")
     if path.is_dir():
         raise UserError(f"not a video file: {path} is a folder")
+    if not paths.is_regular_file(path):  # a FIFO would block the open below (and OpenCV) until a writer comes
+        raise UserError(f"not a video file: {path} is a pipe, socket or device; give the path of a video file")
     try:
         with open(path, "rb"):
             pass

@@ -79,6 +79,16 @@ def parse_formats(text: str) -> list[str]:
     return [f for f in ALL_FORMATS if f in names]
 
 
+def formats_argument(text: str) -> list[str]:
+    """parse_formats as an argparse type (export.py's and pipeline.py's --formats): an unknown format is one
+    usage line and exit code 2 before any work, never a failure at the end of a long pipeline."""
+    import argparse
+    try:
+        return parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def tfjs_converter_missing() -> str | None:
     """Why the TF.js formats cannot be converted here (None when they can). Imports TensorFlow."""
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -47,7 +48,11 @@ HEADERS = {
     "Cross-Origin-Embedder-Policy": "require-corp",   # SharedArrayBuffer, so WASM threads
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-cache",                      # a rebuilt model is fetched again
+    "X-Content-Type-Options": "nosniff",              # a file is only what its extension says
 }
+# Host headers the server answers (with any port): a DNS-rebinding page, whose own name resolves to this
+# machine, sends its name and gets 421; the host the server was told to bind is added.
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 EXPORT_HINT = "python src/export.py --formats tfjs_uint8"
 
 
@@ -66,6 +71,7 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
     if (dist.exists() or dist.is_symlink()) and not is_previous_build(dist):
         raise UserError(f"--dist {dist} exists and is not a build of this page (no {outputs.MARKER} file in "
                         f"it): a build replaces the whole folder, so give a new or empty folder")
+    _refuse_links(model_dir, ["model.json"])
     spec = _read_json(model_json)
     classes = _output_size(spec)
     if classes is not None:
@@ -125,7 +131,17 @@ def _weight_files(spec: dict, model_json: Path, model_dir: Path) -> list[str]:
         if not _plain_relative(name):
             raise UserError(f"{model_json} names the weight file {name!r}, which is not a file name inside "
                             f"{model_dir}: export the model again ({EXPORT_HINT})")
+    _refuse_links(model_dir, weights)
     return weights
+
+
+def _refuse_links(model_dir: Path, names: list[str]) -> None:
+    """UserError when a file of the model is a symbolic link: the build ships and serves what it copies, so a
+    link (to any file on the machine) would publish its target. The export writes plain files."""
+    for name in names:
+        if (model_dir / name).is_symlink():
+            raise UserError(f"{model_dir / name} is a symbolic link: the page ships only plain files of the model "
+                            f"folder; export the model again ({EXPORT_HINT}) or copy the file in")
 
 
 def _sources(model_dir: Path, weights: list[str], node_modules: Path) -> dict[str, Path]:
@@ -203,14 +219,34 @@ def serving(dist: Path):
 
 
 def make_server(dist: Path, host: str = "127.0.0.1", port: int = 0):
-    """A threading HTTP server for dist with the cross-origin isolation headers (port 0: any free port).
+    """A threading HTTP server for dist with the cross-origin isolation headers (port 0: any free port). It
+    answers only requests addressed to this machine (LOCAL_HOSTS and `host`; 421 otherwise) and serves only
+    files whose real path lies inside dist (a symbolic link out of it: 404), never a folder listing.
     The caller runs serve_forever() and server_close() (or uses serving())."""
     import functools
     import http.server
 
+    root = os.path.realpath(dist)
+    allowed = {*LOCAL_HOSTS, host.strip("[]").lower()}
+
     class Handler(http.server.SimpleHTTPRequestHandler):
         extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                           ".wasm": "application/wasm", ".js": "text/javascript", ".json": "application/json"}
+
+        def parse_request(self):
+            if not super().parse_request():
+                return False
+            if _host_name(self.headers.get("Host", "")) not in allowed:
+                self.send_error(421, "Misdirected Request")
+                return False
+            return True
+
+        def send_head(self):
+            real = os.path.realpath(self.translate_path(self.path))
+            if real != root and not real.startswith(root + os.sep):
+                self.send_error(404, "File not found")
+                return None
+            return super().send_head()
 
         def end_headers(self):
             for name, value in HEADERS.items():
@@ -238,3 +274,11 @@ def make_server(dist: Path, host: str = "127.0.0.1", port: int = 0):
         return Server((host, port), handler)
     except OSError as exc:
         raise UserError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; pick another --port") from None
+
+
+def _host_name(header: str) -> str:
+    """The name in a Host header, without its port: "localhost:8000" -> "localhost", "[::1]:80" -> "::1"."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
