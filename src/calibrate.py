@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emotion.common import cli, paths
+from emotion.common import cli, outputs, paths
 
 
 def parse_args(argv=None):
@@ -33,7 +33,8 @@ def main(argv=None) -> int:
     paths.check_writable(Path(cfg.model_save_path).parent, "model_save_path")
     from emotion.training import calibration_step  # TensorFlow from here on, after the arguments are parsed
 
-    summary = calibration_step.calibrate_file(cfg, args.max_images_per_class)
+    with outputs.exclusive(cfg.model_save_path):  # the model file and its card
+        summary = calibration_step.calibrate_file(cfg, args.max_images_per_class)
     print(json.dumps({"model": str(cfg.model_save_path), **summary}), flush=True)
     return 0
 

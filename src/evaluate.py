@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 
-from emotion.common import cli
+from emotion.common import cli, outputs
 
 
 def parse_args(argv=None):
@@ -50,7 +50,8 @@ def main(argv=None) -> int:
     if args.calibrate:  # T is fitted on val, never on the split evaluated
         from emotion.training import calibration_step
         calibrate = functools.partial(calibration_step.calibrate_file, cfg, args.max_images_per_class)
-    evaluator.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run, before_load=calibrate)
+    with outputs.exclusive(*([] if args.dry_run else [cfg.model_save_path, cfg.performance_dir])):  # the card too
+        evaluator.evaluate(cfg, args.split, args.max_images_per_class, args.tta, args.dry_run, before_load=calibrate)
     return 0
 
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emotion.common import cli
+from emotion.common import cli, outputs
 from emotion.serving import exporting
 
 
@@ -76,7 +76,11 @@ def main(argv=None) -> int:
         calibration_images=args.calibration_images, latency_runs=args.latency_runs, browser=not args.no_browser,
         dry_run=args.dry_run)
     job = exporting.prepare(job, cfg)  # one-line errors before minutes of work, not after them
+    with outputs.exclusive(*([] if job.dry_run else [job.out_dir, job.perf_dir])):
+        return _export(job, cfg, model_path)
 
+
+def _export(job, cfg, model_path: Path) -> int:
     from emotion.evaluation.evaluator import match_model
     from emotion.model import network as model_lib  # TensorFlow from here on, after the arguments are parsed
     model = model_lib.load_model(model_path)

@@ -49,7 +49,7 @@ from pathlib import Path
 # libav prints a line per damaged macroblock to stderr; damaged frames are counted instead (before cv2 loads).
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from emotion.common import cli  # noqa: E402
+from emotion.common import cli, outputs  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -78,13 +78,14 @@ def main(argv=None) -> int:
     output = video.output_path(args.output, cfg)
     input_video = None if args.video is None else Path(args.video or cfg.video_path).expanduser()
     video.check_outputs(cfg, output, input_video)
-    if args.camera:  # a missing file or camera fails here, before the model loads
-        source = frame_sources.open_camera(args.camera_index)
-    else:
-        source = frame_sources.open_video(input_video, hint="" if args.video else
-                                    " (config key video_path; pass -v PATH for another file)")
-    summary = video.recognize(source, cfg, output, display=not args.no_display, max_frames=args.max_frames,
-                              classify_every=args.classify_every)
+    with outputs.exclusive(cfg.results_dir, output):  # the outputs beside the video are in results_dir
+        if args.camera:  # a missing file or camera fails here, before the model loads
+            source = frame_sources.open_camera(args.camera_index)
+        else:
+            source = frame_sources.open_video(input_video, hint="" if args.video else
+                                              " (config key video_path; pass -v PATH for another file)")
+        summary = video.recognize(source, cfg, output, display=not args.no_display, max_frames=args.max_frames,
+                                  classify_every=args.classify_every)
     print(json.dumps(summary), flush=True)
     return 130 if summary.get("interrupted") else 0
 

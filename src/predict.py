@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 
-from emotion.common import cli
+from emotion.common import cli, outputs
 from emotion.runtime import photos
 
 
@@ -65,14 +65,15 @@ def main(argv=None) -> int:
     plan = photos.plan(cfg, args.image_path, write_json=args.json, save_images=args.save_images,
                        summary=args.summary, explain=args.explain)
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, after parsing
-    rec = recognizer.EmotionRecognizer(cfg)
-    n = len(plan.image_paths)
-    print(f"{n} image{'s' if n != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)
-    from emotion.evaluation import card
-    print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
-    return photos.run(plan, rec, top_k=args.top_k, batch_size=args.batch_size)
+    with outputs.exclusive(*([cfg.results_dir] if plan.staged.finals else [])):  # before the model loads
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, after parsing
+        rec = recognizer.EmotionRecognizer(cfg)
+        n = len(plan.image_paths)
+        print(f"{n} image{'s' if n != 1 else ''}; model {rec.model_path} ({rec.backend})", flush=True)
+        from emotion.evaluation import card
+        print(card.summary_line(rec.model_path), flush=True)  # how good the model is, from its model card
+        return photos.run(plan, rec, top_k=args.top_k, batch_size=args.batch_size)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 
-from emotion.common import cli
+from emotion.common import cli, outputs
 
 
 def parse_args(argv=None):
@@ -38,8 +38,10 @@ def main(argv=None) -> int:
     cfg = cli.load_config(args)
     from emotion.training import trainer  # TensorFlow is imported here, after the arguments are parsed
 
-    summary = trainer.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
-                            dry_run=args.dry_run, calibrate=True)  # calibrated on val, with its model card
+    writes = not args.dry_run and trainer.is_chief()  # the other workers of a distributed run write nothing
+    with outputs.exclusive(*([cfg.model_save_path, cfg.checkpoint_dir, cfg.performance_dir] if writes else [])):
+        summary = trainer.train(cfg, max_images_per_class=args.max_images_per_class, restart=args.restart,
+                                dry_run=args.dry_run, calibrate=True)  # calibrated on val, with its model card
     print(json.dumps(summary), flush=True)
     return 0
 

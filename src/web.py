@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from emotion.common import cli
+from emotion.common import cli, outputs
 from emotion.serving import webpage
 
 
@@ -49,7 +49,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = cli.load_config(args)
     model_dir = Path(args.model) if args.model else Path(cfg.model_save_path).parent / "export" / "tfjs_uint8"
-    info = webpage.build(cfg, model_dir, Path(args.dist), Path(args.node_modules))
+    with outputs.exclusive(args.dist):
+        info = webpage.build(cfg, model_dir, Path(args.dist), Path(args.node_modules))
     print(f"built {info['dist']}: model {model_dir} ({info['model_mb']} MB download), "
           f"{len(cfg.class_names)} classes", flush=True)
     if args.build_only:

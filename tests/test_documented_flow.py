@@ -63,11 +63,11 @@ def expected_tree() -> set[str]:
 
 
 def assert_organized(data: Path, copied: dict) -> None:
-    """data/ holds exactly the class folders, yolo_labels/ and the lock, every file byte-identical."""
+    """data/ holds exactly the class folders and yolo_labels/, every file byte-identical."""
     assert tree(data) == expected_tree()
     # No organize_log.csv: it is written only when an image is unclassified or renamed, or a label is orphaned.
-    assert {f: _digest(data / f) for f in files(data) - {".organize.lock"}} == expected_layout(copied)
-    assert files(data) == set(expected_layout(copied)) | {".organize.lock"}
+    assert {f: _digest(data / f) for f in files(data)} == expected_layout(copied)
+    assert files(data) == set(expected_layout(copied))
 
 
 def test_extract_as_data_organize_then_train(tmp_path):

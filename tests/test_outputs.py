@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +111,84 @@ def test_a_journal_renames_only_temporary_outputs_to_their_own_names(tmp_path, d
     _staged(tmp_path).prepare()
     assert sorted(p.name for p in tmp_path.iterdir()) == [f".labeled_images.tmp-{os.getpid()}", "precious.txt"]
     assert (tmp_path / "precious.txt").read_text() == "mine"
+
+
+# ---- one run at a time per output set
+
+
+def test_a_second_hold_on_an_output_is_refused_naming_the_holder(tmp_path):
+    place = tmp_path / "results"
+    (tmp_path / "alias").symlink_to(tmp_path)
+    with outputs.exclusive(place, tmp_path / "models" / "model.h5"):
+        for spelling in (place, tmp_path / "alias" / "results", tmp_path / "x" / ".." / "results"):
+            with pytest.raises(UserError) as exc:
+                with outputs.exclusive(tmp_path / "other", spelling):
+                    pass
+            assert str(exc.value) == (f"{os.path.abspath(spelling)} is in use by another run (process {os.getpid()}: "
+                                      f"{' '.join(sys.argv)}): wait for it to end, or point this run at other "
+                                      f"outputs; nothing was written")
+        with outputs.exclusive(tmp_path / "other"):  # refused above, so not held
+            pass
+    with outputs.exclusive(place):  # released at the end of the block
+        pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alias"]  # nothing written beside the outputs
+
+
+def test_a_killed_holder_frees_its_outputs(tmp_path):
+    """The lock is the operating system's: kill -9 of the run that held it frees it, no stale lock file."""
+    code = ("import sys, time; from emotion.common import outputs\n"
+            "with outputs.exclusive(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "results")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(UserError, match=rf"in use by another run \(process {holder.pid}: -c "):
+            with outputs.exclusive(tmp_path / "results"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with outputs.exclusive(tmp_path / "results"):
+        pass
+
+
+def _script_cases(tmp_path: Path) -> dict[str, tuple[list[str], Path]]:
+    """{script: (its arguments for a run that writes, the output place it must hold)}, in tmp_path."""
+    from support import FACES_GRAY, VIDEOS, YOLO_SAMPLE, require, tiny_config
+    overrides = [a for o in tiny_config(tmp_path) for a in ("--set", o)]
+    models = tmp_path / "models"
+    return {
+        "organize_data": (["--source", str(require(YOLO_SAMPLE)), "--link", *overrides], tmp_path / "data"),
+        "train": (overrides, tmp_path / "performance"),
+        "calibrate": (overrides, models / "model.h5"),
+        "evaluate": (overrides, tmp_path / "performance"),
+        "export": (["--formats", "saved_model", *overrides], models / "export"),
+        "predict": (["--image_path", str(require(FACES_GRAY) / "images" / "Allison_Janney_0001.jpg"), "--json",
+                     *overrides], tmp_path / "results"),
+        "inference": (["-v", str(require(VIDEOS) / "Megamind.avi"), "--no-display", *overrides],
+                      tmp_path / "results"),
+        "web": (["--build-only", "--dist", str(tmp_path / "dist"), *overrides], tmp_path / "dist"),
+    }
+
+
+@pytest.mark.parametrize("script", ["organize_data", "train", "calibrate", "evaluate", "export", "predict",
+                                    "inference", "web"])
+def test_every_script_that_writes_refuses_outputs_another_run_holds(tmp_path, script):
+    """Two runs on the same outputs would mix their files (a model from one, its card from the other): the
+    second stops with one line before it writes anything (the first is this test, holding the place)."""
+    import importlib
+
+    from support import link_organized, snapshot
+    args, place = _script_cases(tmp_path)[script]
+    if script in ("calibrate", "export"):
+        (tmp_path / "models").mkdir()
+        (tmp_path / "models" / "model.h5").write_bytes(b"a model")  # their first check: the model is there
+    if script == "export":
+        link_organized(tmp_path / "data", per_class=1, splits=("val",))
+    before = snapshot(tmp_path)
+    module = importlib.import_module(script)
+    with outputs.exclusive(place):
+        with pytest.raises(UserError) as exc:
+            module.main(args)
+    assert str(exc.value).startswith(f"{place} is in use by another run (process {os.getpid()}: ")
+    assert snapshot(tmp_path) == before

@@ -13,13 +13,28 @@ prepare() finishes the publication of a run killed in the middle of publish() (i
 outputs that were complete), removes the temporary outputs of dead processes, and refuses (UserError) to
 replace a folder this project did not write. A folder this project writes holds the file MARKER:
 is_own_folder() and mark() are also what web.py uses for its builds.
+
+One run at a time per output set: every script that writes holds its output places for the whole run,
+
+    with outputs.exclusive(cfg.model_save_path, cfg.performance_dir):
+        train(...)
+
+and a second run on any of them stops at once with one line naming the process that holds it. The lock is an
+advisory lock (flock) on a file named by the place's real path in a folder of this user's in the system's
+temporary folder, so nothing appears beside the outputs, two spellings of one place (a symlink, "..") are one
+lock, and the operating system frees it when the process ends, kill -9 included. (Windows has no flock: there
+the check is skipped.)
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -158,3 +173,51 @@ class Staged:
                 match = pattern.fullmatch(entry.name)
                 if match and not atomic.pid_alive(int(match.group(1) or match.group(2))):
                     _remove(entry)
+
+
+def lock_path(place: str | os.PathLike) -> Path:
+    """The lock file of an output place (a file or a folder), named by the sha1 of its real path."""
+    real = os.path.realpath(place)
+    folder = Path(tempfile.gettempdir()) / f"emotion-recognition-locks-{os.getuid()}"
+    return folder / f"{hashlib.sha1(os.fsencode(real)).hexdigest()[:20]}.lock"
+
+
+@contextlib.contextmanager
+def exclusive(*places: str | os.PathLike):
+    """Hold every place for the block (see the module docstring); UserError when another process holds one."""
+    with contextlib.ExitStack() as stack:
+        for place in dict.fromkeys(Path(os.path.abspath(p)) for p in places):  # each place once
+            stack.enter_context(_hold(place))
+        yield
+
+
+@contextlib.contextmanager
+def _hold(place: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    path = lock_path(place)
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UserError(f"{place} is in use by another run ({_holder(fd)}): wait for it to end, or point this "
+                            f"run at other outputs; nothing was written") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)}).encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _holder(fd: int) -> str:
+    """"process 4242: python src/train.py ..." from a held lock file (what its holder wrote), as far as known."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"process {int(holder['pid'])}: {holder.get('command') or '?'}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"

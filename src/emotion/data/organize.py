@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from emotion.common import paths
+from emotion.common import outputs, paths
 from emotion.common.config import Config
 from emotion.common.errors import UserError
 from emotion.common.image_types import PIPELINE_EXTENSIONS, pipeline_reads
 from emotion.data import placing
-from emotion.data.placing import Folder, Lock, Log, Transfer, choose_name, same_content, same_path
+from emotion.data.placing import Folder, Log, Transfer, choose_name, same_content, same_path
 from emotion.data.yolo import (KEPT_LABELS, SplitListing, check_data_yaml, download_kaggle, find_yolo_root,
                                folder_listing, is_label_name, is_yolo_root, is_zip_source, prepare_source,
                                search_yolo_roots, source_splits, unfinished_in_place, zip_errors, zip_listings,
@@ -222,20 +222,17 @@ def _place(source: Path, listings: list[SplitListing], data_path: Path, class_na
     splits = [(listing.src_split, listing.out_split) for listing in listings]
     folders = {key: Folder(path, dry_run) for key, path in _destinations(data_path, splits, class_names).items()}
 
-    lock = None
-    if not dry_run:
-        data_path.mkdir(parents=True, exist_ok=True)
-        lock = Lock(data_path)
-        summary.log_path = data_path / LOG_NAME
-    run_ = _Run(folders, summary, Log(summary.log_path), Transfer(mode), dry_run)
-    try:
-        _organize_splits(listings, run_, in_place)
-        if tidy is not None:
-            tidy(run_)
-    finally:
-        run_.log.close()
-        if lock is not None:
-            lock.close()
+    with outputs.exclusive(*([] if dry_run else [data_path])):  # one run at a time organizes into data_path
+        if not dry_run:
+            data_path.mkdir(parents=True, exist_ok=True)
+            summary.log_path = data_path / LOG_NAME
+        run_ = _Run(folders, summary, Log(summary.log_path), Transfer(mode), dry_run)
+        try:
+            _organize_splits(listings, run_, in_place)
+            if tidy is not None:
+                tidy(run_)
+        finally:
+            run_.log.close()
 
     for (split, cls), folder in folders.items():
         summary.counts.setdefault(split, {})[cls] = len(folder.names)

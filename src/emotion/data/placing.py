@@ -1,5 +1,6 @@
 """Placing files into folders without ever overwriting one: the listed destination folder, the choice of
-a free name (NAME__1.jpg), move/link/copy, the CSV log written before each move, and the run lock.
+a free name (NAME__1.jpg), move/link/copy, and the CSV log written before each move (the run's hold on
+data_path: outputs.exclusive).
 
     folder = Folder("data/train/happy", dry_run=False)
     name, already = choose_name(folder, "img.jpg", lambda path: same_content("src/img.jpg", path))
@@ -24,7 +25,6 @@ from typing import Callable
 from emotion.common import atomic, files, paths
 from emotion.common.errors import UserError
 
-LOCK_NAME = ".organize.lock"  # in data_path, held while a run organizes into it
 _CLASH_SUFFIX = re.compile(r"__\d+$")
 
 
@@ -168,25 +168,6 @@ class Log:
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
-
-
-class Lock:
-    """An exclusive lock on data_path, so two runs never organize into it at once (freed on kill)."""
-
-    def __init__(self, data_path: Path):
-        self.fd = os.open(data_path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            import fcntl
-        except ImportError:  # Windows: no advisory locks, no check
-            return
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            raise UserError(f"another organize_data.py run is organizing into {data_path}; wait for it") from None
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 def progress(total: int, verb: str):
