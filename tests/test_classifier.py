@@ -4,6 +4,7 @@ use a tiny model of the same shape of graph (preprocess layer, conv, BatchNorm, 
 a second or two. Timing is benchmarks/bench_classifier.py's job, not asserted here."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,8 @@ def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
         first = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
     assert first.converted and count.n == 1
     assert first.path == conversion.cache_path(path, "float32", cache_dir) and first.path.is_file()
-    assert [p.name for p in cache_dir.iterdir()] == [first.path.name]  # no temp file left behind
+    # the conversion and its digest, no temp file left behind
+    assert sorted(p.name for p in cache_dir.iterdir()) == [first.path.name, first.path.name + ".sha256"]
     mtime = first.path.stat().st_mtime_ns
 
     with CountConversions() as count:
@@ -173,6 +175,7 @@ def test_cache_is_made_once_and_invalidated_by_a_new_model(tiny, tmp_path):
         third = classifier.EmotionClassifier.from_model_file(path, num_threads=1, cache_dir=cache_dir)
     assert third.converted and count.n == 1
     assert third.path != first.path and not first.path.exists()  # the stale conversion is removed
+    assert sorted(p.name for p in cache_dir.iterdir()) == [third.path.name, third.path.name + ".sha256"]
     np.testing.assert_allclose(third.predict(x), keras_probs(retrained, x), rtol=0, atol=1e-5)
 
 
@@ -185,6 +188,33 @@ def test_cache_defaults_to_the_model_folder_and_survives_a_damaged_file(tiny, tm
     cache.write_bytes(b"not a flatbuffer")
     clf = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
     assert clf.converted and clf.path == cache and cache.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "1,000 bytes changed", "digest missing"])
+def test_a_damaged_cache_is_converted_again_never_run(tiny, tmp_path, damage, capsys):
+    """TFLite does not verify a flatbuffer: a cache cut short or with changed bytes could crash the process
+    (a segfault, no message). Its digest, written beside it, is checked first."""
+    model, src = tiny
+    path = tmp_path / "m.h5"
+    path.write_bytes(src.read_bytes())
+    cache = classifier.EmotionClassifier.from_model_file(path, num_threads=1).path
+    data = cache.read_bytes()
+    if damage == "cut in half":
+        cache.write_bytes(data[:len(data) // 2])
+    elif damage == "1,000 bytes changed":
+        middle = len(data) // 2
+        cache.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 1000]) + data[middle + 1000:])
+    else:
+        cache.with_name(cache.name + ".sha256").unlink()
+    capsys.readouterr()
+    with CountConversions() as count:
+        clf = classifier.EmotionClassifier.from_model_file(path, num_threads=1)
+    assert clf.converted and count.n == 1
+    digest = cache.with_name(cache.name + ".sha256").read_text().strip()
+    assert digest == hashlib.sha256(cache.read_bytes()).hexdigest()
+    assert f"warning: ignoring the cached {cache}: it is damaged or has no digest beside it" in capsys.readouterr().err
+    x = _random_faces(2, TINY_SHAPE)
+    np.testing.assert_allclose(clf.predict(x), keras_probs(model, x), rtol=0, atol=1e-5)
 
 
 def test_missing_model_is_a_user_error(tmp_path):

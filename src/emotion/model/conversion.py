@@ -22,6 +22,7 @@ model is classifier.py's job. TensorFlow is imported lazily (inside the function
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -348,10 +349,12 @@ def cache_path(model_path: str | os.PathLike, quantization: str = "float32",
 
 
 def store_cached(cache: Path, data: bytes) -> Path | None:
-    """Write a conversion to its cache_path (atomically) and remove the earlier versions' conversions.
-    Returns the path, or None with a warning line when it cannot be written (it is converted again next time)."""
+    """Write a conversion to its cache_path (atomically), then its digest beside it (<cache>.sha256), and remove
+    the earlier versions' conversions. Returns the path, or None with a warning line when it cannot be written
+    (it is converted again next time)."""
     try:
         atomic.write_bytes(cache, data)
+        atomic.write_text(_digest_path(cache), hashlib.sha256(data).hexdigest() + "\n")
     except OSError as exc:
         console.warn(f"cannot cache the TFLite model at {cache} ({exc.strerror or exc}); "
                  f"it will be converted again next time")
@@ -360,12 +363,32 @@ def store_cached(cache: Path, data: bytes) -> Path | None:
     return cache
 
 
+def cached(cache: Path) -> Path | None:
+    """The cached conversion when it is there and whole: its bytes match the digest store_cached wrote beside
+    it. A damaged file (cut short, bytes changed, no digest) gives None and one warning line, and is converted
+    again: TFLite's interpreter does not check a flatbuffer and can crash the process on a damaged one."""
+    if not cache.is_file():
+        return None
+    try:
+        expected = _digest_path(cache).read_text(encoding="utf-8").strip()
+    except OSError:
+        expected = None
+    if expected != files.sha256(cache):
+        console.warn(f"ignoring the cached {cache}: it is damaged or has no digest beside it; converting again")
+        return None
+    return cache
+
+
+def _digest_path(cache: Path) -> Path:
+    return cache.with_name(cache.name + ".sha256")
+
+
 def _remove_stale(cache: Path) -> None:
     """Remove the conversions of earlier versions of the same model (same stem and quantization)."""
     stem, _digest, quantization, _ext = cache.name.rsplit(".", 3)
-    pattern = re.compile(re.escape(stem) + r"\.[0-9a-f]{16}\." + re.escape(quantization) + r"\.tflite")
+    pattern = re.compile(re.escape(stem) + r"\.[0-9a-f]{16}\." + re.escape(quantization) + r"\.tflite(\.sha256)?")
     for other in cache.parent.iterdir():
-        if other != cache and pattern.fullmatch(other.name):
+        if other not in (cache, _digest_path(cache)) and pattern.fullmatch(other.name):
             try:
                 other.unlink()
             except OSError:

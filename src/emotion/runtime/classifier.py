@@ -168,10 +168,10 @@ class EmotionClassifier:
                              f"calibration images: use conversion.to_tflite), got {quantization!r}")
         model_path = paths.require_model_file(model_path)
         cache = conversion.cache_path(model_path, quantization, cache_dir)
-        if cache.is_file():
+        if conversion.cached(cache):  # whole, by its digest: the interpreter never sees a damaged file
             try:
                 return cls(cache, num_threads, **kwargs)
-            except (ValueError, RuntimeError) as exc:  # a damaged cache file: convert again
+            except (ValueError, RuntimeError) as exc:  # a cache this TFLite cannot read: convert again
                 console.warn(f"ignoring the unreadable cached {cache}: {first_line(exc)}")
         data = conversion.convert_model_file(model_path, quantization)
         clf = cls(conversion.store_cached(cache, data) or data, num_threads, **kwargs)
