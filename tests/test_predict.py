@@ -442,19 +442,33 @@ def test_bad_files_exit_1_and_the_rest_carries_on(env, tmp_path):
     (folder / "b_corrupt.jpg").write_bytes(good[:20] + bytes(range(256)) * 8)  # JPEG header, then garbage
     (folder / "c_text.jpg").write_text("this is not an image\n")
     shutil.copy(photo(PHOTOS[2]), folder / "d_good.jpg")
+    (folder / "e_bomb.png").write_bytes(png_claiming(100_000, 100_000))  # OpenCV raises on its size
     proc = run_script("predict.py", "--image_path", str(folder), "--json", *as_set_args(env["overrides"]),
                       timeout=300)
     assert proc.returncode == 1, proc.stderr[-2000:]
     # (TensorFlow's own start-up lines go to stderr too; libjpeg's "Corrupt JPEG data" warnings must not)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error") or str(folder) in ln or "JPEG" in ln]
     assert errors == [f"error: cannot read image: {folder / 'b_corrupt.jpg'}",
-                      f"error: cannot read image: {folder / 'c_text.jpg'}"], proc.stderr[-2000:]
+                      f"error: cannot read image: {folder / 'c_text.jpg'}",
+                      f"error: cannot read image: {folder / 'e_bomb.png'}"], proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
     assert f"{folder / 'a_good.jpg'}: 1 face" in lines and f"{folder / 'd_good.jpg'}: 1 face" in lines
     s = summary(proc.stdout)
-    assert (s["images"], s["faces"], s["failed"]) == (4, 2, 2)
+    assert (s["images"], s["faces"], s["failed"]) == (5, 2, 3)
     data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
-    assert [e["error"] for e in data] == [None, "cannot read image", "cannot read image", None]
+    assert [e["error"] for e in data] == [None, "cannot read image", "cannot read image", None, "cannot read image"]
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small, valid PNG file whose header says width x height pixels (an image bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""))
 
 
 def test_tflite_backend(env, tmp_path):

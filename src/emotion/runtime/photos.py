@@ -85,7 +85,6 @@ def read_image(path: str):
     import cv2
     import numpy as np
 
-
     if not paths.is_regular_file(path):  # a pipe would block the read forever
         return None
     try:
@@ -94,8 +93,11 @@ def read_image(path: str):
         return None
     if data.size == 0:
         return None
-    with quiet_stderr():
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    try:
+        with quiet_stderr():
+            image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:  # e.g. a header claiming more pixels than OpenCV decodes (an image bomb)
+        return None
     if image is None or image.ndim != 3 or min(image.shape[:2]) == 0:
         return None
     return image
