@@ -155,3 +155,60 @@ def test_fold_batch_norms_folds_only_a_batch_norm_that_alone_reads_its_convoluti
     x = np.random.default_rng(1).uniform(0, 255, (2, 8, 8, 3)).astype(np.float32)
     for got, expected in zip(folded(x), model(x)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-4, atol=1e-3)
+
+
+# ---- the export's files are one set
+
+
+def _tiny_export_setup(tmp_path, seed: int = 0) -> list[str]:
+    """A small model file and an 8-image val split in tmp_path; export.py's arguments for it (no browser)."""
+    from support import tiny_model
+
+    from emotion.model import network
+    link_organized(tmp_path / "data", per_class=1, splits=("val",))
+    network.save_model_atomic(tiny_model((32, 32, 3), seed=seed), tmp_path / "models" / "model.h5")
+    return ["--formats", "saved_model,tflite_float32", "--latency-runs", "1", *as_set_args(tiny_config(tmp_path))]
+
+
+def test_an_export_never_replaces_a_folder_it_did_not_write(tmp_path):
+    """--output DIR where DIR/saved_model is a user's folder: refused before any work, the folder untouched."""
+    from support import snapshot
+
+    from emotion.common.errors import UserError
+    args = _tiny_export_setup(tmp_path)
+    mine = tmp_path / "mine" / "saved_model"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("a user's notes")
+    before = snapshot(tmp_path / "mine")
+    with pytest.raises(UserError) as exc:
+        export.main(["--output", str(tmp_path / "mine"), *args])
+    assert str(exc.value) == (f"{mine} was not written by this project (it has no .written-by-emotion-recognition "
+                              f"file): move it away or choose another output folder; nothing was written")
+    assert snapshot(tmp_path / "mine") == before
+
+
+def test_an_export_killed_midway_leaves_the_previous_set_whole(tmp_path, monkeypatch, capsys):
+    """A retrained model's export that fails after its SavedModel was written publishes nothing: the folder and
+    the report still describe the previous model, with no temporary file left; the next export replaces all."""
+    from support import snapshot, tiny_model
+
+    from emotion.model import network
+    args = _tiny_export_setup(tmp_path)
+    assert export.main(args) == 0
+    out, report = tmp_path / "models" / "export", tmp_path / "performance" / exporting.REPORT_NAME
+    first = snapshot(out), report.read_bytes()
+
+    network.save_model_atomic(tiny_model((32, 32, 3), seed=1), tmp_path / "models" / "model.h5")  # retrained
+
+    def killed(*_args, **_kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(exporting, "_export_tflite", killed)  # after the new SavedModel is written
+    with pytest.raises(KeyboardInterrupt):
+        export.main(args)
+    assert (snapshot(out), report.read_bytes()) == first
+
+    monkeypatch.undo()
+    assert export.main(args) == 0
+    assert snapshot(out) != first[0] and report.read_bytes() != first[1]
+    assert sorted(p.name for p in out.iterdir()) == ["emotion_float32.tflite", "saved_model"]  # no temp, no journal
+    assert (out / "saved_model" / ".written-by-emotion-recognition").is_file()  # a later export may replace it

@@ -22,7 +22,7 @@ import shutil
 import time
 from pathlib import Path
 
-from emotion.common import atomic, console, paths
+from emotion.common import atomic, console, outputs, paths
 from emotion.common.errors import UserError
 from emotion.model import tfjs_graph
 from emotion.serving import headless_browser
@@ -123,7 +123,24 @@ def prepare(job: ExportJob, cfg) -> ExportJob:
     scanning.list_split(data / "val", cfg.class_names, job.max_images_per_class)  # a missing folder: one line
     if "tflite_int8" in job.formats:
         scanning.list_split(data / "train", cfg.class_names, _calibration_per_class(job, cfg))
+    if not job.dry_run:
+        staged_outputs(job).check([job.model_path])  # never a user's folder, never the model itself
     return job
+
+
+def staged_outputs(job: ExportJob) -> outputs.Staged:
+    """The export's files as one set (outputs.Staged): every format and the report are written under temporary
+    names and published together at the end, so out_dir and the report always describe one model and one run."""
+    finals = {fmt: job.out_dir / OUTPUT_NAMES[fmt] for fmt in job.formats}
+    finals["report"] = job.perf_dir / REPORT_NAME
+    return outputs.Staged(finals, journal_dir=job.out_dir, folders={f for f in job.formats if f not in TFLITE_FORMATS},
+                          legacy=_written_by_an_older_export)
+
+
+def _written_by_an_older_export(name: str) -> bool:
+    """The entries of a format folder that exports wrote before folders were marked (SavedModel, TF.js)."""
+    return (name in {"saved_model.pb", "fingerprint.pb", "variables", "assets", "model.json"}
+            or (name.startswith("group") and name.endswith(".bin")))
 
 
 def export(job: ExportJob, cfg, model) -> dict:
@@ -139,15 +156,21 @@ def export(job: ExportJob, cfg, model) -> dict:
                 "output": str(job.out_dir), "report": str(job.perf_dir / REPORT_NAME)}
     val = _val_data(job, cfg, model)
     calibration = _calibration(job, cfg) if "tflite_int8" in job.formats else None
-    job.out_dir.mkdir(parents=True, exist_ok=True)
+    staged = staged_outputs(job)
+    staged.prepare()
     scratch = job.out_dir / f".export-tmp-{os.getpid()}"
     try:
-        rows = _export_saved_model(job, model, val) if "saved_model" in job.formats else []
-        rows += _export_tflite(job, model, val, calibration)
-        rows += _export_tfjs(job, cfg, model, val, scratch)
+        rows = _export_saved_model(job, staged, model, val) if "saved_model" in job.formats else []
+        rows += _export_tflite(job, staged, model, val, calibration)
+        rows += _export_tfjs(job, staged, cfg, model, val, scratch)
+        summary = _report(job, staged, rows, val)
+        staged.publish()
+    except BaseException:
+        staged.discard()  # the previous export stays, whole
+        raise
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return _report(job, rows, val)
+    return summary
 
 
 def _calibration_per_class(job: ExportJob, cfg) -> int:
@@ -172,18 +195,18 @@ def _calibration(job: ExportJob, cfg):
     return images
 
 
-def _export_saved_model(job: ExportJob, model, val: ValData) -> list[dict]:
+def _export_saved_model(job: ExportJob, staged: outputs.Staged, model, val: ValData) -> list[dict]:
     from emotion.model import conversion
-    path = job.out_dir / OUTPUT_NAMES["saved_model"]
+    path = staged.tmp["saved_model"]
     start = time.perf_counter()
-    with atomic.atomic_dir(path) as tmp:
-        conversion.export_saved_model(model, tmp)
+    conversion.export_saved_model(model, path)
     print(f"  saved_model written in {time.perf_counter() - start:.1f} s", flush=True)
     probs, latency = run_saved_model(path, val.x, job.latency_runs)
-    return [make_row("saved_model", path, latency, probs, val, note="serving_default signature, TensorFlow")]
+    return [make_row("saved_model", path, latency, probs, val, note="serving_default signature, TensorFlow",
+                     final=staged.finals["saved_model"])]
 
 
-def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dict]:
+def _export_tflite(job: ExportJob, staged: outputs.Staged, model, val: ValData, calibration) -> list[dict]:
     from emotion.model import conversion
     from emotion.runtime import classifier
     rows = []
@@ -202,17 +225,18 @@ def _export_tflite(job: ExportJob, model, val: ValData, calibration) -> list[dic
         else:
             data = conversion.to_tflite(model, quantization,
                                         representative_images=calibration if quantization == "int8" else None)
-        path = job.out_dir / OUTPUT_NAMES[fmt]
-        atomic.write_bytes(path, data)
+        path = staged.tmp[fmt]
+        path.write_bytes(data)
         print(f"  {fmt} written in {time.perf_counter() - start:.1f} s{source}", flush=True)
         clf = classifier.EmotionClassifier(path)
         probs = clf.predict(val.x)
         latency = median_call_ms(lambda: clf.predict(val.x[:1]), job.latency_runs)
-        rows.append(make_row(fmt, path, latency, probs, val, note=f"TFLite XNNPACK, {clf.num_threads} thread(s)"))
+        rows.append(make_row(fmt, path, latency, probs, val, note=f"TFLite XNNPACK, {clf.num_threads} thread(s)",
+                             final=staged.finals[fmt]))
     return rows
 
 
-def _export_tfjs(job: ExportJob, cfg, model, val: ValData, scratch: Path) -> list[dict]:
+def _export_tfjs(job: ExportJob, staged: outputs.Staged, cfg, model, val: ValData, scratch: Path) -> list[dict]:
     """The TF.js formats, converted from one BatchNorm-folded SavedModel, each measured in the browser."""
     from emotion.model import conversion
     rows, folded_dir, reference = [], None, None
@@ -224,17 +248,17 @@ def _export_tfjs(job: ExportJob, cfg, model, val: ValData, scratch: Path) -> lis
             folded, count = conversion.fold_batch_norms(model)
             folded_dir = conversion.export_saved_model(folded, scratch / "saved_model_folded")
             print(f"  {count} BatchNorm layers folded into their convolutions for TF.js", flush=True)
-        path = job.out_dir / OUTPUT_NAMES[fmt]
-        with atomic.atomic_dir(path) as tmp:
-            flattened = convert_tfjs(folded_dir, tmp, quantization)
+        path = staged.tmp[fmt]
+        flattened = convert_tfjs(folded_dir, path, quantization)
         print(f"  {fmt} written in {time.perf_counter() - start:.1f} s", flush=True)
         flat_note = f"; {flattened} rank-4 conv biases reshaped to rank 1" if flattened else ""
         missing = headless_browser.browser_missing() if job.browser else "skipped (--no-browser)"
         if missing:
-            rows.append(make_row(fmt, path, None, None, val, note=f"{BROWSER_NOTE}: not run here, {missing}{flat_note}"))
+            rows.append(make_row(fmt, path, None, None, val, note=f"{BROWSER_NOTE}: not run here, {missing}{flat_note}",
+                                 final=staged.finals[fmt]))
             continue
         reference = reference or _browser_reference(model, val)
-        rows.append(_browser_row(job, cfg, fmt, path, reference, scratch, flat_note))
+        rows.append(_browser_row(job, cfg, fmt, path, reference, scratch, flat_note) | {"path": str(staged.finals[fmt])})
     return rows
 
 
@@ -260,10 +284,11 @@ def _browser_row(job: ExportJob, cfg, fmt: str, path: Path, reference: ValData, 
                     note=f"headless Chromium, TF.js {run['backend']}, page classify(){flat_note}")
 
 
-def _report(job: ExportJob, rows: list[dict], val: ValData) -> dict:
-    """Write the report, print the table and a warning per failed check; the summary for the JSON line."""
-    report = job.perf_dir / REPORT_NAME
-    write_report(report, rows)
+def _report(job: ExportJob, staged: outputs.Staged, rows: list[dict], val: ValData) -> dict:
+    """Write the report (staged with the formats), print the table and a warning per failed check; the summary
+    for the JSON line."""
+    report = staged.finals["report"]
+    write_report(staged.tmp["report"], rows)
     print_table(rows, val.keras_acc, len(val.x))
     failed = [r for r in rows if r["within_threshold"] is False]
     for r in failed:
@@ -361,11 +386,12 @@ def size_mb(path: Path) -> float:
     return round(size / 2 ** 20, 3)
 
 
-def make_row(fmt: str, path: Path, latency, probs, val: ValData, note: str = "") -> dict:
-    """One report row: the format's probabilities (None: not measured) against val's Keras ones."""
+def make_row(fmt: str, path: Path, latency, probs, val: ValData, note: str = "", final: Path | None = None) -> dict:
+    """One report row: the format's probabilities (None: not measured) against val's Keras ones. path: what was
+    written (measured for its size); final: where it is published (the row's path), default path."""
     import numpy as np
     float32 = fmt in FLOAT32_FORMATS
-    row = {"format": fmt, "path": str(path), "size_mb": size_mb(path),
+    row = {"format": fmt, "path": str(final or path), "size_mb": size_mb(path),
            "latency_ms_batch1": None if latency is None else round(latency, 3),
            "val_accuracy": None, "accuracy_drop_points": None, "max_abs_prob_diff_vs_keras": None,
            "threshold": f"max_abs_prob_diff <= {MAX_PROB_DIFF:g}" if float32
