@@ -266,6 +266,18 @@ def test_a_fifo_is_refused_at_once_not_waited_on(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+
+def test_an_output_video_inside_the_folder_the_run_replaces_is_refused(tmp_path):
+    """labeled_images/ is replaced whole at the end of a run: a video written into it would be gone."""
+    results = tmp_path / "r"
+    output = results / "labeled_images" / "out.avi"
+    proc = run_script("inference.py", "-v", str(require(VIDEOS) / "Megamind.avi"), "--no-display", "--output",
+                      str(output), "--set", f"results_dir={results}", timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (f"error: {output} lies in {results / 'labeled_images'}, which this run replaces "
+                                   f"(it would be lost): choose another output place; nothing was written")
+    assert not results.exists()
+
 def test_a_camera_index_opencv_cannot_take_is_one_usage_line():
     proc = run_script("inference.py", "-c", "--camera-index", "99999999999", "--no-display", timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -115,7 +115,7 @@ class Staged:
     def check(self, inputs: Iterable[Path] = ()) -> None:
         """UserError when an output would replace a folder this project did not write (also done by prepare;
         call it alone to refuse before long work starts), or one of the run's `inputs` (the same file, or a
-        file inside an output folder)."""
+        file inside an output folder), or when a file output lies inside a folder output (replaced with it)."""
         folders = [(self.finals[k], self.finals[k].resolve()) for k in self.folders]
         files = [self.finals[k] for k in self.finals if k not in self.folders]
         for path in inputs:
@@ -128,6 +128,11 @@ class Staged:
                 if real.is_relative_to(real_final):
                     raise UserError(f"{path} is an input of this run and lies in {final}, which this run "
                                     f"replaces: copy it elsewhere first; nothing was written")
+        for final in files:
+            for folder, real_folder in folders:
+                if final.resolve().is_relative_to(real_folder):
+                    raise UserError(f"{final} lies in {folder}, which this run replaces (it would be lost): choose "
+                                    f"another output place; nothing was written")
         for key, final in self.finals.items():
             if key in self.folders:
                 if (final.exists() or final.is_symlink()) and not is_own_folder(final, self.legacy):
