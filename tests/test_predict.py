@@ -406,6 +406,25 @@ def test_glob_and_labeled_images(env, spy, tmp_path):
     assert summary(out)["labeled_images"] == str(labeled)
 
 
+
+def test_two_images_whose_copies_would_share_a_name_both_get_one(env, spy, tmp_path):
+    """face.txt (a PNG by its bytes) gets a PNG copy: its name is reserved as face.png's twin, never written over
+    face.png's copy."""
+    folder = tmp_path / "names"
+    folder.mkdir()
+    shutil.copy(photo(PHOTOS[0]), folder / "face.png")
+    shutil.copy(photo(PHOTOS[1]), folder / "face.txt")
+    code, out, err = run_main(["--image_path", str(folder / "face.png"), str(folder / "face.txt"), "--save-images"],
+                              env)
+    assert code == 0, err
+    labeled = Path(env["cfg"].results_dir) / "labeled_images"
+    assert sorted(p.name for p in labeled.iterdir()) == [".written-by-emotion-recognition", "face.png", "face_1.png"]
+    sources = [cv2.imread(str(photo(name))).astype(int) for name in PHOTOS[:2]]
+    for i, copy in enumerate(("face.png", "face_1.png")):  # each copy is its own image, annotated
+        image = cv2.imread(str(labeled / copy)).astype(int)
+        own, other = (float(np.abs(image - s).mean()) for s in (sources[i], sources[1 - i]))
+        assert own < other / 2, copy
+
 def test_blank_image_is_no_face_and_exit_0(env, spy, tmp_path):
     blank = tmp_path / "blank.jpg"
     cv2.imwrite(str(blank), np.zeros((480, 640, 3), np.uint8))

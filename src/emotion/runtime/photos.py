@@ -141,6 +141,13 @@ def write_image_atomic(path: Path, image_bgr) -> Path:
     return path
 
 
+def labeled_name(path: str) -> str:
+    """The annotated copy's file name: the input's, with .png where OpenCV cannot write the extension (an image
+    named face.txt becomes face.png), decided before the name is reserved, so that copies never collide."""
+    name = Path(path).name
+    return name if Path(name).suffix.lower() in IMAGE_EXTENSIONS else f"{Path(name).stem}.png"
+
+
 def unique_name(name: str, used: set[str]) -> str:
     """`name`, or name_1, name_2, ... when taken; the result is added to `used`."""
     stem, suffix = os.path.splitext(name)
@@ -274,4 +281,4 @@ def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, t
                                  "whole_image": bool(results and results[0].whole_image), "error": None})
         if "labeled" in staged.finals:
             annotate(image, results)
-            write_image_atomic(staged.tmp["labeled"] / unique_name(Path(path).name, tally["used_names"]), image)
+            write_image_atomic(staged.tmp["labeled"] / unique_name(labeled_name(path), tally["used_names"]), image)
