@@ -284,3 +284,39 @@ def test_error_line_comes_after_buffered_stdout():
                           text=True, timeout=60, env=env)
     assert proc.returncode == 1
     assert proc.stdout.splitlines() == ["working on it", "error: it went wrong"]
+
+
+def test_a_model_s_classes_must_match_in_count_and_in_training_order(tmp_path):
+    """The same class names in another order would label every answer wrongly and silently: refused when the
+    model's training config (<stem>.config.yaml, written by train.py) lies beside it."""
+    from support import CLASS_NAMES
+    model = tmp_path / "model.h5"
+    swapped = [CLASS_NAMES[1], CLASS_NAMES[0], *CLASS_NAMES[2:]]
+    config.check_model_classes(8, swapped, model)  # no training config beside it: the count only
+    (tmp_path / "model.config.yaml").write_text(f"class_names: [{', '.join(CLASS_NAMES)}]\nseed: 1\n")
+    config.check_model_classes(8, CLASS_NAMES, model)
+    with pytest.raises(errors.UserError) as exc:
+        config.check_model_classes(8, swapped, model, "evaluate with the config it was trained with")
+    assert str(exc.value) == (f"the model {model} was trained with class_names {CLASS_NAMES} (model.config.yaml) "
+                              f"but config key class_names lists {swapped}: evaluate with the config it was "
+                              f"trained with")
+    with pytest.raises(errors.UserError, match="predicts 7 classes but config key class_names lists 8"):
+        config.check_model_classes(7, CLASS_NAMES, model)
+
+
+def test_evaluate_refuses_class_names_in_another_order_than_training(tmp_path):
+    """evaluate.py --set class_names=[contempt,anger,...] on a model trained with anger first: one line, no
+    metrics or card written under swapped names."""
+    from support import CLASS_NAMES, as_set_args, link_organized, snapshot, tiny_config, tiny_model
+
+    import evaluate
+    from emotion.model import network
+    link_organized(tmp_path / "data", per_class=1, splits=("test",))
+    network.save_model_atomic(tiny_model((32, 32, 3)), tmp_path / "models" / "model.h5")
+    trained = config.load_config(None, tiny_config(tmp_path))
+    (tmp_path / "models" / "model.config.yaml").write_text(trained.to_yaml())
+    swapped = [CLASS_NAMES[1], CLASS_NAMES[0], *CLASS_NAMES[2:]]
+    before = snapshot(tmp_path)
+    with pytest.raises(errors.UserError, match=r"was trained with class_names \['anger', 'contempt'"):
+        evaluate.main(as_set_args(tiny_config(tmp_path, f"class_names=[{', '.join(swapped)}]")))
+    assert snapshot(tmp_path) == before

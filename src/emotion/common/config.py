@@ -326,11 +326,25 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tu
     return cfg
 
 
-def check_class_count(n_out: int, class_names, model_path, remedy: str = "use the config it was trained with") -> None:
-    """UserError unless a model predicting n_out classes matches config key class_names; the one message every
-    command gives, ending with `remedy`:
-        check_class_count(int(model.output_shape[-1]), cfg.class_names, path, "use the config it was trained with")
+def trained_config_path(model_path: str | os.PathLike) -> Path:
+    """Where train.py keeps the config a model was trained with: <model stem>.config.yaml beside it."""
+    return Path(model_path).with_suffix(".config.yaml")
+
+
+def check_model_classes(n_out: int, class_names, model_path, remedy: str = "use the config it was trained with") -> None:
+    """UserError unless a model predicting n_out classes matches config key class_names, in count and, when the
+    model's training config lies beside it (trained_config_path), in order: the same names in another order
+    would label every answer wrongly and silently. The one message every command gives, ending with `remedy`:
+        check_model_classes(int(model.output_shape[-1]), cfg.class_names, path, "use the config it was trained with")
     """
     if int(n_out) != len(class_names):
         raise UserError(f"the model {model_path} predicts {n_out} classes but config key class_names lists "
                         f"{len(class_names)}: {remedy}")
+    trained = trained_config_path(model_path)
+    try:
+        names = yaml.safe_load(trained.read_text(encoding="utf-8")).get("class_names")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return  # a model from elsewhere: no record of its order
+    if isinstance(names, list) and [str(n) for n in names] != [str(n) for n in class_names]:
+        raise UserError(f"the model {model_path} was trained with class_names {names} ({trained.name}) but config "
+                        f"key class_names lists {list(class_names)}: {remedy}")

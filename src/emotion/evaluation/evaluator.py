@@ -17,7 +17,7 @@ from typing import Callable
 
 from emotion.common import console, files, paths, plots
 from emotion.common.atomic import atomic_path
-from emotion.common.config import Config, check_class_count
+from emotion.common.config import Config, check_model_classes
 
 OUTPUTS = ["evaluation_metrics.txt", "evaluation_metrics.json", "confusion_matrix.png", "detailed_report.csv",
            "predictions.csv", "confident_mistakes.png", "confident_mistakes_gradcam.png",
@@ -98,7 +98,7 @@ def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], 
 
 def match_model(cfg: Config, model, model_path: Path) -> Config:
     """Evaluate at the saved model's own input size; its class count must match class_names."""
-    check_class_count(int(model.output_shape[-1]), cfg.class_names, model_path,
+    check_model_classes(int(model.output_shape[-1]), cfg.class_names, model_path,
                       "evaluate with the config it was trained with")
     shape = [int(d) for d in model.input_shape[1:]]
     if shape != list(cfg.input_shape):

@@ -25,7 +25,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from emotion.common.config import check_class_count
+from emotion.common.config import check_model_classes
 from emotion.runtime import confidence as confidence_rule
 from emotion.runtime.faces import Face, FaceDetector, crop_face_rgb, is_tight_face_crop, to_rgb
 
@@ -106,7 +106,7 @@ class EmotionRecognizer:
         self.min_confidence = float(cfg.get("min_confidence", 0.0))  # below it a face is "uncertain"
         n_out = getattr(classifier, "num_classes", None)
         if n_out is not None:
-            check_class_count(n_out, self.class_names, self.model_path)
+            check_model_classes(n_out, self.class_names, self.model_path)
         h, w = (int(d) for d in classifier.input_shape[:2])
         self.input_size = (w, h)
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 from emotion.common import atomic, files, outputs, paths
-from emotion.common.config import check_class_count
+from emotion.common.config import check_model_classes
 from emotion.common.errors import UserError
 from emotion.evaluation import card
 from emotion.model import tfjs_graph
@@ -75,7 +75,7 @@ def build(cfg, model_dir: Path, dist: Path, node_modules: Path = NODE_MODULES) -
     spec = _read_json(model_json)
     classes = _output_size(spec)
     if classes is not None:
-        check_class_count(classes, cfg.class_names, model_json, "export the model trained with this config")
+        check_model_classes(classes, cfg.class_names, model_json, "export the model trained with this config")
     weights = _weight_files(spec, model_json, model_dir)
     sources = _sources(model_dir, weights, node_modules)
     tfjs_graph.flatten_fused_biases(spec)  # a model converted by hand (tensorflowjs_converter) loads on WASM too

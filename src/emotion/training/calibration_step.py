@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emotion.common.config import Config
+from emotion.common.config import Config, check_model_classes
 from emotion.evaluation import calibration_metrics, card
 
 
@@ -30,6 +30,8 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
 
     model_path = Path(cfg.model_save_path)
     model = legacy_layers.portable(model_lib.load_model(model_path))
+    check_model_classes(int(model.output_shape[-1]), cfg.class_names, model_path,
+                        "calibrate with the config it was trained with")
     cfg = Config(cfg, input_shape=[int(d) for d in model.input_shape[1:]])  # the model's own input size
     val_dir = Path(cfg.data_path) / "val"
     ds, info = datasets.make_dataset(val_files or val_dir, cfg, training=False, batch_size=cfg.val_batch_size,

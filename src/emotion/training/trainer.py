@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from emotion.common import atomic, paths, plots
-from emotion.common.config import Config
+from emotion.common.config import Config, trained_config_path
 from emotion.common.errors import UserError, first_line
 from emotion.data import datasets, scanning
 from emotion.evaluation.metrics import classification_metrics, confusion_matrix, macro_f1_from_confusion
@@ -241,7 +241,7 @@ PERFORMANCE_FILES = ("training_log.csv", "loss_accuracy_plot.png", "train_config
 
 
 def _config_copy(best_path: Path) -> Path:
-    return best_path.with_suffix(".config.yaml")
+    return trained_config_path(best_path)
 
 
 def load_checkpoint(path: Path, compile: bool) -> keras.Model:
