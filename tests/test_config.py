@@ -320,3 +320,30 @@ def test_evaluate_refuses_class_names_in_another_order_than_training(tmp_path):
     with pytest.raises(errors.UserError, match=r"was trained with class_names \['anger', 'contempt'"):
         evaluate.main(as_set_args(tiny_config(tmp_path, f"class_names=[{', '.join(swapped)}]")))
     assert snapshot(tmp_path) == before
+
+
+def test_dense_units_beyond_what_memory_takes_is_a_config_line_not_an_out_of_memory_traceback():
+    """train.py --dry-run --set dense_units=2000000000 built the model and died in ResourceExhaustedError."""
+    proc = run_script("train.py", "--dry-run", "--set", "dense_units=2000000000", timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: config key 'dense_units' must be an integer from 0 to {config.MAX_DENSE_UNITS}, got 2000000000 "
+        f"(from --set dense_units=2000000000)")
+
+
+def test_an_out_of_memory_while_building_the_head_names_the_setting(tmp_path, monkeypatch):
+    """Within the bound, a machine may still lack the memory: one line naming dense_units, not a traceback."""
+    import keras
+    import tensorflow as tf
+    from support import tiny_config
+
+    from emotion.model import network
+
+    def out_of_memory(*args, **kwargs):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[2048,60000]")
+    monkeypatch.setattr(keras.layers, "Dense", out_of_memory)
+    cfg = config.load_config(None, tiny_config(tmp_path, "dense_units=60000"))
+    with pytest.raises(errors.UserError) as exc:
+        network.build_model(cfg)
+    assert str(exc.value) == ("not enough memory for the head's 60000 dense units (config key dense_units): lower "
+                              "it (0 puts the softmax on the pooled features)")

@@ -88,6 +88,9 @@ INT_MAX = 2 ** 31 - 1
 # Training seeds epoch e with seed + e (and augmentation layers with seed + 0..4), so both are bounded
 # to keep every derived seed within INT_MAX.
 MAX_EPOCHS = 100_000
+# The head's hidden layer: 2048 x 65536 float32 weights are already 512 MB (and as much again for each optimizer
+# slot); more is a typo or a unit mix-up, and would end in an out-of-memory traceback instead of this line.
+MAX_DENSE_UNITS = 65_536
 SEED_MAX = INT_MAX - 10 ** 6
 
 
@@ -172,7 +175,7 @@ SCHEMA: dict[str, Field] = {
     "augment_contrast": Field(_float(0.0, 1.0)),
     "class_weighting": Field(_choice("auto", "none")),
     "weights": Field(_weights, is_path=True),
-    "dense_units": Field(_int(0)),
+    "dense_units": Field(_int(0, MAX_DENSE_UNITS)),
     "dropout": Field(_float(0.0, 0.95)),
     "learning_rate": Field(_float(0.0, 10.0, low_open=True)),
     "num_epochs": Field(_int(0, MAX_EPOCHS)),

@@ -78,7 +78,11 @@ def build_model(cfg) -> keras.Model:
     x = base(x, training=False if is_pretrained(cfg) else None)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if cfg.dense_units:
-        x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
+        try:
+            x = keras.layers.Dense(cfg.dense_units, activation="relu", name="head_dense")(x)
+        except (tf.errors.ResourceExhaustedError, MemoryError):
+            raise UserError(f"not enough memory for the head's {cfg.dense_units} dense units (config key "
+                            f"dense_units): lower it (0 puts the softmax on the pooled features)") from None
     x = keras.layers.Dropout(cfg.dropout, name="head_dropout")(x)
     outputs = temperature.head(x, len(cfg.class_names))
     return keras.Model(inputs, outputs, name="emotion_resnet50")
