@@ -108,12 +108,28 @@ def run_stage(stage: str, argv: list[str]) -> tuple[int, list[str]]:
     return code, error_lines
 
 
+def _dies_with(parent: int):
+    """What a stage's process runs before the script (Linux): the kernel kills it when the pipeline dies, even
+    by kill -9, so no stage outlives the run that started it (prctl PR_SET_PDEATHSIG). Elsewhere None: there,
+    the output locks still stop a second run from writing beside an orphaned stage."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def set_death_signal():
+        import ctypes
+        import signal
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the pipeline died before the line above: do not start at all
+            os._exit(1)
+    return set_death_signal
+
+
 def run_script(stage: str, argv: list[str]) -> tuple[int, list[str]]:
     """Run the script with this interpreter, its stdout straight to ours and its stderr passed on line by line,
     except its 'error: ...' lines (the last of its output), which are returned with its exit code for the
     caller to print or turn into a warning."""
     with subprocess.Popen([sys.executable, str(SRC / f"{stage}.py"), *argv], stderr=subprocess.PIPE, text=True,
-                          errors="replace", env=console.child_env()) as proc:
+                          errors="replace", env=console.child_env(), preexec_fn=_dies_with(os.getpid())) as proc:
         error_lines = []
         for line in proc.stderr:
             if line.startswith("error: "):

@@ -256,3 +256,33 @@ def test_the_predict_stage_finds_the_test_photos_under_a_data_path_with_glob_cha
     stage = pipeline.stage_arguments(args, config.load_config(args.config, args.overrides))["predict"]
     pattern = stage[stage.index("--image_path") + 1]
     assert glob.glob(pattern) == [str(photo)]
+
+
+def test_a_stage_dies_with_a_killed_pipeline(tmp_path):
+    """kill -9 of pipeline.py left its running stage (e.g. train.py) alive beside the next run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "sleeper.py").write_text("import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)\n")
+    code = ("import sys, pipeline; from pathlib import Path\n"
+            "pipeline.SRC = Path(sys.argv[1]); pipeline.run_stage('sleeper', [])")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    stage = int(proc.stdout.readline())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    def alive(pid: int) -> bool:  # a zombie (dead, not yet reaped by its new parent) counts as dead
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+    deadline = time.monotonic() + 10
+    while alive(stage) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not alive(stage), "the stage outlived the pipeline"
+    finally:
+        if alive(stage):
+            os.kill(stage, signal.SIGKILL)
