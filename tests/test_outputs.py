@@ -192,3 +192,19 @@ def test_every_script_that_writes_refuses_outputs_another_run_holds(tmp_path, sc
             module.main(args)
     assert str(exc.value).startswith(f"{place} is in use by another run (process {os.getpid()}: ")
     assert snapshot(tmp_path) == before
+
+
+def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path, monkeypatch):
+    """The lock folder lies in the shared temporary folder: a link planted there must not make a run truncate a
+    file it did not write."""
+    monkeypatch.setattr(outputs.tempfile, "gettempdir", lambda: str(tmp_path))
+    place = tmp_path / "results"
+    victim = tmp_path / "notes.txt"
+    victim.write_text("a user's notes")
+    lock = outputs.lock_path(place)
+    lock.parent.mkdir(mode=0o700)
+    lock.symlink_to(victim)
+    with pytest.raises(UserError, match=r"cannot open the lock of .*results .*: remove that file and run again"):
+        with outputs.exclusive(place):
+            pass
+    assert victim.read_text() == "a user's notes"

@@ -33,6 +33,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -205,7 +206,13 @@ def _hold(place: Path):
         return
     path = lock_path(place)
     path.parent.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    _check_own_folder(path.parent)
+    # O_NOFOLLOW: the lock file is truncated below, so it must never be a link to some other file
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise UserError(f"cannot open the lock of {place} ({path}: {exc.strerror or exc}): remove that file and "
+                        f"run again") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -217,6 +224,14 @@ def _hold(place: Path):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _check_own_folder(folder: Path) -> None:
+    """UserError unless the lock folder (in the shared temporary folder) is a real folder of this user's: another
+    user who made it first could otherwise point our lock files at files of ours."""
+    st = os.lstat(folder)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+        raise UserError(f"{folder} is not a folder of yours: remove it (the runs' locks live there) and run again")
 
 
 def _holder(fd: int) -> str:
