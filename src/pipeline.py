@@ -7,8 +7,8 @@
 
 --dataset takes the Kaggle YOLO_format folder or its zip; without it, organize_data.py uses what lies in
 data/ and downloads the Kaggle dataset when data/ is empty. --epochs and --max-images set a short budget
-for a demo. predict runs on the test split's photos and writes results_dir/photos/predictions.json (the
-video stage's predictions.json stays in results_dir); the video stage reads --video (default: config
+for a demo. predict runs on the test split's photos and writes results_dir/photos/predictions.json (its own
+folder, as always; the video stage's predictions.json lies in results_dir); the video stage reads --video (default: config
 video_path) and is skipped when there is no clip. Stages that are not part of the project yet are listed
 and skipped. Every stage is also a script of its own (src/<stage>.py) with the same --config/--set, and runs
 as one: in a process of its own, so nothing one stage leaves in memory or in global state (the decoded-image
@@ -61,10 +61,8 @@ def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
         "organize_data": common + (["--source", args.dataset] if args.dataset else []),
         "train": common + epochs + budget + (["--restart"] if args.restart else []),
         "evaluate": common + budget,
-        # The test split's photos: faces found (or whole crops), every face classified, into results/photos/
-        # (the video stage writes its own predictions.json into results/).
-        "predict": common + ["--set", f"results_dir={Path(cfg.results_dir) / 'photos'}",
-                             "--image_path", os.path.join(glob.escape(str(Path(cfg.data_path) / "test")), "*", "*"),
+        # The test split's photos: faces found (or whole crops), every face classified, into results/photos/.
+        "predict": common + ["--image_path", os.path.join(glob.escape(str(Path(cfg.data_path) / "test")), "*", "*"),
                              "--json"],
         "inference": common + ["-v", video, "--no-display"] if Path(video).is_file() else None,
         "export": common + budget + (["--formats", ",".join(args.formats)] if args.formats else []),

@@ -13,16 +13,17 @@ A small, near-square image without a detected face (a face crop such as AffectNe
 classified whole, and the output says so. Folders are classified in batches: the faces of --batch-size
 images per classifier call.
 
---json writes <results_dir>/predictions.json: a list with one entry per image, {image, width, height, faces:
-[{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
+Outputs go to <results_dir>/photos/ (inference.py's video outputs lie in results_dir itself, so neither
+replaces the other's). --json writes photos/predictions.json: a list with one entry per image, {image, width,
+height, faces: [{box, label, top_label, confidence, probabilities, detector_score, whole_image}], whole_image, error}; label is
 "uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
 says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/evaluation/card.py). --save-images
-writes annotated copies to <results_dir>/labeled_images/. Both are written under temporary names and put in
+writes annotated copies to photos/labeled_images/. Both are written under temporary names and put in
 place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
 this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
 run's outputs. An unwritable results_dir is refused before any work.
---summary writes <results_dir>/summary.csv: one row per image (image, faces, labels, error, count_<class> per
-class); the faces per label over all images are printed. --explain writes <results_dir>/explanations/<image
+--summary writes photos/summary.csv: one row per image (image, faces, labels, error, count_<class> per
+class); the faces per label over all images are printed. --explain writes photos/explanations/<image
 stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
 Keras model at model_save_path; emotion/model/gradcam.py) and its top-3 probabilities. Both are published with the
 other outputs (explanations/ is replaced whole, like labeled_images/).
@@ -44,12 +45,12 @@ def parse_args(argv=None):
                    help="image file(s), folder(s) (not recursive) or glob(s); required")
     p.add_argument("--top-k", type=cli.positive_int, default=3, metavar="K",
                    help="probabilities printed per face: the label's and the next K-1")
-    p.add_argument("--json", action="store_true", help="write <results_dir>/predictions.json")
-    p.add_argument("--save-images", action="store_true", help="write annotated copies to <results_dir>/labeled_images/")
+    p.add_argument("--json", action="store_true", help="write <results_dir>/photos/predictions.json")
+    p.add_argument("--save-images", action="store_true", help="write annotated copies to <results_dir>/photos/labeled_images/")
     p.add_argument("--summary", action="store_true",
-                   help="write <results_dir>/summary.csv: per image its faces and labels, a count per label")
+                   help="write <results_dir>/photos/summary.csv: per image its faces and labels, a count per label")
     p.add_argument("--explain", action="store_true",
-                   help="write <results_dir>/explanations/<stem>_face<k>.png: the Grad-CAM map of every face")
+                   help="write <results_dir>/photos/explanations/<stem>_face<k>.png: the Grad-CAM map of every face")
     p.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
                    help="images whose faces are classified together in one call")
     args = p.parse_args(argv)
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     plan = photos.plan(cfg, args.image_path, write_json=args.json, save_images=args.save_images,
                        summary=args.summary, explain=args.explain)
 
-    with outputs.exclusive(*([cfg.results_dir] if plan.staged.finals else [])):  # before the model loads
+    with outputs.exclusive(*([photos.output_dir(cfg)] if plan.staged.finals else [])):  # before the model loads
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, after parsing
         rec = recognizer.EmotionRecognizer(cfg)

@@ -51,7 +51,7 @@ def _predict(env, *args) -> tuple[int, list[str]]:
 def test_summary_csv_of_a_folder(env):
     code, printed = _predict(env, "--image_path", str(env["folder"]), "--json", "--summary")
     assert code == 1  # the unreadable file
-    results = Path(env["cfg"].results_dir)
+    results = Path(env["cfg"].results_dir) / "photos"
     entries = json.loads((results / "predictions.json").read_text())
     with open(results / "summary.csv", newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
@@ -79,7 +79,7 @@ def test_explain_writes_one_grad_cam_figure_per_face(env):
     from emotion.model import network as model_lib
     from emotion.runtime import recognizer
     code, printed = _predict(env, "--image_path", str(env["folder"]), "--json", "--explain")
-    results = Path(env["cfg"].results_dir)
+    results = Path(env["cfg"].results_dir) / "photos"
     entries = json.loads((results / "predictions.json").read_text())
     folder = results / "explanations"
     expected = sorted(f"{Path(e['image']).stem}_face{k}.png" for e in entries for k in range(1, len(e["faces"]) + 1))

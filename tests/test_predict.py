@@ -357,7 +357,7 @@ def test_folder_printed_and_json_in_one_batch(env, spy, tmp_path):
     face_lines = [ln for ln in lines if ln.startswith("  face 1 [")]
     assert len(face_lines) == 4 and all(ln.count("(") == 1 and ", " not in ln.split("(")[1] for ln in face_lines)
 
-    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    data = json.loads((Path(env["cfg"].results_dir) / "photos" / "predictions.json").read_text())
     assert [e["image"] for e in data] == [str(folder / n) for n in names]
     for e in data:
         assert set(e) >= {"image", "faces", "whole_image", "error"} and e["error"] is None
@@ -391,10 +391,10 @@ def test_glob_and_labeled_images(env, spy, tmp_path):
                                "--json"], env)
     assert code == 0, err
     expected = sorted(n for n in PHOTOS if n.startswith("A")) + ["two.jpg"]
-    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    data = json.loads((Path(env["cfg"].results_dir) / "photos" / "predictions.json").read_text())
     assert [Path(e["image"]).name for e in data] == expected
     assert f"{folder / 'two.jpg'}: 2 faces" in out.splitlines()
-    labeled = Path(env["cfg"].results_dir) / "labeled_images"
+    labeled = Path(env["cfg"].results_dir) / "photos" / "labeled_images"
     assert sorted(p.name for p in labeled.iterdir()) == sorted(expected + [".written-by-emotion-recognition"])
     for e in data:
         original, annotated = cv2.imread(e["image"]), cv2.imread(str(labeled / Path(e["image"]).name))
@@ -417,7 +417,7 @@ def test_two_images_whose_copies_would_share_a_name_both_get_one(env, spy, tmp_p
     code, out, err = run_main(["--image_path", str(folder / "face.png"), str(folder / "face.txt"), "--save-images"],
                               env)
     assert code == 0, err
-    labeled = Path(env["cfg"].results_dir) / "labeled_images"
+    labeled = Path(env["cfg"].results_dir) / "photos" / "labeled_images"
     assert sorted(p.name for p in labeled.iterdir()) == [".written-by-emotion-recognition", "face.png", "face_1.png"]
     sources = [cv2.imread(str(photo(name))).astype(int) for name in PHOTOS[:2]]
     for i, copy in enumerate(("face.png", "face_1.png")):  # each copy is its own image, annotated
@@ -474,7 +474,7 @@ def test_bad_files_exit_1_and_the_rest_carries_on(env, tmp_path):
     assert f"{folder / 'a_good.jpg'}: 1 face" in lines and f"{folder / 'd_good.jpg'}: 1 face" in lines
     s = summary(proc.stdout)
     assert (s["images"], s["faces"], s["failed"]) == (5, 2, 3)
-    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    data = json.loads((Path(env["cfg"].results_dir) / "photos" / "predictions.json").read_text())
     assert [e["error"] for e in data] == [None, "cannot read image", "cannot read image", None, "cannot read image"]
 
 
@@ -504,7 +504,7 @@ def test_tflite_backend(env, tmp_path):
     assert code == 0, err
     assert "tflite + blazeface" in out.splitlines()[0]
     assert len(list(tmp_path.glob("tiny.*.float32.tflite"))) == 1
-    (entry,) = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    (entry,) = json.loads((Path(env["cfg"].results_dir) / "photos" / "predictions.json").read_text())
     (face,) = entry["faces"]
     crop = faces.crop_face(rgb(image), face["box"], size=SIZE)
     np.testing.assert_allclose(list(face["probabilities"].values()), keras_probs(tiny, crop[None])[0], atol=1e-4)
@@ -528,6 +528,7 @@ def test_a_run_s_outputs_are_that_run_s_and_an_interrupted_run_leaves_the_last_o
     assert code == 0, err
     code, _, err = run_main(["--image_path", str(folder / PHOTOS[0]), *at], env)
     assert code == 0, err
+    results = results / "photos"   # predict.py's own folder (inference.py's names lie in results_dir)
     before = _tree(results)
     assert sorted(before) == ["labeled_images/.written-by-emotion-recognition", f"labeled_images/{PHOTOS[0]}",
                               "predictions.json"]
@@ -547,12 +548,12 @@ def test_a_run_s_outputs_are_that_run_s_and_an_interrupted_run_leaves_the_last_o
 
 
 def test_a_labeled_images_folder_the_project_did_not_write_is_refused_before_the_model_loads(env, tmp_path):
-    labeled = tmp_path / "results" / "labeled_images"
+    labeled = tmp_path / "results" / "photos" / "labeled_images"
     labeled.mkdir(parents=True)
     shutil.copy(photo(PHOTOS[0]), labeled / "mine.jpg")
     before = _tree(tmp_path)
     with pytest.raises(UserError, match=f"{labeled} was not written by this project"):
-        run_main(["--image_path", str(photo(PHOTOS[1])), "--save-images", "--set", f"results_dir={labeled.parent}",
+        run_main(["--image_path", str(photo(PHOTOS[1])), "--save-images", "--set", f"results_dir={tmp_path / 'results'}",
                   "--set", f"model_save_path={tmp_path / 'no-model.h5'}"], env)
     assert _tree(tmp_path) == before and [p.name for p in labeled.parent.iterdir()] == ["labeled_images"]
 
@@ -580,7 +581,7 @@ def test_a_fifo_is_never_read(env, tmp_path):
     assert proc.returncode == 1, proc.stderr[-2000:]
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error")]
     assert errors == [f"error: {pipe} is not a regular file (a pipe, socket or device): give an image file"]
-    data = json.loads((Path(env["cfg"].results_dir) / "predictions.json").read_text())
+    data = json.loads((Path(env["cfg"].results_dir) / "photos" / "predictions.json").read_text())
     assert [(e["image"], e["error"]) for e in data] == [(str(pipe), "not a regular file"), (str(good), None)]
 
 
@@ -591,6 +592,7 @@ def test_inputs_inside_the_outputs_it_replaces_are_refused(env, spy, tmp_path):
     at = ["--set", f"results_dir={results}", "--json", "--save-images"]
     code, _, err = run_main(["--image_path", str(photo(PHOTOS[0])), *at], env)
     assert code == 0, err
+    results = results / "photos"
     before = _tree(results)
     labeled = results / "labeled_images"
     for given, match in ((labeled, f"{labeled / PHOTOS[0]} is an input of this run and lies in {labeled}"),
@@ -624,7 +626,7 @@ def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_mod
         code = predict.main(["--image_path", str(tmp_path / "megamind.png"), str(tmp_path / "tinted.png"), "--json",
                              *as_set_args([*overrides, "classifier_backend=keras", f"results_dir={results}"])])
     assert code == 0
-    entries = {Path(e["image"]).name: e for e in json.loads((results / "predictions.json").read_text())}
+    entries = {Path(e["image"]).name: e for e in json.loads((results / "photos" / "predictions.json").read_text())}
     model = model_lib.load_model(path)
     class_names = config.load_config().class_names
     checked, swapped = 0, []
@@ -640,3 +642,29 @@ def test_a_colour_photo_s_probabilities_are_the_model_on_its_rgb_crop(spread_mod
             swapped.append(np.abs(keras_probs(model, crop[None, ..., ::-1].copy())[0] - expected).max())
             checked += 1
     assert checked >= 2 and max(swapped) > 0.1, swapped
+
+
+def test_photo_and_video_runs_never_share_an_output_or_a_lock(env, spy, tmp_path):
+    """Issue 18 D-8: predict.py --json --save-images and inference.py -v used to write the same
+    results/predictions.json and results/labeled_images/. predict.py now writes into results/photos/: a photo run
+    after a video run leaves every file of the video's set as it was, and its places never hold the video's."""
+    results = tmp_path / "results"
+    video_set = video.staged_outputs(results, results / "test_out.avi", labeled=True)
+    video_set.prepare()
+    for key, tmp in video_set.tmp.items():        # a finished video run's outputs, byte for byte known
+        (tmp / "frame_000.png").write_bytes(b"frame") if key == "labeled" else tmp.write_bytes(key.encode())
+    video_set.publish()
+    before = _tree(results)
+    code, _, err = run_main(["--image_path", str(photo(PHOTOS[0])), "--json", "--save-images", "--summary",
+                             "--set", f"results_dir={results}"], env)
+    assert code == 0, err
+    after = _tree(results)
+    assert {k: after[k] for k in before} == before
+    assert sorted(set(after) - set(before)) == ["photos/labeled_images/.written-by-emotion-recognition",
+                                                f"photos/labeled_images/{PHOTOS[0]}", "photos/predictions.json",
+                                                "photos/summary.csv"]
+    cfg = config.load_config(None, [f"results_dir={results}"])
+    photo_set = photos.plan(cfg, [str(photo(PHOTOS[0]))], True, True, True, True).staged
+    for mine in photo_set.finals.values():
+        for theirs in video_set.finals.values():
+            assert not (mine == theirs or theirs in mine.parents or mine in theirs.parents), (mine, theirs)

@@ -26,6 +26,7 @@ from emotion.common.errors import UserError
 from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS
 from emotion.runtime import photo_summary
 
+PHOTOS_DIR = "photos"   # predict.py's own folder in results_dir: inference.py's files lie beside it, never in it
 JSON_NAME = "predictions.json"
 LABELED_DIR = "labeled_images"
 SUMMARY_NAME, EXPLANATIONS_DIR = "summary.csv", "explanations"   # --summary, --explain
@@ -182,6 +183,12 @@ class Plan:
     staged: outputs.Staged
 
 
+def output_dir(cfg) -> Path:
+    """Where predict.py writes: <results_dir>/photos/, so that its predictions.json and labeled_images/ are never
+    the video run's (inference.py writes the same names in results_dir itself)."""
+    return Path(cfg.results_dir) / PHOTOS_DIR
+
+
 def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = False, summary: bool = False,
          explain: bool = False) -> Plan:
     """Find the images of `specs` and check the outputs can be written, before any model loads. NoInput
@@ -191,14 +198,14 @@ def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = Fa
     if not image_paths:
         raise NoInput(no_match_message(unmatched[0]) if len(unmatched) == 1 else
                       "nothing matches any of " + ", ".join(specs))
-    results_dir = Path(cfg.results_dir)
+    results_dir = output_dir(cfg)
     finals = {**({"json": results_dir / JSON_NAME} if write_json else {}),
               **({"labeled": results_dir / LABELED_DIR} if save_images else {})}
     finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),
                **({"explanations": results_dir / EXPLANATIONS_DIR} if explain else {})}
     staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
     if finals:
-        paths.check_writable(results_dir, "results_dir")
+        paths.check_writable(results_dir, "results_dir")   # (its photos/ folder is created when missing)
         staged.check(inputs=[Path(p) for p in image_paths])
     return Plan(image_paths, unmatched, staged)
 
