@@ -202,7 +202,7 @@ def test_predict_json_says_uncertain_below_min_confidence(overconfident):
                       *as_set_args([*o["overrides"], f"min_confidence={threshold}", "classifier_backend=keras"]))
     assert proc.returncode == 0, proc.stderr
     assert card_line(o) in proc.stdout.splitlines()
-    entries = json.loads((o["tmp"] / "results" / "predictions.json").read_text())
+    entries = json.loads((o["tmp"] / "results" / "photos" / "predictions.json").read_text())
     faces = [f for e in entries for f in e["faces"]]
     assert len(entries) == PER_CLASS and all(e["faces"] for e in entries)
     for f in faces:
