@@ -6,7 +6,8 @@
     python src/evaluate.py --dry-run                         # check the model and the data, evaluate nothing
     python src/evaluate.py --calibrate                       # first fit the temperature on val (src/calibrate.py)
 
-Writes to performance_dir (each file atomically):
+Writes to performance_dir, with the model card, as one set (outputs.Staged: under temporary names, renamed into
+place together at the end, so a run killed on the way leaves the previous run's files and card, all of one split):
   evaluation_metrics.txt / .json   accuracy, balanced accuracy, macro and weighted precision/recall/F1,
                                    top-2 accuracy, loss, image count, model file and its sha256
   confusion_matrix.png             counts and row-normalised

@@ -5,6 +5,8 @@ import contextlib
 import csv
 import io
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -224,3 +226,38 @@ def test_a_model_of_another_class_count_is_one_line(evaluated):
     assert str(err.value) == ("the model models/model.h5 predicts 8 classes but config key class_names lists 7: "
                               "evaluate with the config it was trained with")
     assert evaluator.match_model(evaluated["cfg"], evaluated["model"], Path("m.h5")).class_names == CLASS_NAMES
+
+
+def test_an_interrupted_evaluation_leaves_the_previous_files_and_card_whole(evaluated, tmp_path, monkeypatch):
+    """Issue 18 D-7: evaluate.py --split val killed on the way left val metrics beside the test run's figures and
+    card. The files and the card are one staged set: interrupted after the metrics were written, every file of
+    the test run (card included) is byte-identical and no temporary file is left; the next run replaces all."""
+    import evaluate
+    from emotion.evaluation import calibration_figures
+    model = tmp_path / "models" / "model.h5"
+    model.parent.mkdir()
+    shutil.copy(evaluated["cfg"].model_save_path, model)
+    perf = tmp_path / "performance"
+    args = as_set_args(evaluated["overrides"] + [f"performance_dir={perf}", f"model_save_path={model}"])
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert evaluate.main(args) == 0
+    tree = lambda: {p.relative_to(tmp_path).as_posix(): p.read_bytes() for p in sorted(tmp_path.rglob("*"))
+                    if p.is_file()}
+    before = tree()
+    assert len(before) == 9 + 2 + 1  # OUTPUTS, the card's two files, the model
+
+    def interrupted(*a, **k):
+        assert (perf / ".evaluation_metrics.tmp-{}.json".format(os.getpid())).is_file()  # written, not published
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(calibration_figures, "plot_coverage", interrupted)
+        with pytest.raises(KeyboardInterrupt), contextlib.redirect_stdout(io.StringIO()):
+            evaluate.main([*args, "--split", "val", "--max-images-per-class", "2"])
+    assert tree() == before
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert evaluate.main([*args, "--split", "val", "--max-images-per-class", "2"]) == 0
+    after = tree()
+    assert sorted(after) == sorted(before) and all(after[k] != before[k] for k in before if k != "models/model.h5")
+    assert json.loads(after["performance/evaluation_metrics.json"])["split"] == "val"
+    assert set(json.loads(after["models/model.card.json"])["metrics"]) == {"test", "val"}

@@ -3,7 +3,7 @@
 Usage (in evaluate.py, after the probabilities of a split are known):
     extra = metrics(y, probs, model, cfg)            # ece, ece_uncalibrated, nll, brier, temperature, coverage ...
     result |= extra
-    write(perf_dir, y, probs, result, cfg, model_path)   # reliability_diagram.png, coverage_accuracy.png, the card
+    write(dest, y, probs, result, cfg, model_path)   # dest: FIGURES and CARD names -> the paths to write
 
 "Before" is the model's probabilities with its temperature undone (calibration_metrics.undo_temperature): exact for
 a plain pass, and for --tta the average of the two views re-sharpened by T. A model without a temperature
@@ -19,6 +19,7 @@ from emotion.common import plots
 from emotion.evaluation import calibration_metrics, card
 
 FIGURES = ("reliability_diagram.png", "coverage_accuracy.png")
+CARD = ("card.md", "card.json")   # write()'s keys for the model card (<model stem>.card.md / .json)
 CARD_KEYS = ("ece", "ece_uncalibrated", "nll", "brier", "temperature", "min_confidence", "coverage",
              "answered_accuracy")
 
@@ -29,13 +30,12 @@ def metrics(y, probs, model, cfg) -> dict:
     return calibration_metrics.calibration_metrics(probs, y, temperature.temperature_of(model), cfg.min_confidence)
 
 
-def write(perf_dir: Path, y, probs, result: dict, cfg, model_path: Path) -> None:
-    """The two figures into perf_dir, and result's figures into the model card (under result['split'], and the
-    split's images per class under data)."""
-    perf_dir = Path(perf_dir)
+def write(dest: dict[str, Path], y, probs, result: dict, cfg, model_path: Path) -> None:
+    """The two FIGURES, and the model card with result's figures (under result['split'], and the split's images
+    per class under data), each to dest[name]; the card to dest[CARD[0]] (.md) and dest[CARD[1]] (.json)."""
     t = result.get("temperature")
-    plot_reliability(y, probs, t, perf_dir / FIGURES[0], result)
-    plot_coverage(y, probs, cfg.min_confidence, perf_dir / FIGURES[1], result)
+    plot_reliability(y, probs, t, dest[FIGURES[0]], result)
+    plot_coverage(y, probs, cfg.min_confidence, dest[FIGURES[1]], result)
     section = {**card.metrics_section(y, probs, cfg.class_names, base=result),
                **{k: result[k] for k in CARD_KEYS}, "tta": result.get("tta"), "evaluated_at": result.get("evaluated_at")}
     old = card.read_card(model_path) or {}
@@ -43,7 +43,7 @@ def write(perf_dir: Path, y, probs, result: dict, cfg, model_path: Path) -> None
     counts = np.bincount(np.asarray(y, np.int64), minlength=len(cfg.class_names))
     data = {**data, "images_per_class": {**data.get("images_per_class", {}),
                                          result["split"]: dict(zip(cfg.class_names, map(int, counts)))}}
-    card.update_card(model_path, metrics={result["split"]: section}, data=data,
+    card.update_card(model_path, metrics={result["split"]: section}, data=data, into=(dest[CARD[0]], dest[CARD[1]]),
                      calibration={**old.get("calibration", {}), "temperature": t})
 
 

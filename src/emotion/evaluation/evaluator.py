@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from emotion.common import console, files, paths, plots
+from emotion.common import console, files, outputs, paths, plots
 from emotion.common.atomic import atomic_path
 from emotion.common.config import Config, check_model_classes
 
@@ -58,12 +58,14 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
         return None
     result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
     result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
-    write_outputs(perf_dir, result, image_paths, y, probs, cfg.class_names)
-    from emotion.evaluation import explanations  # Grad-CAM of the confident mistakes, beside their figure
-    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,
-                                   perf_dir / "confident_mistakes_gradcam.png")
-    from emotion.evaluation import calibration_figures
-    calibration_figures.write(perf_dir, y, probs, result, cfg, model_path)  # 2 figures and the model card
+    staged = staged_outputs(perf_dir, model_path)
+    staged.prepare()
+    try:
+        _write_all(staged.tmp, model, result, image_paths, y, probs, cfg)
+        staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
     print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
           f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
           f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
@@ -72,6 +74,24 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
     print(json.dumps({"split": split, **headline, "tta": tta, "images_per_s": result["images_per_s"],
                       "performance_dir": str(perf_dir)}), flush=True)
     return result
+
+
+def staged_outputs(perf_dir: Path, model_path: Path) -> outputs.Staged:
+    """OUTPUTS in perf_dir and the model card beside the model: one set, written under temporary names and
+    published together, so a run killed on the way leaves the previous run's files and card, all of one split."""
+    from emotion.evaluation import calibration_figures, card
+    finals = {name: perf_dir / name for name in OUTPUTS} | dict(zip(calibration_figures.CARD,
+                                                                     card.card_paths(model_path)))
+    return outputs.Staged(finals, journal_dir=perf_dir)
+
+
+def _write_all(dest: dict[str, Path], model, result: dict, image_paths, y, probs, cfg: Config) -> None:
+    """Every file of staged_outputs, each to dest[name]."""
+    from emotion.evaluation import calibration_figures, explanations
+    write_outputs(dest, result, image_paths, y, probs, cfg.class_names)
+    explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,  # where the model looked
+                                   dest["confident_mistakes_gradcam.png"])
+    calibration_figures.write(dest, y, probs, result, cfg, Path(cfg.model_save_path))  # 2 figures and the card
 
 
 def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], object, object]:
@@ -133,23 +153,24 @@ def aligned_paths(info, y, input_shape) -> list[str]:
 # Files
 
 
-def write_outputs(perf_dir: Path, result: dict, paths: list[str], y, probs, class_names) -> None:
+def write_outputs(dest: dict[str, Path], result: dict, paths: list[str], y, probs, class_names) -> None:
+    """The metrics, the per-class report, the predictions and two figures, each to dest[name] (name in OUTPUTS)."""
     from emotion.evaluation.metrics import per_class_report
     pred = probs.argmax(axis=1)
-    with atomic_path(perf_dir / "evaluation_metrics.json") as tmp:
+    with atomic_path(dest["evaluation_metrics.json"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2) + "\n")
-    with atomic_path(perf_dir / "evaluation_metrics.txt") as tmp:
+    with atomic_path(dest["evaluation_metrics.txt"]) as tmp:
         tmp.write_text("".join(f"{k}: {v:.6f}\n" if k in METRIC_ORDER and isinstance(v, float) else f"{k}: {v}\n"
                                for k, v in result.items()))
-    with atomic_path(perf_dir / "detailed_report.csv") as tmp:
+    with atomic_path(dest["detailed_report.csv"]) as tmp:
         per_class_report(y, pred, class_names).to_csv(tmp, index=False, float_format="%.6f")
-    with atomic_path(perf_dir / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
+    with atomic_path(dest["predictions.csv"]) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "true_class", "predicted_class", *(f"prob_{c}" for c in class_names)])
         for path, t, p, row in zip(paths, y, pred, probs):
             writer.writerow([path, class_names[t], class_names[p], *(f"{v:.9g}" for v in row)])  # float32 exact
-    plot_confusion(y, pred, class_names, perf_dir / "confusion_matrix.png", result)
-    plot_mistakes(paths, y, probs, class_names, perf_dir / "confident_mistakes.png")
+    plot_confusion(y, pred, class_names, dest["confusion_matrix.png"], result)
+    plot_mistakes(paths, y, probs, class_names, dest["confident_mistakes.png"])
 
 
 def plot_confusion(y, pred, class_names, path: Path, result: dict) -> None:
