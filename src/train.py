@@ -9,7 +9,8 @@ top fine_tune_blocks stages, BatchNorm kept frozen (fine_tune_epochs at fine_tun
 weights=null there is nothing to freeze: both phases train the whole network.
 
 A run killed at any point resumes from its last finished epoch when started again with the same config,
-exactly as if uninterrupted (bit for bit with deterministic ops); --restart starts over, deleting only
+exactly as if uninterrupted (bit for bit with deterministic ops); a finished run started again changes nothing
+(it completes only what a kill after its last epoch left undone); --restart starts over, deleting only
 train.py's own files in checkpoint_dir (it refuses when that folder holds anything else). Writes: model_save_path (best by `monitor`), <model>_last.h5 beside it,
 <performance_dir>/training_log.csv, loss_accuracy_plot.png, train_config.yaml and versions.json. Last, the best
 model is calibrated (temperature scaling fitted on val, stored in the model, emotion/training/calibration_step.py) and its

@@ -79,10 +79,20 @@ def test_train_writes_every_output(tiny, capsys):
     png = (tiny / "performance" / "loss_accuracy_plot.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
-    # Started again with the same config, a finished run has nothing left to do; with another, it says how.
+    # Started again with the same config, a finished run has nothing left to do and changes nothing (issue 18,
+    # D-4: it used to copy the uncalibrated checkpoint over the calibrated model and recalibrate it, and set the
+    # card's test figures to None): every file of models/ and performance/ keeps its bytes and its mtime.
+    def stamps():
+        return {p: (p.stat().st_mtime_ns, p.stat().st_ino) for d in ("models", "performance")
+                for p in (tiny / d).rglob("*") if p.is_file()}
+    before, before_stamps = snapshot_folders(tiny / "models", tiny / "performance"), stamps()
+    card = json.loads((tiny / "models" / "model.card.json").read_text())
+    assert card["calibration"]["temperature"] is not None and card["training"]["epochs"] == 2
     assert train.main(as_set_args(overrides)) == 0
-    assert "nothing left to do" in capsys.readouterr().out
-    assert len(read_csv(tiny / "performance" / "training_log.csv")) == 2
+    out = capsys.readouterr().out
+    assert "nothing left to do" in out and "unchanged" in out
+    assert json.loads(out.strip().splitlines()[-1])["temperature"] == card["calibration"]["temperature"]
+    assert snapshot_folders(tiny / "models", tiny / "performance") == before and stamps() == before_stamps
     with pytest.raises(errors.UserError, match="another config: pass --restart"):
         train.main(as_set_args(overrides + ["dropout=0.5"]))
 

@@ -54,14 +54,16 @@ def read_card(model_path: str | os.PathLike) -> dict | None:
     return card if isinstance(card, dict) else None
 
 
-def update_card(model_path: str | os.PathLike, *, into: tuple[Path, Path] | None = None, **sections) -> dict:
+def update_card(model_path: str | os.PathLike, *, into: tuple[Path, Path] | None = None,
+                model_file: str | os.PathLike | None = None, **sections) -> dict:
     """Merge `sections` into the model's card, stamp the model's sha256, write .card.json and .card.md.
-    into: (md, json) paths to write instead, e.g. a staged set's temporary names published with other outputs."""
+    into: (md, json) paths to write instead, e.g. a staged set's temporary names published with other outputs;
+    model_file: where the model's bytes lie until then (its staged temporary name; default model_path)."""
     model_path = Path(model_path)
     card = read_card(model_path) or {}
     metrics = {**card.get("metrics", {}), **sections.pop("metrics", {})}
     card.update(sections, metrics=metrics)
-    card.update(model=model_path.name, model_sha256=files.sha256(model_path), intended_use=INTENDED_USE,
+    card.update(model=model_path.name, model_sha256=files.sha256(model_file or model_path), intended_use=INTENDED_USE,
                 limits=LIMITS, updated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     md_path, json_path = into or card_paths(model_path)
     atomic.write_text(json_path, json.dumps(card, indent=2) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emotion.common import outputs
 from emotion.common.config import Config, check_model_classes
 from emotion.evaluation import calibration_metrics, card
 
@@ -39,14 +40,23 @@ def calibrate_file(cfg, max_images_per_class: int | None = None, card_sections: 
     y, logits = model_lib.predict_probs(temperature.logits_model(model), ds)
     temperature.set_temperature(model, calibration_metrics.fit_temperature(logits, y))
     t = temperature.temperature_of(model)  # T as the model holds it, so the reports agree with the file
-    model_lib.save_model_atomic(model, model_path)
     summary = _summary(cfg, logits, y, t, f"val ({len(y)} images of {val_dir})")
     probs = calibration_metrics.softmax(logits / t)
     sections = dict(card_sections or {})
     metrics = {**sections.pop("metrics", {}), "val": card.metrics_section(y, probs, cfg.class_names)}
     if "test" not in metrics:
         metrics["test"] = None  # the probabilities changed: the last test report no longer describes them
-    card.update_card(model_path, calibration=summary, metrics=metrics, **sections)
+    staged = outputs.Staged({"model": model_path, **dict(zip(("md", "json"), card.card_paths(model_path)))},
+                            journal_dir=model_path.parent)
+    staged.prepare()  # the model and its card are published together: a kill leaves both as they were
+    try:
+        model_lib.save_model_atomic(model, staged.tmp["model"])
+        card.update_card(model_path, calibration=summary, metrics=metrics, into=(staged.tmp["md"], staged.tmp["json"]),
+                         model_file=staged.tmp["model"], **sections)
+        staged.publish()
+    except BaseException:
+        staged.discard()
+        raise
     if t >= 0.999 * calibration_metrics.T_RANGE:
         log(f"note: T reached the search's upper bound {calibration_metrics.T_RANGE:g}: the model's probabilities "
             f"carry almost no information on val (it is at chance), so calibrated they are near uniform")
@@ -64,6 +74,19 @@ def _summary(cfg, logits, y, t: float, fitted_on: str) -> dict:
             "val_nll_before": calibration_metrics.nll(raw, y), "val_nll_after": calibration_metrics.nll(probs, y),
             "min_confidence": float(cfg.min_confidence),
             "val_coverage": calibration_metrics.coverage_at(probs, y, cfg.min_confidence)["coverage"]}
+
+
+def is_current(model_path: Path, state: dict) -> bool:
+    """Whether model_path is the calibrated best model of the finished run `state` (checkpoints' state.json): its
+    card was written by after_training for that run's epochs and best epoch, calibrated, and stamps the model
+    file's sha256 (the file is the one calibrated, or re-calibrated by calibrate.py; not the raw checkpoint)."""
+    from emotion.common import files
+    c = card.read_card(model_path)
+    if not c or not model_path.is_file() or c.get("model_sha256") != files.sha256(model_path):
+        return False
+    training = c.get("training") or {}
+    return ((c.get("calibration") or {}).get("temperature") is not None and training.get("epochs") == state["epoch"]
+            and training.get("best_epoch") == state["best_epoch"])
 
 
 def after_training(run, summary: dict, log=print) -> dict:

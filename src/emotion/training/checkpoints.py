@@ -238,6 +238,16 @@ class RunFiles:
                 raise
             self._disk_full(exc, "publishing the models")
 
+    def published(self, state: dict, best: bool = True) -> bool:
+        """Whether publish(state) would change nothing: the last (and with `best` the best) model hold the bytes
+        of the checkpoint files state.json names, and training_log.csv its rows."""
+        pairs = [("last_model", self.last_path)] + ([("best_model", self.best_path)] if best else [])
+        for key, dest in pairs:
+            if state.get(key) and not (_same_inode(self.dir / state[key], dest) or (
+                    dest.is_file() and files.sha256(dest) == files.sha256(self.dir / state[key]))):
+                return False
+        return self.log_path.is_file() and self.log_path.read_bytes() == log_text(state["rows"]).encode()
+
     def prune(self, state: dict) -> None:
         """Delete checkpoint files that state.json does not name (earlier epochs, an uncommitted epoch)."""
         keep = {STATE, *(state.get(k) for k in ("checkpoint", "last_model", "best_model"))}

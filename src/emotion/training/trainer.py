@@ -34,6 +34,7 @@ from emotion.common import atomic, paths, plots
 from emotion.common.config import Config, trained_config_path
 from emotion.common.errors import UserError, first_line
 from emotion.data import datasets, scanning
+from emotion.evaluation import card
 from emotion.evaluation.metrics import classification_metrics, confusion_matrix, macro_f1_from_confusion
 from emotion.model import network as model_lib
 from emotion.model.network import predict_probs
@@ -375,11 +376,17 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
                 "parameters": model_lib.count_params(run.model)[1]}
     if run.total_epochs == 0:
         raise UserError("nothing to train: num_epochs and fine_tune_epochs are both 0")
+    done = None if restart or not run.chief else finished_state(run, calibrate)
+    if done is not None:  # nothing is written, not even the config copies: a finished run changes nothing
+        log(f"nothing left to do: {run.ckpt_dir} holds a finished run of {done['epoch']} epochs and its outputs "
+            f"are in place, unchanged (--restart trains again)")
+        return summarize(run, done, trained=False) | (
+            {"temperature": card.read_card(run.best_path)["calibration"]["temperature"]} if calibrate else {})
     state = resume_state(run, restart)
     resumed_from = state["epoch"]  # epochs an earlier run finished; the model built by prepare has none
     if resumed_from >= run.total_epochs:
-        log(f"nothing left to do: {run.ckpt_dir} holds a finished run of {resumed_from} epochs "
-            f"(--restart trains again)")
+        log(f"nothing left to do: {run.ckpt_dir} holds a finished run of {resumed_from} epochs; completing "
+            f"its outputs (--restart trains again)")
     epoch = 0  # global epochs finished
     for phase, phase_epochs in run.plan:
         if resumed_from < epoch + phase_epochs:
@@ -391,6 +398,16 @@ def train(cfg: Config, max_images_per_class: int | None = None, restart: bool = 
     if calibrate and run.chief and summary["best_epoch"]:
         summary["temperature"] = calibration_step.after_training(run, summary, log)["temperature"]
     return summary
+
+
+def finished_state(run: TrainingRun, calibrate: bool) -> dict | None:
+    """The committed state of a finished run of this config whose outputs are all as it left them (the models,
+    training_log.csv, and with `calibrate` the calibrated model and its card); None otherwise (also when a kill
+    after the last commit or during the calibration left work to complete)."""
+    state = run.files.load_state(config_fingerprint(run.cfg, run.max_images_per_class))
+    if state is None or state["epoch"] < run.total_epochs or not run.files.published(state, best=not calibrate):
+        return None
+    return state if not calibrate or calibration_step.is_current(run.best_path, state) else None
 
 
 def prepare(cfg: Config, max_images_per_class: int | None, log) -> TrainingRun:
