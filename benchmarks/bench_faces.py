@@ -120,7 +120,7 @@ def main() -> None:
             ratio = np.median(ms["haar"]) / np.median(ms[model.backend])
             result[f"haar_over_{model.backend}_ms"] = round(float(ratio), 1)
         else:
-            result[model.backend] = f"not installed ({faces.MEDIAPIPE_INSTALL})"
+            result[model.backend] = f"not installed ({faces.BLAZEFACE_INSTALL})"
 
     canvas, rects = group_photo(GROUP_FACE_SIDE)
     result["group"] = {"faces": len(rects), "canvas": f"{canvas.shape[1]}x{canvas.shape[0]}",

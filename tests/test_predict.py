@@ -50,7 +50,7 @@ class CountingClassifier:
 def env(tmp_path_factory):
     """A saved random-init 96x96 model, its config (keras backend), the Keras model, and one recognizer."""
     if faces.blazeface_model_path() is None:
-        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
     from emotion.model import network as model_lib
     from emotion.runtime import classifier
 
@@ -215,7 +215,7 @@ def test_analyze_batch_is_batched_and_equals_one_image_at_a_time(env):
 @pytest.fixture(scope="module")
 def blazeface_installed():
     if faces.blazeface_model_path() is None:
-        pytest.skip(f"BlazeFace model not installed ({faces.MEDIAPIPE_INSTALL})")
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
 
 
 @pytest.fixture(scope="module")

