@@ -18,6 +18,9 @@ from pathlib import Path
 
 from emotion.common import cli, outputs, paths
 
+# What an out-of-memory's one line tells the user to lower (cli.run).
+MEMORY = ["--set val_batch_size=N"]
+
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
@@ -40,4 +43,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, memory=MEMORY)

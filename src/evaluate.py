@@ -29,6 +29,9 @@ import functools
 
 from emotion.common import cli, outputs
 
+# What an out-of-memory's one line tells the user to lower (cli.run).
+MEMORY = ["--set test_batch_size=N", "--set val_batch_size=N (--calibrate)"]
+
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
@@ -57,4 +60,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, memory=MEMORY)

@@ -38,6 +38,9 @@ import os
 from emotion.common import cli, outputs
 from emotion.runtime import photos
 
+# What an out-of-memory's one line tells the user to lower (cli.run).
+MEMORY = ["--batch-size N"]
+
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
@@ -78,4 +81,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, memory=MEMORY)

@@ -24,6 +24,9 @@ import json
 
 from emotion.common import cli, outputs
 
+# What an out-of-memory's one line tells the user to lower (cli.run).
+MEMORY = ["--set train_batch_size=N", "--set val_batch_size=N", "--set cache_max_mb=N"]
+
 
 def parse_args(argv=None):
     p = cli.parser(__doc__)
@@ -48,4 +51,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, memory=MEMORY)

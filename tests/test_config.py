@@ -57,7 +57,7 @@ def test_overrides_keep_types_and_resolve_paths(tmp_path):
 @pytest.mark.parametrize("override,pattern", [
     ("learning_rat=0.1", r"unknown config key 'learning_rat'.*did you mean 'learning_rate'"),
     ("train_bach_size=4", r"did you mean 'train_batch_size'"),
-    ("train_batch_size=abc", r"'train_batch_size' must be an integer from 1 to 2147483647, got 'abc'"),
+    ("train_batch_size=abc", r"'train_batch_size' must be an integer from 1 to 65536, got 'abc'"),
     ("train_batch_size=0", r"'train_batch_size' must be an integer from 1 to"),
     ("seed=-1", r"'seed' must be an integer from 0 to 2146483647, got -1 \(from --set seed=-1\)"),
     ("seed=99999999999999999999", r"'seed' must be an integer from 0 to 2146483647, got 99999999999999999999"),
@@ -347,3 +347,25 @@ def test_an_out_of_memory_while_building_the_head_names_the_setting(tmp_path, mo
         network.build_model(cfg)
     assert str(exc.value) == ("not enough memory for the head's 60000 dense units (config key dense_units): lower "
                               "it (0 puts the softmax on the pooled features)")
+
+
+@pytest.mark.parametrize("script,allocate,says", [
+    ("train.py", "tf.reduce_sum(tf.ones((2 ** 22, 2 ** 20)))", "lower --set train_batch_size=N or --set val_batch_size=N"),
+    ("predict.py", "bytearray(2 ** 50)", "lower --batch-size N"),
+])
+def test_a_real_out_of_memory_is_one_line_naming_the_settings(script, allocate, says, tmp_path):
+    """Issue 18, T-4's cause beyond dense_units: any out-of-memory (TensorFlow's, a 16 TB tensor here, or
+    Python's MemoryError) inside a script is one line naming the settings that set its memory, exit code 1."""
+    code = (f"import runpy, sys, tensorflow as tf\nfrom emotion.common import cli\n"
+            f"module = runpy.run_path({str(REPO / 'src' / script)!r})\n"
+            f"cli.run(lambda argv: {allocate}, memory=module['MEMORY'])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: out of memory (") and says in line and "/job:" not in line, line
+    assert "OOM when allocating tensor with shape[4194304,1048576]" in line or "(MemoryError)" in line
+
+
+def test_a_batch_size_no_machine_can_take_is_a_config_line():
+    with pytest.raises(errors.ConfigError, match=r"'train_batch_size' must be an integer from 1 to 65536"):
+        config.load_config(None, ["train_batch_size=100000000000"])

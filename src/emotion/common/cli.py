@@ -9,6 +9,7 @@ Usage (in a script):
 
     if __name__ == "__main__":
         cli.run(main)                         # UserError -> one 'error: ...' line and its exit code
+        cli.run(main, memory=["--set train_batch_size=N"])   # an out-of-memory -> one line naming these
 
 Nothing here imports TensorFlow, so `--help` stays fast; run() hides TensorFlow's start-up logging unless
 --verbose (console.py says how). Exit codes (errors.py): 0 done, 1 bad input (UserError), 2 bad config or
@@ -18,11 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import sys
 from typing import Callable, Sequence
 
 from emotion.common import config, console
-from emotion.common.errors import EXIT_INTERRUPTED, UserError
+from emotion.common.errors import EXIT_INTERRUPTED, UserError, first_line
 
 
 def parser(doc: str | None, **kwargs) -> argparse.ArgumentParser:
@@ -81,12 +83,20 @@ def load_config(args: argparse.Namespace) -> config.Config:
     return config.load_config(args.config, args.overrides)
 
 
-def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> None:
+def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
+        memory: Sequence[str] = ()) -> None:
     """Call main(argv) and exit: a UserError becomes one 'error: ...' line and its exit code, the last line
-    of the output (stdout is flushed first, so a pipe does not put buffered lines after it)."""
+    of the output (stdout is flushed first, so a pipe does not put buffered lines after it). An out-of-memory
+    (MemoryError, TensorFlow's ResourceExhaustedError) is a UserError naming `memory`, the settings that set
+    the script's memory (e.g. "--set train_batch_size=N")."""
     console.quiet_tensorflow()
     try:
-        code = main(argv)
+        try:
+            code = main(argv)
+        except BaseException as exc:
+            if is_out_of_memory(exc):
+                raise out_of_memory(exc, memory) from None
+            raise
     except UserError as exc:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
@@ -96,3 +106,17 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
         print("interrupted", file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(code or 0)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, or TensorFlow's ResourceExhaustedError (told by its class, so TensorFlow is not imported)."""
+    return isinstance(exc, MemoryError) or any(c.__name__ == "ResourceExhaustedError" and
+                                               c.__module__.startswith("tensorflow") for c in type(exc).__mro__)
+
+
+def out_of_memory(exc: BaseException, settings: Sequence[str]) -> UserError:
+    """The one line for an out-of-memory: what ran out, and which settings to lower."""
+    what = first_line(exc) if str(exc).strip() else type(exc).__name__
+    what = re.sub(r" on /job:.*$", "", re.sub(r"\{\{.*?\}\}\s*", "", what))  # TensorFlow's device and op names
+    hint = (f"lower {' or '.join(settings)}" if settings else "close other programs or use a machine with more memory")
+    return UserError(f"out of memory ({what}): {hint}")

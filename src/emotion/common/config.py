@@ -92,6 +92,9 @@ MAX_EPOCHS = 100_000
 # slot); more is a typo or a unit mix-up, and would end in an out-of-memory traceback instead of this line.
 MAX_DENSE_UNITS = 65_536
 SEED_MAX = INT_MAX - 10 ** 6
+# A batch of 65536 96x96 images is 7 GB of float32 input alone, and ResNet50's activations are about 30 times
+# that: beyond it, a batch size is a typo. Within it, an out-of-memory is one line naming the keys (cli.run).
+MAX_BATCH_SIZE = 65_536
 
 
 def _int(min_value: int = 0, max_value: int = INT_MAX) -> Callable[[Any], int]:
@@ -163,9 +166,9 @@ SCHEMA: dict[str, Field] = {
     "class_names": Field(_class_names),
     "input_shape": Field(_input_shape),
     "seed": Field(_int(0, SEED_MAX)),
-    "train_batch_size": Field(_int(1)),
-    "val_batch_size": Field(_int(1)),
-    "test_batch_size": Field(_int(1)),
+    "train_batch_size": Field(_int(1, MAX_BATCH_SIZE)),
+    "val_batch_size": Field(_int(1, MAX_BATCH_SIZE)),
+    "test_batch_size": Field(_int(1, MAX_BATCH_SIZE)),
     "cache_max_mb": Field(_int(0)),
     "shuffle_buffer": Field(_int(1)),
     "augment_flip": Field(_bool),
