@@ -164,7 +164,7 @@ def _script_cases(tmp_path: Path) -> dict[str, tuple[list[str], Path]]:
         "evaluate": (overrides, tmp_path / "performance"),
         "export": (["--formats", "saved_model", *overrides], models / "export"),
         "predict": (["--image_path", str(require(FACES_GRAY) / "images" / "Allison_Janney_0001.jpg"), "--json",
-                     *overrides], tmp_path / "results"),
+                     *overrides], tmp_path / "results" / "photos"),  # predict.py's own folder
         "inference": (["-v", str(require(VIDEOS) / "Megamind.avi"), "--no-display", *overrides],
                       tmp_path / "results"),
         "web": (["--build-only", "--dist", str(tmp_path / "dist"), *overrides], tmp_path / "dist"),
@@ -208,3 +208,22 @@ def test_a_lock_file_that_is_a_link_is_never_followed(tmp_path, monkeypatch):
         with outputs.exclusive(place):
             pass
     assert victim.read_text() == "a user's notes"
+
+
+def test_scripts_sharing_a_folder_never_write_the_same_name():
+    """Issue 18's cause "scripts sharing file names" (D-8): in the folders several scripts write to, each name
+    belongs to one script. performance_dir: train, evaluate, export; results_dir: inference and predict's
+    own sub-folder."""
+    from emotion.evaluation import evaluator
+    from emotion.runtime import photos, video
+    from emotion.serving import exporting
+    from emotion.training import trainer
+
+    performance = {"train": {*trainer.PERFORMANCE_FILES, "tensorboard"}, "evaluate": set(evaluator.OUTPUTS),
+                   "export": {exporting.REPORT_NAME}}
+    results = {"inference": {video.LOG_NAME, video.PREDICTIONS_NAME, video.LABELED_DIR, video.TRACKS_NAME,
+                             video.TIMELINE_NAME, "test_out.avi"}, "predict": {photos.PHOTOS_DIR}}
+    for folder in (performance, results):
+        names = [name for script in folder.values() for name in script]
+        assert len(names) == len(set(names)), folder
+    assert {"predictions.json", "labeled_images"} <= results["inference"]  # what predict.py writes in photos/
