@@ -55,10 +55,11 @@ demo: setup
 test: setup $(VENV)/.installed-dev web-deps chromium
 	$(PY) -m pytest -q --durations=15 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 
-# The page's npm packages (TF.js, BlazeFace, playwright-core), exactly as the lockfile says.
+# The page's npm packages (TF.js, BlazeFace, playwright-core), exactly as the lockfile says, less what npm's
+# postinstall step (web/tools/prune-packages.mjs) deletes: Human's other models, TF.js's source maps.
 web-deps: web/node_modules/.installed
 
-web/node_modules/.installed: web/package.json web/package-lock.json
+web/node_modules/.installed: web/package.json web/package-lock.json web/tools/prune-packages.mjs
 	npm ci --prefix web --no-audit --no-fund
 	touch $@
 

