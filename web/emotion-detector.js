@@ -311,15 +311,19 @@ export class EmotionDetector {
         score: 1 / (1 + Math.exp(-Math.max(-SCORE_CLIP, Math.min(SCORE_CLIP, r[0])))),
       });
     }
+    // Boxes rounded to whole pixels and clipped to the picture, as src/emotion/runtime/faces.py's detect_rgb: the
+    // crop is framed around the clipped box, so a face at the edge gets the crop Python gives it.
     return weightedNms(candidates, this.config.nmsIou).map(({box, score}) => {
       const [x0, y0, x1, y1] = box.map((v, k) => (v - (k % 2 ? padY : padX)) / scale);
-      return {box: [x0, y0, x1 - x0, y1 - y0], score};
-    }).filter(({box}) => box[2] > 1 && box[3] > 1 && box[0] < width && box[1] < height && box[0] + box[2] > 0 && box[1] + box[3] > 0);
+      const [xa, ya] = [Math.max(0, Math.round(x0)), Math.max(0, Math.round(y0))];
+      const [xb, yb] = [Math.min(width, Math.round(x1)), Math.min(height, Math.round(y1))];
+      return {box: [xa, ya, xb - xa, yb - ya], score};
+    }).filter(({box}) => box[2] > 0 && box[3] > 0);
   }
 
   /** Square crops framed like AffectNet's (src/emotion/runtime/faces.py crop_box), scaled to the model's input by the canvas and
-   * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture it is black (src/emotion/runtime/faces.py
-   * repeats the edge pixels there). */
+   * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture the edge pixels are repeated,
+   * as src/emotion/runtime/faces.py crop_face does (border "replicate"): a black band there changed the answers. */
   cropPixels(source, faces, width, height) {
     const {cropMargin, cropDy} = this.config;
     const [h, w] = this.inputSize;
@@ -335,8 +339,7 @@ export class EmotionDetector {
       const [sx1, sy1] = [Math.min(width, x0 + side), Math.min(height, y0 + side)];
       if (sx1 <= sx0 || sy1 <= sy0) return;
       const k = w / side;
-      canvas.ctx.drawImage(source, sx0, sy0, sx1 - sx0, sy1 - sy0,
-        (sx0 - x0) * k, i * h + (sy0 - y0) * k, (sx1 - sx0) * k, (sy1 - sy0) * k);
+      drawReplicated(canvas.ctx, source, [sx0, sy0, sx1, sy1], [x0, y0, x0 + side, y0 + side], k, i * h);
     });
     return canvas.ctx.getImageData(0, 0, canvas.width, canvas.height).data;
   }
@@ -350,6 +353,21 @@ export class EmotionDetector {
     if (width === w && height === h) canvas.ctx.drawImage(source, 0, 0);
     else canvas.ctx.drawImage(source, 0, 0, width, height, 0, 0, w, h);
     return canvas.ctx.getImageData(0, 0, w, h).data;
+  }
+}
+
+/** Draws the picture's rectangle [sx0, sy0, sx1, sy1] (inside it) where it lies in the crop square [x0, y0, x1, y1]
+ * (which may reach past the picture), scaled by k, at row offset `top` of the canvas; the parts of the square
+ * outside the picture repeat the nearest edge pixels (one-pixel strips, and the corner pixels, stretched). */
+function drawReplicated(ctx, source, [sx0, sy0, sx1, sy1], [x0, y0, x1, y1], k, top) {
+  const cols = [[x0, sx0, sx0, 1], [sx0, sx1, sx0, sx1 - sx0], [sx1, x1, sx1 - 1, 1]];  // [from, to, source x, width]
+  const rows = [[y0, sy0, sy0, 1], [sy0, sy1, sy0, sy1 - sy0], [sy1, y1, sy1 - 1, 1]];
+  for (const [dx0, dx1, srcX, srcW] of cols) {
+    if (dx1 <= dx0) continue;
+    for (const [dy0, dy1, srcY, srcH] of rows) {
+      if (dy1 <= dy0) continue;
+      ctx.drawImage(source, srcX, srcY, srcW, srcH, (dx0 - x0) * k, top + (dy0 - y0) * k, (dx1 - dx0) * k, (dy1 - dy0) * k);
+    }
   }
 }
 
