@@ -3,6 +3,7 @@
     python benchmarks/bench_evaluate.py                   # real test split from ../shared (320 images), 96x96, batch 32
     python benchmarks/bench_evaluate.py --data PATH       # an organized split folder of your own (class folders)
     python benchmarks/bench_evaluate.py --tta             # with flip test-time augmentation
+    python benchmarks/bench_evaluate.py --robustness-per-class 0   # without the robustness run
 
 With a random-init ResNet50 (weights null), saved to a temp file:
   * throughput: evaluate's timed part (make_dataset without cache -> model_lib.predict_probs, as evaluate.py
@@ -10,6 +11,10 @@ With a random-init ResNet50 (weights null), saved to a temp file:
     same batch size, alternated over --rounds so both see the same load on a shared machine;
   * memory: src/evaluate.py in a fresh process on N images and on 2N (every file linked twice), its peak
     RSS sampled every 5 ms; its own images/s are reported too.
+  * robustness: src/evaluate.py --robustness --max-images-per-class K (default 10) in a fresh process: its
+    corrupted images per second (every corruption level through the model, corrupting included; a level equal
+    to the clean image costs nothing), its end-to-end scenes per second (a 640x480 frame through every installed
+    face detector, crop, classify), the whole robustness run's seconds and its peak RSS.
 Prints one JSON line. Targets: evaluate_vs_forward >= 0.85; peak RSS for 2N about that for N.
 """
 from __future__ import annotations
@@ -36,6 +41,8 @@ def parse_args():
     p.add_argument("--batch", type=int, default=32, help="batch size (test_batch_size)")
     p.add_argument("--rounds", type=int, default=3, help="alternated forward / pipeline timings")
     p.add_argument("--tta", action="store_true", help="evaluate with flip TTA (the forward then runs it too)")
+    p.add_argument("--robustness-per-class", type=int, default=10, metavar="K",
+                   help="images per class for the evaluate.py --robustness run (0: skip it)")
     return p.parse_args()
 
 
@@ -137,6 +144,15 @@ def run(args, tmp: Path) -> None:
     # Memory, and evaluate.py end to end: a fresh process each for N and 2N images.
     n_summary, n_peak = evaluate_on(tmp / "n")
     n2_summary, n2_peak = evaluate_on(tmp / "n2")
+    robust = {}
+    if args.robustness_per_class > 0:  # K per class: its rates are those of a whole split, in a fraction of the time
+        summary, peak = run_evaluate([a for o in overrides + [f"data_path={tmp / 'n'}"] for a in ("--set", o)]
+                                     + ["--robustness", "--max-images-per-class", str(args.robustness_per_class)])
+        robust = {"robustness_images": summary["num_images"],
+                  "robustness_images_per_s": summary["robustness_images_per_s"],
+                  "robustness_vs_forward": round(summary["robustness_images_per_s"] / forward_ips, 3),
+                  "end_to_end_scenes_per_s": summary["end_to_end_scenes_per_s"],
+                  "robustness_seconds": summary["robustness_seconds"], "robustness_peak_rss_mb": peak}
     print(json.dumps({
         "model": "ResNet50 random init", "input": cfg.input_shape, "batch": args.batch, "tta": args.tta,
         "images_n": n_summary["num_images"], "images_2n": n2_summary["num_images"],
@@ -147,6 +163,7 @@ def run(args, tmp: Path) -> None:
         "evaluate_py_images_per_s_n": n_summary["images_per_s"],
         "evaluate_py_images_per_s_2n": n2_summary["images_per_s"],
         "peak_rss_mb_n": n_peak, "peak_rss_mb_2n": n2_peak, "peak_rss_growth_mb": round(n2_peak - n_peak, 1),
+        **robust,
         "tensorflow": tf.__version__, "cpu_count": os.cpu_count()}))
 
 

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 import cv2
 import numpy as np
 
+from emotion.data import scenes
 from emotion.runtime import faces
 
 FACES_GRAY, VIDEOS = support.FACES_GRAY, support.VIDEOS
@@ -45,17 +46,10 @@ FRAME_W, FRAME_H, PHOTO_SIDE = 640, 480, 350
 
 
 def place(image: np.ndarray, side: int | None) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """image scaled to `side` (longer side; None: as is, shrunk only to fit) on a black 640x480 frame."""
-    h, w = image.shape[:2]
-    s = side / max(h, w) if side else min(1.0, FRAME_W / w, FRAME_H / h)
-    if s != 1:
-        interpolation = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (round(w * s), round(h * s)), interpolation=interpolation)
-        h, w = image.shape[:2]
-    x, y = (FRAME_W - w) // 2, (FRAME_H - h) // 2
-    frame = np.zeros((FRAME_H, FRAME_W), np.uint8)
-    frame[y:y + h, x:x + w] = image
-    return frame, (x, y, w, h)
+    """image scaled to `side` (longer side; None: as is, shrunk only to fit) on a black 640x480 frame, centred:
+    data/scenes.place, the placement evaluate.py --robustness uses for its end-to-end scenes too (tests/
+    test_robustness.py checks that its detection rate on these photos is the one counted here)."""
+    return scenes.place(image, side, frame=(FRAME_W, FRAME_H))
 
 
 def on_photo(found: list[faces.Face], rect) -> bool:

@@ -14,10 +14,14 @@ and skipped. Every stage is also a script of its own (src/<stage>.py) with the s
 as one: in a process of its own, so nothing one stage leaves in memory or in global state (the decoded-image
 cache, Keras' mixed-precision policy) reaches the next, and the pipeline's peak memory is its largest stage's.
 --formats (e.g. saved_model,tflite_float32) exports fewer formats; --verbose shows TensorFlow's own logging.
+The evaluate stage also runs evaluate.py --robustness (corruptions, faces found end to end: about 7 minutes for
+the sample's 320 test images on 2 busy cores) when the budget is full, i.e. without --epochs and --max-images; a short demo skips it (its model is
+at chance, so the report would only say so); --robustness / --no-robustness decide it by hand.
 When the ImageNet weights cannot be downloaded (train.py's exit code 3), the demo goes on from random init.
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import subprocess
@@ -45,6 +49,9 @@ def parse_args(argv=None):
     p.add_argument("--formats", type=exporting.formats_argument, metavar="LIST",
                    help="export only these comma-separated formats (default: export.py's; see python src/export.py "
                         "--help); checked before the first stage runs")
+    p.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=None,
+                   help="evaluate.py --robustness in the evaluate stage (unset: only without --epochs and "
+                        "--max-images, as it takes minutes)")
     p.add_argument("--dry-run", action="store_true", help="print the stages and their arguments, run nothing")
     return p.parse_args(argv)
 
@@ -57,10 +64,11 @@ def stage_arguments(args, cfg) -> dict[str, list[str] | None]:
     budget = ["--max-images-per-class", str(args.max_images)] if args.max_images else []
     epochs = (["--set", f"num_epochs={args.epochs}", "--set", f"fine_tune_epochs={args.epochs}"]
               if args.epochs is not None else [])
+    robustness = args.robustness if args.robustness is not None else (args.epochs is None and not args.max_images)
     return {
         "organize_data": common + (["--source", args.dataset] if args.dataset else []),
         "train": common + epochs + budget + (["--restart"] if args.restart else []),
-        "evaluate": common + budget,
+        "evaluate": common + budget + (["--robustness"] if robustness else []),
         # The test split's photos: faces found (or whole crops), every face classified, into results/photos/.
         "predict": common + ["--image_path", os.path.join(glob.escape(str(Path(cfg.data_path) / "test")), "*", "*"),
                              "--json"],

@@ -30,9 +30,10 @@ def metrics(y, probs, model, cfg) -> dict:
     return calibration_metrics.calibration_metrics(probs, y, temperature.temperature_of(model), cfg.min_confidence)
 
 
-def write(dest: dict[str, Path], y, probs, result: dict, cfg, model_path: Path) -> None:
+def write(dest: dict[str, Path], y, probs, result: dict, cfg, model_path: Path, sections: dict | None = None) -> None:
     """The two FIGURES, and the model card with result's figures (under result['split'], and the split's images
-    per class under data), each to dest[name]; the card to dest[CARD[0]] (.md) and dest[CARD[1]] (.json)."""
+    per class under data), each to dest[name]; the card to dest[CARD[0]] (.md) and dest[CARD[1]] (.json).
+    sections: more card sections written in the same update (evaluate.py --robustness: "robustness")."""
     t = result.get("temperature")
     plot_reliability(y, probs, t, dest[FIGURES[0]], result)
     plot_coverage(y, probs, cfg.min_confidence, dest[FIGURES[1]], result)
@@ -44,7 +45,7 @@ def write(dest: dict[str, Path], y, probs, result: dict, cfg, model_path: Path) 
     data = {**data, "images_per_class": {**data.get("images_per_class", {}),
                                          result["split"]: dict(zip(cfg.class_names, map(int, counts)))}}
     card.update_card(model_path, metrics={result["split"]: section}, data=data, into=(dest[CARD[0]], dest[CARD[1]]),
-                     calibration={**old.get("calibration", {}), "temperature": t})
+                     calibration={**old.get("calibration", {}), "temperature": t}, **(sections or {}))
 
 
 def _reliability_panel(ax, y, probs, title: str) -> None:

@@ -4,6 +4,7 @@ Usage:
     update_card(model_path, data=data_section(...), recipe=recipe_section(cfg, versions), training={...},
                 calibration={...}, metrics={"val": metrics_section(y, probs, class_names)})   # train.py
     update_card(model_path, metrics={"test": ...}, calibration={...})                         # evaluate.py
+    update_card(model_path, ..., robustness=robustness.card_section(report))  # evaluate.py --robustness
     read_card(model_path)          # the card's dict, or None
     summary_line(model_path)       # "model: test accuracy 0.24, macro-F1 0.22, calibrated (T=1.80)"
 
@@ -163,6 +164,29 @@ def _metrics_md(metrics: dict) -> list[str]:
     return lines
 
 
+def _robustness_md(section: dict, model_sha256: str | None) -> list[str]:
+    """evaluate.py --robustness's figures (evaluation/robustness.card_section), or one line saying they were
+    measured on another model file (a later train.py run keeps the section but not its model)."""
+    if section.get("model_sha256") != model_sha256:
+        return [f"- measured on another model file (sha256 {str(section.get('model_sha256'))[:16]}...): run "
+                f"python src/evaluate.py --robustness again"]
+    clean = section.get("clean", {})
+    lines = [f"In short: {section.get('summary', '')}.", "",
+             f"- {section.get('split')} split, {section.get('num_images')} images, measured "
+             f"{section.get('measured_at')}: clean accuracy {_fmt(clean.get('accuracy'))}, macro-F1 "
+             f"{_fmt(clean.get('macro_f1'))}, ECE {_fmt(clean.get('ece'))}, uncertain {_fmt(clean.get('uncertain'))}"]
+    for name, levels in section.get("corruptions", {}).items():
+        lines.append(f"- {name}: accuracy " + ", ".join(f"{lv['level']} {_fmt(lv['accuracy'])}" for lv in levels))
+    e2e = section.get("end_to_end") or {}
+    for detector, t in e2e.get("detectors", {}).items():
+        default = " (face_detector's)" if detector == e2e.get("detector") else ""
+        lines.append(f"- end to end, {detector}{default}: {t['found']} of {t['scenes']} faces found "
+                     f"({_fmt(t['detection_rate'])}), accuracy on them {_fmt(t['accuracy'])} (their crops "
+                     f"{_fmt(t['crop_accuracy'])}), same answer as the crop {_fmt(t['agreement'])}")
+    lines.append("- details: performance_dir's robustness.csv and robustness.png")
+    return lines
+
+
 def render_markdown(card: dict) -> str:
     """The card as Markdown (what a person reads); every figure comes from the JSON."""
     data, recipe, training = card.get("data", {}), card.get("recipe", {}), card.get("training", {})
@@ -184,6 +208,8 @@ def render_markdown(card: dict) -> str:
     else:
         lines += [f"- {k}: {_fmt(v)}" for k, v in cal.items()]
     lines += ["", "## Metrics", ""] + _metrics_md(card.get("metrics", {}))
+    if card.get("robustness"):
+        lines += ["", "## Robustness", ""] + _robustness_md(card["robustness"], card.get("model_sha256"))
     lines += ["", "## Intended use", "", card.get("intended_use", INTENDED_USE), "", "## Limits", ""]
     lines += [f"- {text}" for text in card.get("limits", LIMITS)]
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
     result = evaluate(cfg, split="test", max_images_per_class=None, tta=False, dry_run=False)
     result["accuracy"], result["macro_f1"]           # also written to cfg.performance_dir (OUTPUTS)
+    evaluate(cfg, robustness=True, end_to_end=EndToEnd)   # + robustness.csv / .png and the card's section
     cfg = match_model(cfg, model, model_path)        # the config at the model's own input size
 
 What evaluate.py runs; see its --help for the files written.
@@ -28,11 +29,16 @@ HEADLINE = ["accuracy", "balanced_accuracy", "macro_f1", "weighted_f1", "top2_ac
 
 
 def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None = None, tta: bool = False,
-             dry_run: bool = False, before_load: Callable[[], object] | None = None) -> dict | None:
+             dry_run: bool = False, before_load: Callable[[], object] | None = None, robustness: bool = False,
+             end_to_end: Callable | None = None) -> dict | None:
     """Evaluate cfg.model_save_path on data_path/<split>, print the summary and the JSON line, write OUTPUTS to
     performance_dir and the split's figures to the model card; returns the result (None for a dry run, which
     only checks the model and the data). before_load: called once the inputs are checked, just before the model
-    is loaded (not in a dry run): evaluate.py --calibrate fits the temperature on val there."""
+    is loaded (not in a dry run): evaluate.py --calibrate fits the temperature on val there.
+    robustness: also run robustness.measure on the same images (without TTA: what predict.py answers) and
+    publish robustness.OUTPUTS and the card's "robustness" section with the rest; end_to_end: called as
+    end_to_end(cfg, model_path, model=model) for its end-to-end scenes (runtime.end_to_end.EndToEnd: evaluation
+    does not import runtime), None: corruptions only."""
     split_dir = Path(cfg.data_path) / split
     perf_dir = Path(cfg.performance_dir)
     paths.check_writable(perf_dir, "performance_dir")  # before the work, not after it
@@ -52,46 +58,83 @@ def evaluate(cfg: Config, split: str = "test", max_images_per_class: int | None 
           f"{split_dir} (skipped unreadable: {info.num_skipped}; batch {info.batch_size}; "
           f"TTA {'on' if tta else 'off'})", flush=True)
     if dry_run:
-        print(f"dry run: would write {', '.join(OUTPUTS)} to {perf_dir}")
+        print(f"dry run: would write {', '.join(output_names(robustness))} to {perf_dir}")
         print(json.dumps({"dry_run": True, "split": split, "num_images": info.num_images,
-                          "model": str(model_path), "tta": tta, "performance_dir": str(perf_dir)}))
+                          "model": str(model_path), "tta": tta, **({"robustness": True} if robustness else {}),
+                          "performance_dir": str(perf_dir)}))
         return None
     result, image_paths, y, probs = _measure(model, ds, info, cfg, tta)
     result |= {"split": split, "data": str(split_dir)}  # keys already in place: the order of the files stays
-    staged = staged_outputs(perf_dir, model_path)
+    report = _robustness(model, files, cfg, result, end_to_end) if robustness else None
+    staged = staged_outputs(perf_dir, model_path, robustness)
     staged.prepare()
     try:
-        _write_all(staged.tmp, model, result, image_paths, y, probs, cfg)
+        _write_all(staged.tmp, model, result, image_paths, y, probs, cfg, report)
         staged.publish()
     except BaseException:
         staged.discard()
         raise
-    print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
-          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
-          f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
-          f"{result['images_per_s']} img/s; wrote {len(OUTPUTS)} files to {perf_dir}")
-    headline = {k: (round(result[k], 6) if isinstance(result[k], float) else result[k]) for k in HEADLINE}
-    print(json.dumps({"split": split, **headline, "tta": tta, "images_per_s": result["images_per_s"],
-                      "performance_dir": str(perf_dir)}), flush=True)
+    _print_summary(result, tta, perf_dir, report)
     return result
 
 
-def staged_outputs(perf_dir: Path, model_path: Path) -> outputs.Staged:
-    """OUTPUTS in perf_dir and the model card beside the model: one set, written under temporary names and
-    published together, so a run killed on the way leaves the previous run's files and card, all of one split."""
+def _print_summary(result: dict, tta: bool, perf_dir: Path, report) -> None:
+    """The terminal's lines: the metrics, the robustness line (with --robustness), then the JSON headline."""
+    print(f"accuracy {result['accuracy']:.4f} | balanced {result['balanced_accuracy']:.4f} | macro-F1 "
+          f"{result['macro_f1']:.4f} | top-2 {result['top2_accuracy']:.4f} | loss {result['loss']:.4f} | ECE "
+          f"{result['ece_uncalibrated']:.4f} -> {result['ece']:.4f} | "
+          f"{result['images_per_s']} img/s; wrote {len(output_names(report is not None))} files to {perf_dir}")
+    headline = {k: (round(result[k], 6) if isinstance(result[k], float) else result[k]) for k in HEADLINE}
+    extra = {}
+    if report is not None:
+        from emotion.evaluation import robustness
+        print(robustness.summary_line(report))
+        extra = {"robustness_at_chance": report.at_chance, "robustness_images_per_s": report.images_per_s,
+                 "robustness_seconds": report.seconds, "end_to_end_scenes_per_s": report.scenes_per_s}
+    print(json.dumps({"split": result["split"], **headline, "tta": tta, "images_per_s": result["images_per_s"],
+                      **extra, "performance_dir": str(perf_dir)}), flush=True)
+
+
+def _robustness(model, files, cfg: Config, result: dict, end_to_end: Callable | None):
+    """robustness.measure on the evaluated files, stamped with the split and the model's sha256 (the card shows
+    the section only while the model file is that one)."""
+    from emotion.evaluation import robustness
+    scenes = end_to_end(cfg, Path(cfg.model_save_path), model=model) if end_to_end is not None else None
+    report = robustness.measure(model, files, cfg, end_to_end=scenes)
+    report.info = {"split": result["split"], "model_sha256": result["model_sha256"],
+                   "measured_at": result["evaluated_at"]}
+    return report
+
+
+def output_names(robustness: bool = False) -> list[str]:
+    """The files evaluate.py writes to performance_dir: OUTPUTS, and robustness.OUTPUTS with --robustness."""
+    from emotion.evaluation.robustness import OUTPUTS as ROBUSTNESS
+    return OUTPUTS + (list(ROBUSTNESS) if robustness else [])
+
+
+def staged_outputs(perf_dir: Path, model_path: Path, robustness: bool = False) -> outputs.Staged:
+    """OUTPUTS in perf_dir (and robustness.OUTPUTS with robustness) and the model card beside the model: one set,
+    written under temporary names and published together, so a run killed on the way leaves the previous run's
+    files and card, all of one split. Without robustness an older run's robustness.csv / .png stay as they are
+    (the card's section names the model file they measured)."""
     from emotion.evaluation import calibration_figures, card
-    finals = {name: perf_dir / name for name in OUTPUTS} | dict(zip(calibration_figures.CARD,
-                                                                     card.card_paths(model_path)))
+    cards = dict(zip(calibration_figures.CARD, card.card_paths(model_path)))
+    finals = {name: perf_dir / name for name in output_names(robustness)} | cards
     return outputs.Staged(finals, journal_dir=perf_dir)
 
 
-def _write_all(dest: dict[str, Path], model, result: dict, image_paths, y, probs, cfg: Config) -> None:
-    """Every file of staged_outputs, each to dest[name]."""
-    from emotion.evaluation import calibration_figures, explanations
+def _write_all(dest: dict[str, Path], model, result: dict, image_paths, y, probs, cfg: Config,
+               report=None) -> None:
+    """Every file of staged_outputs, each to dest[name]; report: robustness.measure's (None: no robustness)."""
+    from emotion.evaluation import calibration_figures, explanations, robustness
     write_outputs(dest, result, image_paths, y, probs, cfg.class_names)
     explanations.plot_mistake_maps(model, image_paths, y, probs, cfg.class_names,  # where the model looked
                                    dest["confident_mistakes_gradcam.png"])
-    calibration_figures.write(dest, y, probs, result, cfg, Path(cfg.model_save_path))  # 2 figures and the card
+    sections = {}
+    if report is not None:
+        robustness.write(dest, report)
+        sections["robustness"] = robustness.card_section(report)  # in the same card update as the test figures
+    calibration_figures.write(dest, y, probs, result, cfg, Path(cfg.model_save_path), sections)  # + the card
 
 
 def _measure(model, ds, info, cfg: Config, tta: bool) -> tuple[dict, list[str], object, object]:
