@@ -96,7 +96,7 @@ def spread_model_path(tmp_path_factory):
 # Without xdist only the order changes.
 SLOWEST_FIRST = ["test_export.py", "test_train.py", "test_train_commit.py", "test_pipeline.py", "test_web.py",
                  "test_inference.py", "test_learning.py", "test_export_cli.py", "test_calibration.py",
-                 "test_documented_flow.py", "test_card.py"]
+                 "test_documented_flow.py", "test_card.py", "test_archive.py", "test_robustness.py"]
 
 
 def pytest_collection_modifyitems(config, items):

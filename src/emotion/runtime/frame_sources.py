@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from emotion.common import paths
+from emotion.common import console, paths
 from emotion.common.errors import UserError
 
 SEEK_TRIES = 12             # a damaged stretch of a file: attempts to seek past it before giving up
@@ -137,11 +137,19 @@ def open_video(path: Path, hint: str = "") -> FrameSource:
             pass
     except OSError as exc:
         raise UserError(f"cannot read video {path}: {exc.strerror}") from None
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
+    # A damaged file makes OpenCV's parsers print lines of their own (its AVI reader, past its log level, with raw
+    # bytes of the file in them): the one line below says it.
+    level = set_cv_log_level(0)
+    try:
+        with console.quiet_stderr():
+            cap = cv2.VideoCapture(str(path))
+            opened = cap.isOpened()
+            ok, frame = cap.read() if opened else (False, None)
+    finally:
+        set_cv_log_level(level)
+    if not opened:
         cap.release()
         raise UserError(f"cannot read video {path}: not a video OpenCV can open (damaged, or an unknown format)")
-    ok, frame = cap.read()
     if not ok:
         cap.release()
         raise UserError(f"cannot read video {path}: no frame could be decoded (damaged or empty file)")

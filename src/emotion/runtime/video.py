@@ -2,10 +2,15 @@
 and smoothed; the annotated video, predictions.json, labeled frames, a log and the per-track report (tracks.csv,
 emotion_timeline.png: track_report.py) written together.
 
-    output = output_path("test_out.avi", cfg)              # in results_dir unless a path is given
+    output = output_path("test_out.avi", cfg)              # in results_dir unless a path is given; None: no video
     check_outputs(cfg, output, input_video=Path("clip.mp4"))   # before the model loads
     source = frame_sources.open_video(Path("clip.mp4"))    # or frame_sources.open_camera(0)
     summary = recognize(source, cfg, output, display=False, max_frames=300, classify_every=1)   # releases source
+    # a batch's video (batch_workers.py): its outputs in a folder of their own, published whole
+    summary = run(source, rec, cfg, output=None, staged=VideoFolder(folder, journal_dir, "test_out.avi", True))
+
+Per-frame records go to disk as the frames are written (prediction_stream.py) and the per-track report is
+counted as they go (track_report.TrackReport): a run's memory does not grow with its length.
 
 Importing this module loads OpenCV (not TensorFlow: load_recognizer does). The work is split three ways:
 frames come from frame_sources.py, the threads are video_threads.py's, and what is computed per frame and per
@@ -29,11 +34,13 @@ from emotion.common.errors import UserError
 from emotion.evaluation import card
 from emotion.runtime import display as display_lib
 from emotion.runtime import track_report, tracking
-from emotion.runtime.video_frames import FrameAnnotator, RunRecorder, StageTimes, log_line, median_ms
+from emotion.runtime.prediction_stream import FrameFile, PredictionStream
+from emotion.runtime.video_frames import FrameAnnotator, RunRecorder, StageTimes, log_line
 from emotion.runtime.video_threads import END, Classifiers, Producer, Writer, classifier_workers
 
 LOG_NAME = "inference_logs.txt"
 PREDICTIONS_NAME = "predictions.json"
+PREDICTION_LINES_NAME = "predictions.jsonl"   # a batch's videos: JSON Lines (VideoFolder)
 LABELED_DIR = "labeled_images"
 TRACKS_NAME, TIMELINE_NAME = "tracks.csv", "emotion_timeline.png"   # the per-track report (track_report.py)
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -52,29 +59,66 @@ def output_path(name: str, cfg) -> Path:
     return output
 
 
-def check_outputs(cfg, output: Path, input_video: Path | None = None) -> None:
-    """Before the model loads: the output video is not the input video, and both output folders are writable."""
-    if input_video is not None and paths.same_file(input_video, output):
+def check_outputs(cfg, output: Path | None, input_video: Path | None = None) -> None:
+    """Before the model loads: the output video (None: --no-video) is not the input video, and both output
+    folders are writable."""
+    if output is not None and input_video is not None and paths.same_file(input_video, output):
         raise UserError(f"--output {output} is the input video {input_video}: it would be overwritten; "
                         f"choose another --output")
     results_dir = Path(cfg.results_dir)
     paths.check_writable(results_dir, "results_dir")
-    if not paths.same_file(output.parent, results_dir):
+    if output is not None and not paths.same_file(output.parent, results_dir):
         paths.check_writable(output.parent, "--output folder", hint="--output PATH")
-    staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride)).check(
+    staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride) and output is not None).check(
         inputs=[input_video] if input_video else [])
 
 
-def staged_outputs(results_dir: Path, video: Path, labeled: bool) -> outputs.Staged:
-    """The outputs of a run, published together. labeled_images/ is staged (empty with stride 0) when
-    frames are labeled or when a previous run's folder would otherwise be left beside this run's outputs."""
-    finals = {"video": video, "predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME,
+def staged_outputs(results_dir: Path, video: Path | None, labeled: bool) -> outputs.Staged:
+    """The outputs of a run, published together (video None: --no-video, none written). labeled_images/ is
+    staged (empty with stride 0) when frames are labeled or when a previous run's folder would otherwise be
+    left beside this run's outputs."""
+    finals = {"predictions": results_dir / PREDICTIONS_NAME, "log": results_dir / LOG_NAME,
               "tracks": results_dir / TRACKS_NAME, "timeline": results_dir / TIMELINE_NAME}
+    if video is not None:
+        finals["video"] = video
     folder = results_dir / LABELED_DIR
     legacy = is_frame_name
     if labeled or outputs.is_own_folder(folder, legacy):
         finals["labeled"] = folder
     return outputs.Staged(finals, journal_dir=results_dir, folders={"labeled"} & finals.keys(), legacy=legacy)
+
+
+class VideoFolder:
+    """One video's outputs in a folder of their own, published whole (outputs.Staged of the folder): a batch's
+    layout (batch.py). The files of a single run, with predictions.jsonl (JSON Lines) for predictions.json; no
+    video and no labeled frames when video_name is None (--no-video). Has what VideoRun uses of a Staged: tmp
+    and finals (paths by key), check, prepare, publish, discard."""
+
+    def __init__(self, folder: Path, journal_dir: Path, video_name: str | None, labeled: bool):
+        self.staged = outputs.Staged({"folder": folder}, journal_dir=journal_dir, folders={"folder"})
+        names = {"predictions": PREDICTION_LINES_NAME, "log": LOG_NAME, "tracks": TRACKS_NAME,
+                 "timeline": TIMELINE_NAME}
+        if video_name is not None:
+            names["video"] = video_name
+            if labeled:
+                names["labeled"] = LABELED_DIR
+        self.folder = Path(folder)
+        self.finals = {key: self.folder / name for key, name in names.items()}
+        self.tmp = {key: self.staged.tmp["folder"] / name for key, name in names.items()}
+
+    def check(self, inputs=()) -> None:
+        self.staged.check(inputs)
+
+    def prepare(self) -> None:
+        self.staged.prepare()
+        if "labeled" in self.tmp:
+            self.tmp["labeled"].mkdir()
+
+    def publish(self) -> None:
+        self.staged.publish()
+
+    def discard(self) -> None:
+        self.staged.discard()
 
 
 def is_frame_name(name: str) -> bool:
@@ -91,7 +135,7 @@ def load_recognizer(cfg):
     return recognizer.EmotionRecognizer(cfg, classifier=clf)
 
 
-def recognize(source, cfg, output: Path, display: bool = True, max_frames: int | None = None,
+def recognize(source, cfg, output: Path | None, display: bool = True, max_frames: int | None = None,
               classify_every: int = 1) -> dict:
     """Load the model, run every frame of `source` (released at the end) and return the summary. display:
     show a window when one can be opened (display.display_available)."""
@@ -110,15 +154,20 @@ def recognize(source, cfg, output: Path, display: bool = True, max_frames: int |
         source.release()
 
 
-def run(source, rec, cfg, output: Path, display: bool = False, max_frames: int | None = None,
-        startup_s: float = 0.0, workers: int | None = None, classify_every: int = 1) -> dict:
+def run(source, rec, cfg, output: Path | None, display: bool = False, max_frames: int | None = None,
+        startup_s: float = 0.0, workers: int | None = None, classify_every: int = 1, staged=None,
+        progress=None, keep_partial: bool = True) -> dict:
     """Process every frame of `source` (sources.FrameSource) with the recognizer `rec`; write the outputs; return
     the summary. Threads (video_threads.py): decode + detect + track ids + crop (Producer) -> classify
     (Classifiers, `workers` frames at once; default classifier_workers) -> smooth + draw + display (this
     thread, in frame order) -> encode + write + log (Writer). classify_every N > 1: a face is classified on its
-    track's first frame and every Nth frame after; in between its last raw probabilities are reused."""
+    track's first frame and every Nth frame after; in between its last raw probabilities are reused.
+    output None: no annotated video (nor labeled frames). staged: where the outputs go (default
+    staged_outputs in results_dir; a VideoFolder for a batch's video). progress(frames done): called after each
+    frame. keep_partial False: a run that fails part-way publishes nothing (its outputs are discarded)."""
     results_dir = Path(cfg.results_dir)
-    staged = staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride))
+    if staged is None:
+        staged = staged_outputs(results_dir, output, bool(cfg.labeled_frame_stride) and output is not None)
     try:
         staged.prepare()
         log = open(staged.tmp["log"], "w", encoding="utf-8", buffering=1 << 16)
@@ -129,7 +178,8 @@ def run(source, rec, cfg, output: Path, display: bool = False, max_frames: int |
     try:
         classifiers = Classifiers(rec.classifier, workers or classifier_workers(rec.classifier))
         video_run = VideoRun(source, rec, cfg, output, staged, log, classifiers, display=display,
-                             max_frames=max_frames, startup_s=startup_s, classify_every=classify_every)
+                             max_frames=max_frames, startup_s=startup_s, classify_every=classify_every,
+                             progress=progress, keep_partial=keep_partial)
     except BaseException:
         if classifiers is not None:
             classifiers.shutdown()
@@ -146,12 +196,12 @@ class VideoRun:
     publishes the outputs (or discards them when no frame was written) and returns the summary (or raises the
     error a thread met). The per-face results of every frame go to self.recorder (video_frames.RunRecorder)."""
 
-    def __init__(self, source, rec, cfg, output: Path, staged: outputs.Staged, log, classifiers,
+    def __init__(self, source, rec, cfg, output: Path | None, staged, log, classifiers,
                  display: bool = False, max_frames: int | None = None, startup_s: float = 0.0,
-                 classify_every: int = 1):
+                 classify_every: int = 1, progress=None, keep_partial: bool = True):
         self.source, self.rec, self.output, self.staged, self.log = source, rec, output, staged, log
         self.classifiers, self.classify_every, self.startup_s = classifiers, classify_every, startup_s
-        self.results_dir = Path(cfg.results_dir)
+        self.progress, self.keep_partial = progress, keep_partial
         self.window = display_lib.Window() if display else None
         self.fps_in = source.fps or DEFAULT_FPS
         self.smoothing = float(cfg.smoothing)
@@ -162,11 +212,13 @@ class VideoRun:
                                         min_confidence=getattr(rec, "min_confidence", 0.0))
         self.stop = threading.Event()
         pool: queue.Queue = queue.Queue()
-        labeled_dir = staged.tmp.get("labeled") if cfg.labeled_frame_stride else None
-        self.writer = Writer(staged.tmp["video"], FOURCC[output.suffix.lower()], self.fps_in, labeled_dir,
-                             cfg.labeled_frame_stride, log, pool)
+        labeled_dir = staged.tmp.get("labeled") if cfg.labeled_frame_stride and output is not None else None
+        self.writer = Writer(staged.tmp.get("video"), FOURCC[output.suffix.lower()] if output else "", self.fps_in,
+                             labeled_dir, cfg.labeled_frame_stride, log, pool)
         self.producer = Producer(source, rec, tracker, classify_every, max_frames, self.stop, pool)
-        self.recorder = RunRecorder()
+        predictions = staged.tmp["predictions"]  # predictions.json: a JSON array; .jsonl: JSON Lines
+        self.recorder = RunRecorder(PredictionStream(predictions, array=predictions.suffix == ".json"),
+                                    track_report.TrackReport(rec.class_names, uncertain=self.uncertain))
         self.times = StageTimes(FPS_WINDOW)
         self.pending: list = []  # (Frame, future) submitted to the classifiers, in frame order
         self.stop_reason: str | None = None
@@ -223,8 +275,11 @@ class VideoRun:
         line = log_line(item.index, item.source_index, len(faces), len(item.due), ms)
         self.recorder.add(item.index, time_s, faces, source_frame=item.source_index)
         self.writer.jobs.put((item.frame, item.index, line))
+        self.recorder.keep(self.writer.written)  # the frames written so far: to disk, out of memory
         if self.writer.error is not None:
             raise self.writer.error
+        if self.progress is not None:
+            self.progress(item.index + 1)
 
     def close(self) -> dict:
         """Stop the threads, write and publish the outputs; the summary, or the error a thread met."""
@@ -252,15 +307,15 @@ class VideoRun:
             self.stop_reason = self.source.stop_reason if self.error is None else f"error: {self.error}"
         # Ctrl-C between the two lines of finish_frame() that record and queue a frame: keep them in step.
         counts = self.recorder.finish(written=self.writer.written)
-        self.recorder.save(self.staged.tmp["predictions"])
-        rows = track_report.write_report(self.recorder.predictions, self.rec.class_names, self.staged.tmp["tracks"],
-                                   self.staged.tmp["timeline"], uncertain=self.uncertain,
-                                   title=f"{self.source.name}: {counts['frames']} frames")
+        rows = track_report.write_report(FrameFile(self.staged.tmp["predictions"]), self.rec.class_names,
+                                         self.staged.tmp["tracks"], self.staged.tmp["timeline"],
+                                         title=f"{self.source.name}: {counts['frames']} frames",
+                                         report=self.recorder.report)
         summary = self.summary(counts, time.perf_counter() - self.started)
         self.log.write(json.dumps(summary) + "\n")
         self.log.close()
-        if self.writer_started:  # a video with at least one frame: this run's outputs replace the last run's
-            self.staged.publish()
+        if self.writer_started and (self.error is None or self.keep_partial):
+            self.staged.publish()  # a video with at least one frame: this run's outputs replace the last run's
             if rows:  # one line per track, before the script prints the JSON summary
                 print("\n".join(track_report.track_lines(rows)), flush=True)
         else:
@@ -282,7 +337,7 @@ class VideoRun:
             "stopped": self.stop_reason, "interrupted": self.interrupted,
             "decode_ms_median": times.median("decode"), "detect_ms_median": times.median("detect"),
             "classify_ms_median": times.median("classify"), "draw_ms_median": times.median("draw"),
-            "write_ms_median": median_ms(writer.write_ms),
+            "write_ms_median": writer.write_ms.median(),
             "frames_with_faces": counts["frames_with_faces"], "tracks": counts["tracks"],
             "dominant_track_frames": counts["dominant_track_frames"],
             "smoothing": self.smoothing, "classify_every": self.classify_every,
@@ -291,9 +346,9 @@ class VideoRun:
             "classifier_workers": self.classifiers.workers,
             "startup_s": round(self.startup_s, 2), "elapsed_s": round(elapsed, 3),
             "frames_written": writer.written, "labeled_images": writer.labeled,
-            "video": str(self.output), "predictions": str(self.results_dir / PREDICTIONS_NAME),
-            "log": str(self.results_dir / LOG_NAME),
-            "tracks_csv": str(self.results_dir / TRACKS_NAME), "timeline": str(self.results_dir / TIMELINE_NAME),
+            "video": str(self.output) if self.output is not None else None,
+            "predictions": str(self.staged.finals["predictions"]), "log": str(self.staged.finals["log"]),
+            "tracks_csv": str(self.staged.finals["tracks"]), "timeline": str(self.staged.finals["timeline"]),
         }
 
 

@@ -6,11 +6,14 @@ frame, the per-stage timings, and the run's recorded results.
     due = schedule.due(frame_index, ids, live_ids)          # positions in ids
     annotator = FrameAnnotator(class_names, smoothing=0.6, classify_every=3, forget_after=5)
     faces = annotator.annotate(frame_bgr, found, ids, due, fresh_probs, fps=30.0)   # JSON-ready, drawn in place
-    recorder = RunRecorder()
+    recorder = RunRecorder()                                # in memory; or streamed to disk as frames are written:
+    recorder = RunRecorder(stream=PredictionStream(path), report=track_report.TrackReport(class_names))
     recorder.add(frame_index, time_s, faces, source_frame=12)   # every frame, in order
-    counts = recorder.finish(written=frames_written)        # the summary's counts; recorder.save(path)
+    recorder.keep(written=frames_written_so_far)            # stream: frames up to there go to disk and the report
+    counts = recorder.finish(written=frames_written)        # the summary's counts; recorder.save(path) in memory
 
-Pure numpy and OpenCV drawing; no TensorFlow, no threads.
+Pure numpy and OpenCV drawing; no TensorFlow, no threads. Nothing here grows with the length of a run except
+RunRecorder in memory (a stream keeps only the frames not yet written to the video: a few).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from emotion.runtime import drawing, tracking
+from emotion.runtime.prediction_stream import PredictionStream
 from emotion.runtime.recognizer import results_from_probs
 
 STAGES = ("decode", "detect", "classify", "draw", "wall")
@@ -155,10 +159,10 @@ class FrameAnnotator:
 
 class StageTimes:
     """Milliseconds per frame of each stage (STAGES), their medians, and the frame rate over the last
-    `window` frames (the on-screen FPS counter)."""
+    `window` frames (the on-screen FPS counter). Memory: RunningMedian's, not a number per frame."""
 
     def __init__(self, window: int = 30):
-        self.ms: dict[str, list[float]] = {name: [] for name in STAGES}
+        self.ms: dict[str, RunningMedian] = {name: RunningMedian() for name in STAGES}
         self.recent: collections.deque = collections.deque(maxlen=window)
 
     def fps(self) -> float | None:
@@ -168,11 +172,40 @@ class StageTimes:
     def add(self, **ms: float) -> None:
         """One frame: a value in ms for every stage of STAGES (wall: since the previous frame was done)."""
         for name in STAGES:
-            self.ms[name].append(ms[name])
+            self.ms[name].add(ms[name])
         self.recent.append(ms["wall"] / 1000)
 
     def median(self, name: str) -> float | None:
-        return median_ms(self.ms[name])
+        return self.ms[name].median()
+
+
+class RunningMedian:
+    """The median of many millisecond values, to 0.01 ms (what the summary reports), in memory that does not grow
+    with their number: a count per distinct value rounded to 0.01 ms (a few thousand at most in practice).
+
+        times = RunningMedian(); times.add(12.345); times.median()  -> 12.35 (None before any value)
+    """
+
+    def __init__(self):
+        self.counts: collections.Counter = collections.Counter()
+        self.total = 0
+
+    def add(self, ms: float) -> None:
+        self.counts[round(ms * 100)] += 1
+        self.total += 1
+
+    def median(self) -> float | None:
+        """As median_ms() of the values rounded to 0.01: the middle one, or the mean of the two middle ones."""
+        if not self.total:
+            return None
+        wanted, found, seen = ((self.total - 1) // 2, self.total // 2), [], 0
+        for value in sorted(self.counts):
+            seen += self.counts[value]
+            while len(found) < 2 and wanted[len(found)] < seen:
+                found.append(value)
+            if len(found) == 2:
+                break
+        return round((found[0] + found[1]) / 200, 2)
 
 
 def median_ms(values: Sequence[float]) -> float | None:
@@ -190,32 +223,75 @@ def log_line(index: int, source_index: int, faces: int, classified: int, ms: dic
 
 class RunRecorder:
     """The per-face results of a run, one entry per frame in order: where whatever a run reports about its faces
-    (predictions.json, the summary's counts, and later reports) is collected.
+    (predictions.json, the summary's counts, the per-track report) is collected.
 
         recorder.add(frame_index, time_s, faces, source_frame=...)   # faces: FrameAnnotator.annotate's dicts
+        recorder.keep(written=n)              # with a stream: the first n frames are final (see below)
         counts = recorder.finish(written=n)   # keeps the frames written to the video; the summary's counts
-        recorder.save(path)                   # predictions.json
-    """
+        recorder.save(path)                   # in memory: predictions.json
 
-    def __init__(self):
-        self.predictions: list[dict] = []
+    In memory (no stream), every frame is held until finish(). With a stream (prediction_stream.PredictionStream)
+    a frame is held only until the video writer has written it (keep(), called as frames go out): then it goes
+    to the stream, to the counts and to `report` (track_report.TrackReport), so nothing per frame stays in memory
+    and the outputs agree on the frames, as finish(written) makes them agree in memory."""
+
+    def __init__(self, stream: PredictionStream | None = None, report=None):
+        self.stream, self.report = stream, report
+        self.predictions: list[dict] = []   # in memory: every frame; with a stream: frames not yet kept
+        self.kept = 0
+        self.frames = self.faces = self.frames_with_faces = self.faces_classified = 0
+        self.track_frames: collections.Counter = collections.Counter()
 
     def add(self, frame_index: int, time_s: float, faces: list[dict], source_frame: int) -> None:
         self.predictions.append({"frame": frame_index, "source_frame": source_frame, "time_s": round(time_s, 4),
                                  "faces": faces})
 
+    def keep(self, written: int) -> None:
+        """With a stream: the frames before `written` (frames written to the video so far) go to the stream, the
+        counts and the report, and leave memory. In memory: nothing (finish() does it)."""
+        if self.stream is None or written <= self.kept:
+            return
+        done = self.predictions[:written - self.kept]
+        del self.predictions[:written - self.kept]
+        for record in done:
+            self.stream.write(record)
+            self._count(record)
+        self.kept += len(done)
+
+    def _count(self, record: dict) -> None:
+        faces = record["faces"]
+        self.frames += 1
+        self.faces += len(faces)
+        self.frames_with_faces += bool(faces)
+        self.faces_classified += sum(1 for f in faces if f.get("classified", True))
+        self.track_frames.update(face["id"] for face in faces)
+        if self.report is not None:
+            self.report.add(record["time_s"], faces)
+
     def finish(self, written: int | None = None) -> dict:
         """Keep the first `written` frames (a frame recorded but not written, after Ctrl-C, is dropped so the
-        outputs agree) and return the summary's counts: frames, faces, frames_with_faces, tracks,
-        dominant_track_frames, faces_classified."""
-        if written is not None:
+        outputs agree; None: all) and return the summary's counts: frames, faces, frames_with_faces, tracks,
+        dominant_track_frames, faces_classified. Closes the stream."""
+        if written is None:
+            written = self.kept + len(self.predictions)
+        if self.stream is None:
             del self.predictions[written:]
-        track_frames = collections.Counter(face["id"] for p in self.predictions for face in p["faces"])
-        return {"frames": len(self.predictions), "faces": sum(len(p["faces"]) for p in self.predictions),
-                "frames_with_faces": sum(1 for p in self.predictions if p["faces"]), "tracks": len(track_frames),
-                "dominant_track_frames": max(track_frames.values()) if track_frames else 0,
-                "faces_classified": sum(1 for p in self.predictions for f in p["faces"] if f.get("classified", True))}
+            for record in self.predictions[self.frames:]:
+                self._count(record)
+        else:
+            self.keep(written)
+            self.predictions.clear()
+            self.stream.close()
+        return {"frames": self.frames, "faces": self.faces, "frames_with_faces": self.frames_with_faces,
+                "tracks": len(self.track_frames),
+                "dominant_track_frames": max(self.track_frames.values()) if self.track_frames else 0,
+                "faces_classified": self.faces_classified}
+
+    def close(self) -> None:
+        """Close the stream (finish() does; this is for a run that ends before it)."""
+        if self.stream is not None:
+            self.stream.close()
 
     def save(self, path: Path) -> None:
-        """predictions.json (compact) at `path`."""
+        """predictions.json (compact) at `path`, from the frames in memory (no stream)."""
         Path(path).write_text(json.dumps(self.predictions, separators=(",", ":")) + "\n", encoding="utf-8")

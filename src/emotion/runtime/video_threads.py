@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emotion.common.errors import UserError
-from emotion.runtime.video_frames import ClassifySchedule
+from emotion.runtime.video_frames import ClassifySchedule, RunningMedian
 
 QUEUE_FRAMES = 4            # decoded frames waiting for the detector (and annotated ones for the writer)
 
@@ -132,10 +132,11 @@ class Classifiers:
 
 
 class Writer(threading.Thread):
-    """Encodes annotated frames into the video, saves every stride-th one as PNG and writes the log lines,
-    then gives the frame buffer back to the producer's pool."""
+    """Encodes annotated frames into the video (none when video_path is None: --no-video), saves every stride-th
+    one as PNG and writes the log lines, then gives the frame buffer back to the producer's pool. `written`
+    counts the frames done, in order (what the run's records keep: video_frames.RunRecorder.keep)."""
 
-    def __init__(self, video_path: Path, fourcc: str, fps: float, labeled_dir: Path | None, stride: int,
+    def __init__(self, video_path: Path | None, fourcc: str, fps: float, labeled_dir: Path | None, stride: int,
                  log, pool: queue.Queue):
         super().__init__(name="frame-writer", daemon=True)
         self.video_path, self.fourcc, self.fps = video_path, fourcc, fps
@@ -145,12 +146,14 @@ class Writer(threading.Thread):
         self.size = None
         self.written = 0
         self.labeled = 0
-        self.write_ms: list[float] = []
+        self.write_ms = RunningMedian()
         self.error: BaseException | None = None
 
     def open(self, size: tuple[int, int]) -> None:
         import cv2
         self.size = size
+        if self.video_path is None:
+            return
         self.video_path.parent.mkdir(parents=True, exist_ok=True)
         self.writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, size)
         if not self.writer.isOpened():
@@ -169,14 +172,15 @@ class Writer(threading.Thread):
             try:
                 start = time.perf_counter()
                 out = frame
-                if (frame.shape[1], frame.shape[0]) != self.size:  # a camera changing resolution
-                    out = cv2.resize(frame, self.size)
-                self.writer.write(out)
+                if self.writer is not None:  # None: --no-video, the log line only
+                    if (frame.shape[1], frame.shape[0]) != self.size:  # a camera changing resolution
+                        out = cv2.resize(frame, self.size)
+                    self.writer.write(out)
                 if self.labeled_dir is not None and self.stride and index % self.stride == 0:
                     cv2.imwrite(str(self.labeled_dir / f"frame_{index:03d}.png"), out)
                     self.labeled += 1
                 write_ms = (time.perf_counter() - start) * 1000
-                self.write_ms.append(write_ms)
+                self.write_ms.add(write_ms)
                 self.log.write(f"{line} write_ms={write_ms:.2f}\n")
                 self.written += 1
             except BaseException as exc:
