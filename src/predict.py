@@ -19,14 +19,19 @@ height, faces: [{box, label, top_label, confidence, probabilities, detector_scor
 "uncertain" when the top probability is below config min_confidence (top_label is the argmax, the line printed
 says "uncertain: happy 0.42"). At start it prints one line from the model's card (emotion/evaluation/card.py). --save-images
 writes annotated copies to photos/labeled_images/. Both are written under temporary names and put in
-place together at the end, so they hold one run's results: labeled_images/ is replaced whole, and only when
-this project wrote it (it holds a .written-by-emotion-recognition file); an interrupted run leaves the previous
-run's outputs. An unwritable results_dir is refused before any work.
+place together at the end, so they hold one run's results (predictions.json is written as the images are
+classified, one entry per line, so memory does not grow with the number of images): labeled_images/ is
+replaced whole, and only when this project wrote it (it holds a .written-by-emotion-recognition file); an
+interrupted run leaves the previous run's outputs. An unwritable results_dir is refused before any work.
 --summary writes photos/summary.csv: one row per image (image, faces, labels, error, count_<class> per
 class); the faces per label over all images are printed. --explain writes photos/explanations/<image
 stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
 Keras model at model_save_path; emotion/model/gradcam.py) and its top-3 probabilities. Both are published with the
 other outputs (explanations/ is replaced whole, like labeled_images/).
+--resume keeps a journal of the images done (photos/.resume-<hash of the inputs, config and model>.jsonl,
+written after each batch, removed once the outputs are published): a run interrupted on a large folder (Ctrl-C,
+kill), run again with --resume and the same inputs, classifies only the images not yet done (an image is the same
+while its path, size and modification time are) and publishes the complete set, equal to an uninterrupted run's.
 An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
 then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
 matching nothing: exit code 2.
@@ -54,6 +59,9 @@ def parse_args(argv=None):
                    help="write <results_dir>/photos/summary.csv: per image its faces and labels, a count per label")
     p.add_argument("--explain", action="store_true",
                    help="write <results_dir>/photos/explanations/<stem>_face<k>.png: the Grad-CAM map of every face")
+    p.add_argument("--resume", action="store_true",
+                   help="keep a journal of the images done; run again with --resume and the same inputs after an "
+                        "interruption to classify only the rest")
     p.add_argument("--batch-size", type=cli.positive_int, default=32, metavar="N",
                    help="images whose faces are classified together in one call")
     args = p.parse_args(argv)
@@ -67,9 +75,10 @@ def main(argv=None) -> int:
     if not args.image_path:
         args.parser.error("the following arguments are required: --image_path")
     plan = photos.plan(cfg, args.image_path, write_json=args.json, save_images=args.save_images,
-                       summary=args.summary, explain=args.explain)
+                       summary=args.summary, explain=args.explain, resume=args.resume)
 
-    with outputs.exclusive(*([photos.output_dir(cfg)] if plan.staged.finals else [])):  # before the model loads
+    held = [photos.output_dir(cfg)] if plan.staged.finals or plan.journal else []   # outputs, --resume's journal
+    with outputs.exclusive(*held):  # before the model loads
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         from emotion.runtime import recognizer  # OpenCV, and TensorFlow with the classifier, after parsing
         rec = recognizer.EmotionRecognizer(cfg)

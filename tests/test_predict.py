@@ -547,6 +547,101 @@ def test_a_run_s_outputs_are_that_run_s_and_an_interrupted_run_leaves_the_last_o
     assert sorted(p.name for p in results.iterdir()) == ["labeled_images", "predictions.json"]
 
 
+def test_predictions_json_is_written_as_the_images_are_classified(env, spy, tmp_path):
+    """Issue 21 item 8: predictions.json is streamed: when the classifier is called for the second batch, the first
+    batch's entries are on disk already (the staged file), and the published file is the same JSON as before."""
+    from emotion.runtime.prediction_stream import read_frames
+
+    folder = photo_folder(tmp_path)
+    results = tmp_path / "results"
+    seen, inner = [], spy.predict
+
+    def watching(faces_):
+        seen.append([e["image"] for p in (results / "photos").glob(".predictions.tmp-*.json") for e in read_frames(p)])
+        return inner(faces_)
+
+    spy.predict = watching
+    code, _, err = run_main(["--image_path", str(folder), "--json", "--batch-size", "2",
+                             "--set", f"results_dir={results}"], env)
+    assert code == 0, err
+    names = sorted(PHOTOS + ["affectnet.jpg", "blank.png"])
+    assert seen == [[], [str(folder / n) for n in names[:2]]]   # batch 1 on disk while batch 2 is classified
+    data = json.loads((results / "photos" / "predictions.json").read_text())
+    assert [e["image"] for e in data] == [str(folder / n) for n in names]
+    assert sorted(p.name for p in (results / "photos").iterdir()) == ["predictions.json"]
+
+
+def test_an_interrupted_run_resumed_classifies_only_the_rest_and_equals_an_uninterrupted_one(env, spy, tmp_path):
+    """Issue 21 item 8: --resume. A run stopped in its second batch (Ctrl-C in the classifier), run again with
+    --resume, classifies only the images not yet done and publishes what an uninterrupted run does."""
+    folder = photo_folder(tmp_path)
+    shutil.copy(photo(PHOTOS[0]), folder / "zz_copy.jpg")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    args = ["--image_path", str(folder), "--json", "--summary", "--batch-size", "2"]
+    code, _, err = run_main([*args, "--set", f"results_dir={whole}"], env)
+    assert code == 0, err
+    calls, inner = [], spy.predict
+
+    def interrupted(faces_):
+        calls.append(len(faces_))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return inner(faces_)
+
+    spy.predict = interrupted
+    at = [*args, "--resume", "--set", f"results_dir={resumed}"]
+    with pytest.raises(KeyboardInterrupt):
+        run_main(at, env)
+    assert calls == [2, 2]
+    (journal,) = (resumed / "photos").glob(".resume-*.jsonl")   # batch 1's two images
+    assert len(journal.read_text().splitlines()) == 2 and not (resumed / "photos" / "predictions.json").exists()
+
+    spy.predict, spy.calls = inner, []
+    code, out, err = run_main(at, env)
+    assert code == 0, err
+    assert "resuming: 2 image(s) done by an earlier run" in out
+    assert spy.calls == [2, 1]   # Arnaud + affectnet, then (blank: no face) zz_copy: never batch 1's again
+    assert json.loads((resumed / "photos" / "predictions.json").read_text()) == json.loads(
+        (whole / "photos" / "predictions.json").read_text())
+    assert (resumed / "photos" / "summary.csv").read_text() == (whole / "photos" / "summary.csv").read_text()
+    assert sorted(p.name for p in (resumed / "photos").iterdir()) == ["predictions.json", "summary.csv"]
+
+
+def test_resume_redoes_an_image_changed_since_it_was_journaled(env, spy, tmp_path):
+    """An image's identity is its path, size and mtime: one rewritten since the interrupted run is classified
+    again; a journal line torn by a kill is dropped."""
+    folder = tmp_path / "two"
+    folder.mkdir()
+    for name in PHOTOS[:2]:
+        shutil.copy(photo(name), folder / name)
+    results = tmp_path / "results"
+    at = ["--image_path", str(folder), "--json", "--resume", "--batch-size", "1", "--set", f"results_dir={results}"]
+    calls, inner = [], spy.predict
+
+    def interrupted(faces_):
+        calls.append(len(faces_))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return inner(faces_)
+
+    spy.predict = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        run_main(at, env)
+    (journal,) = (results / "photos").glob(".resume-*.jsonl")
+    with open(journal, "a") as f:
+        f.write('{"id": ["torn')   # a kill in the middle of a line
+    first = folder / PHOTOS[0]
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    spy.predict, spy.calls = inner, []
+    code, out, err = run_main(at, env)
+    assert code == 0, err
+    assert "resuming: 1 image(s) done" in out and spy.calls == [1, 1]   # the changed one is classified again
+    assert [e["image"] for e in json.loads((results / "photos" / "predictions.json").read_text())] == [
+        str(folder / n) for n in PHOTOS[:2]]
+    assert not list((results / "photos").glob(".resume-*"))
+
+
 def test_a_labeled_images_folder_the_project_did_not_write_is_refused_before_the_model_loads(env, tmp_path):
     labeled = tmp_path / "results" / "photos" / "labeled_images"
     labeled.mkdir(parents=True)

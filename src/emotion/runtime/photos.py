@@ -5,7 +5,10 @@ one block per image, write predictions.json and annotated copies.
     code = photos.run(plan, rec, top_k=3, batch_size=32)    # rec: recognizer.EmotionRecognizer(cfg); exit code
 
 plan() finds the images (NoInput, exit code 2, when nothing matches) and refuses unwritable outputs before any
-model loads; run() prints and publishes the outputs together (outputs.Staged). The pieces are public too:
+model loads; run() prints and publishes the outputs together (outputs.Staged). predictions.json is streamed
+(prediction_stream.PredictionStream: a JSON array, one entry per line, flushed after each batch), so memory does
+not grow with the number of images; plan(..., resume=True) keeps a journal of the images done
+(photo_journal.py) that a run of the same inputs reads to classify only the rest. The pieces are public too:
 collect_inputs, read_image, describe, write_image_atomic.
 """
 from __future__ import annotations
@@ -24,7 +27,8 @@ from emotion.common.errors import UserError
 # What a folder or a glob picks up (by extension, case-insensitive); a file named explicitly is always tried.
 # what OpenCV reads (one rule: image_types.py)
 from emotion.common.image_types import OPENCV_EXTENSIONS as IMAGE_EXTENSIONS
-from emotion.runtime import photo_summary
+from emotion.runtime import photo_journal, photo_summary
+from emotion.runtime.prediction_stream import PredictionStream
 
 PHOTOS_DIR = "photos"   # predict.py's own folder in results_dir: inference.py's files lie beside it, never in it
 JSON_NAME = "predictions.json"
@@ -181,6 +185,7 @@ class Plan:
     image_paths: list[str]
     unmatched: list[str]
     staged: outputs.Staged
+    journal: Path | None = None   # --resume: the journal of the images done (photo_journal.py)
 
 
 def output_dir(cfg) -> Path:
@@ -190,10 +195,11 @@ def output_dir(cfg) -> Path:
 
 
 def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = False, summary: bool = False,
-         explain: bool = False) -> Plan:
+         explain: bool = False, resume: bool = False) -> Plan:
     """Find the images of `specs` and check the outputs can be written, before any model loads. NoInput
     (exit code 2) when nothing matches; UserError for an unwritable results_dir or a folder not ours.
-    summary: summary.csv (photo_summary.py); explain: explanations/ (Grad-CAM figures, explanations.py)."""
+    summary: summary.csv (photo_summary.py); explain: explanations/ (Grad-CAM figures, explanations.py);
+    resume: keep a journal of the images done and skip those an earlier run of the same inputs journaled."""
     image_paths, unmatched = collect_inputs(specs)
     if not image_paths:
         raise NoInput(no_match_message(unmatched[0]) if len(unmatched) == 1 else
@@ -204,10 +210,11 @@ def plan(cfg, specs: list[str], write_json: bool = False, save_images: bool = Fa
     finals |= {**({"summary": results_dir / SUMMARY_NAME} if summary else {}),
                **({"explanations": results_dir / EXPLANATIONS_DIR} if explain else {})}
     staged = outputs.Staged(finals, journal_dir=results_dir, folders={"labeled", "explanations"} & finals.keys())
-    if finals:
+    if finals or resume:
         paths.check_writable(results_dir, "results_dir")   # (its photos/ folder is created when missing)
         staged.check(inputs=[Path(p) for p in image_paths])
-    return Plan(image_paths, unmatched, staged)
+    journal = photo_journal.journal_path(results_dir, image_paths, unmatched, cfg) if resume else None
+    return Plan(image_paths, unmatched, staged, journal)
 
 
 def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32) -> int:
@@ -216,37 +223,63 @@ def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32) -> int:
     staged = plan.staged
     if staged.finals:
         staged.prepare()
+    tally = {"failed": 0, "faces": 0, "read": 0, "used_names": set()}
+    if "json" in staged.finals:   # each image's entry written as it is classified: a JSON array, one per line
+        tally["stream"] = PredictionStream(staged.tmp["json"], array=True)
+    if "summary" in staged.finals:
+        tally["summary_entries"] = []   # what summary.csv needs only: image, labels, error
     try:
-        return _classify_all(plan, rec, top_k, batch_size)
+        if plan.journal is not None:
+            plan.journal.parent.mkdir(parents=True, exist_ok=True)
+            tally["journal"] = photo_journal.ResumeJournal(plan.journal)
+        return _classify_all(plan, rec, top_k, batch_size, tally)
     except BaseException:
+        _close(tally)
         staged.discard()
         raise
 
 
-def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
+def _close(tally: dict) -> None:
+    for key in ("stream", "journal"):
+        if key in tally:
+            tally[key].close()
+
+
+def _record(tally: dict, entry: dict) -> None:
+    """One image's entry: to predictions.json's stream, and what summary.csv needs of it."""
+    if "stream" in tally:
+        tally["stream"].write(entry)
+    if "summary_entries" in tally:
+        tally["summary_entries"].append({"image": entry["image"], "error": entry["error"],
+                                         "faces": [{"label": f["label"]} for f in entry["faces"]]})
+
+
+def _classify_all(plan: Plan, rec, top_k: int, batch_size: int, tally: dict) -> int:
     staged = plan.staged
     json_path, labeled_dir = staged.finals.get("json"), staged.finals.get("labeled")
-    tally = {"entries": [], "failed": 0, "faces": 0, "read": 0, "used_names": set()}
+    if "journal" in tally:
+        print(f"resuming: {len(tally['journal'])} image(s) done by an earlier run ({plan.journal})", flush=True)
     if "explanations" in staged.finals:  # Grad-CAM figures, on the Keras model (TFLite has no gradients)
         from emotion.evaluation import explanations
         tally["explainer"] = explanations.Explainer(rec, staged.tmp["explanations"])
     for spec in plan.unmatched:
         print(f"error: {no_match_message(spec)}", file=sys.stderr, flush=True)
-        tally["entries"].append({"image": spec, "width": None, "height": None, "faces": [], "whole_image": False,
-                                 "error": "not a regular file" if Path(spec).exists() else "no image matches"})
+        _record(tally, {"image": spec, "width": None, "height": None, "faces": [], "whole_image": False,
+                        "error": "not a regular file" if Path(spec).exists() else "no image matches"})
         tally["failed"] += 1
     start = time.perf_counter()
     for first in range(0, len(plan.image_paths), batch_size):
         _classify_chunk(plan.image_paths[first:first + batch_size], rec, top_k, staged, tally)
     seconds = time.perf_counter() - start
-    if json_path is not None:
-        staged.tmp["json"].write_text(json.dumps(tally["entries"], indent=2) + "\n", encoding="utf-8")
+    _close(tally)
     if "summary" in staged.finals:
-        rows = photo_summary.photo_rows(tally["entries"], rec.class_names)
+        rows = photo_summary.photo_rows(tally["summary_entries"], rec.class_names)
         photo_summary.write_photo_summary(rows, staged.tmp["summary"])
         print("faces per label: " + ", ".join(f"{k} {v}" for k, v in photo_summary.label_counts(rows).items()))
     if staged.finals:
         staged.publish()
+    if "journal" in tally:
+        tally["journal"].remove()   # the outputs are complete: nothing left to resume
     read_ok = tally["read"]
     if json_path is not None:
         print(f"wrote {json_path}")
@@ -262,20 +295,26 @@ def _classify_all(plan: Plan, rec, top_k: int, batch_size: int) -> int:
 
 
 def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, tally: dict) -> None:
-    """Read, classify (one analyze_batch), print, record and annotate the images of one batch."""
+    """Read, classify (one analyze_batch), print, record and annotate the images of one batch. With --resume, an
+    image the journal holds is not classified again: its entry is the journal's (read only when drawn on)."""
     import cv2
 
-    images = [read_image(p) for p in chunk]
-    ok = [i for i, im in enumerate(images) if im is not None]
-    rgbs = {i: cv2.cvtColor(images[i], cv2.COLOR_BGR2RGB) for i in ok}  # converted once: classified, explained
-    analysed = dict(zip(ok, rec.analyze_batch([rgbs[i] for i in ok])))
+    journal = tally.get("journal")
+    keys = [photo_journal.identity(p) for p in chunk] if journal is not None else [None] * len(chunk)
+    done = {i: e for i, key in enumerate(keys) if journal is not None and (e := journal.get(key)) is not None}
+    drawn = "labeled" in staged.finals or "explainer" in tally
+    images = [read_image(p) if i not in done or drawn else None for i, p in enumerate(chunk)]
+    done = {i: e for i, e in done.items() if images[i] is not None or not drawn}   # unreadable now: a failure
+    rgbs = {i: cv2.cvtColor(im, cv2.COLOR_BGR2RGB) for i, im in enumerate(images) if im is not None}
+    todo = [i for i in rgbs if i not in done]   # converted once: classified, explained
+    analysed = dict(zip(todo, rec.analyze_batch([rgbs[i] for i in todo]))) if todo else {}
+    analysed |= {i: _results_from_entry(e) for i, e in done.items()}
     for i, path in enumerate(chunk):
-        image = images[i]
-        if image is None:
+        if i not in analysed:
             tally["failed"] += 1
             print(f"error: cannot read image: {path}", file=sys.stderr, flush=True)
-            tally["entries"].append({"image": path, "width": None, "height": None, "faces": [], "whole_image": False,
-                                     "error": "cannot read image"})
+            _record(tally, {"image": path, "width": None, "height": None, "faces": [], "whole_image": False,
+                            "error": "cannot read image"})
             continue
         tally["read"] += 1
         results = analysed[i]
@@ -283,9 +322,23 @@ def _classify_chunk(chunk: list[str], rec, top_k: int, staged: outputs.Staged, t
         print("\n".join(describe(path, results, top_k)), flush=True)
         if "explainer" in tally:
             tally["explainer"].explain(path, rgbs[i], results)
-        tally["entries"].append({"image": path, "width": int(image.shape[1]), "height": int(image.shape[0]),
-                                 "faces": [r.to_dict() for r in results],
-                                 "whole_image": bool(results and results[0].whole_image), "error": None})
+        entry = done.get(i) or {"image": path, "width": int(images[i].shape[1]), "height": int(images[i].shape[0]),
+                                "faces": [r.to_dict() for r in results],
+                                "whole_image": bool(results and results[0].whole_image), "error": None}
+        _record(tally, entry)
+        if journal is not None and i not in done:
+            journal.add(keys[i], entry)
         if "labeled" in staged.finals:
-            annotate(image, results)
-            write_image_atomic(staged.tmp["labeled"] / unique_name(labeled_name(path), tally["used_names"]), image)
+            annotate(images[i], results)
+            write_image_atomic(staged.tmp["labeled"] / unique_name(labeled_name(path), tally["used_names"]),
+                               images[i])
+    for key in ("stream", "journal"):   # on disk before the next batch: an interruption keeps this one's
+        if key in tally:
+            tally[key].flush()
+
+
+def _results_from_entry(entry: dict) -> list:
+    """The FaceResults of a journaled entry (what describe, annotate and the explainer take)."""
+    from emotion.runtime.recognizer import FaceResult
+
+    return [FaceResult(**{**f, "box": tuple(f["box"])}) for f in entry["faces"]]

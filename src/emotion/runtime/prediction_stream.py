@@ -1,5 +1,5 @@
-"""A video run's per-frame records, streamed to disk as they are made and read back one at a time, so that a run's
-memory does not grow with its length.
+"""A video run's per-frame records (and predict.py's per-image entries), streamed to disk as they are made and
+read back one at a time, so that a run's memory does not grow with its length.
 
     stream = PredictionStream(Path("predictions.jsonl"))          # JSON Lines: one frame's JSON object per line
     stream = PredictionStream(Path("predictions.json"), array=True)   # a JSON array, one frame per line
@@ -38,6 +38,10 @@ class PredictionStream:
         else:
             self.file.write(_dumps(record) + "\n")
         self.count += 1
+
+    def flush(self) -> None:
+        """Hand what was written to the operating system (a reader of the file sees every record so far)."""
+        self.file.flush()
 
     def close(self) -> None:
         if self.file.closed:
