@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_archive import make_model  # the same model file and overrides as the throughput benchmark
 from tests_helpers import support
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -69,20 +70,6 @@ def make_clips(tmp: Path, frames: int) -> tuple[Path, Path]:
                 writer.write(frame)
         writer.release()
     return paths
-
-
-def make_model(tmp: Path, kind: str) -> list[str]:
-    """The model file (TFLite conversion cached beside it) and its --set overrides."""
-    from emotion.common import config
-    from emotion.model import network
-    from emotion.runtime import classifier
-    path = tmp / "model" / "model.h5"
-    shape = [32, 32, 3] if kind == "tiny" else [96, 96, 3]
-    overrides = ["weights=null", f"input_shape={shape}", f"model_save_path={path}", "face_detector=blazeface"]
-    model = support.tiny_model(tuple(shape)) if kind == "tiny" else network.build_model(config.load_config(None, overrides))
-    network.save_model_atomic(model, path)
-    classifier.load_classifier(path, prefer="tflite", num_threads=1)
-    return overrides
 
 
 def naive_source(tmp: Path) -> Path | str:
