@@ -571,15 +571,9 @@ def test_predictions_json_is_written_as_the_images_are_classified(env, spy, tmp_
     assert sorted(p.name for p in (results / "photos").iterdir()) == ["predictions.json"]
 
 
-def test_an_interrupted_run_resumed_classifies_only_the_rest_and_equals_an_uninterrupted_one(env, spy, tmp_path):
-    """Issue 21 item 8: --resume. A run stopped in its second batch (Ctrl-C in the classifier), run again with
-    --resume, classifies only the images not yet done and publishes what an uninterrupted run does."""
-    folder = photo_folder(tmp_path)
-    shutil.copy(photo(PHOTOS[0]), folder / "zz_copy.jpg")
-    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
-    args = ["--image_path", str(folder), "--json", "--summary", "--batch-size", "2"]
-    code, _, err = run_main([*args, "--set", f"results_dir={whole}"], env)
-    assert code == 0, err
+def _interrupt_on_second_call(spy):
+    """Make spy's classifier raise KeyboardInterrupt (Ctrl-C) on its second call; returns (the sizes of the
+    calls made, the classifier's own predict, to put back)."""
     calls, inner = [], spy.predict
 
     def interrupted(faces_):
@@ -589,6 +583,19 @@ def test_an_interrupted_run_resumed_classifies_only_the_rest_and_equals_an_unint
         return inner(faces_)
 
     spy.predict = interrupted
+    return calls, inner
+
+
+def test_an_interrupted_run_resumed_classifies_only_the_rest_and_equals_an_uninterrupted_one(env, spy, tmp_path):
+    """Issue 21 item 8: --resume. A run stopped in its second batch (Ctrl-C in the classifier), run again with
+    --resume, classifies only the images not yet done and publishes what an uninterrupted run does."""
+    folder = photo_folder(tmp_path)
+    shutil.copy(photo(PHOTOS[0]), folder / "zz_copy.jpg")
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    args = ["--image_path", str(folder), "--json", "--summary", "--batch-size", "2"]
+    code, _, err = run_main([*args, "--set", f"results_dir={whole}"], env)
+    assert code == 0, err
+    calls, inner = _interrupt_on_second_call(spy)
     at = [*args, "--resume", "--set", f"results_dir={resumed}"]
     with pytest.raises(KeyboardInterrupt):
         run_main(at, env)
@@ -616,15 +623,7 @@ def test_resume_redoes_an_image_changed_since_it_was_journaled(env, spy, tmp_pat
         shutil.copy(photo(name), folder / name)
     results = tmp_path / "results"
     at = ["--image_path", str(folder), "--json", "--resume", "--batch-size", "1", "--set", f"results_dir={results}"]
-    calls, inner = [], spy.predict
-
-    def interrupted(faces_):
-        calls.append(len(faces_))
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return inner(faces_)
-
-    spy.predict = interrupted
+    calls, inner = _interrupt_on_second_call(spy)
     with pytest.raises(KeyboardInterrupt):
         run_main(at, env)
     (journal,) = (results / "photos").glob(".resume-*.jsonl")
