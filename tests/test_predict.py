@@ -762,3 +762,96 @@ def test_photo_and_video_runs_never_share_an_output_or_a_lock(env, spy, tmp_path
     for mine in photo_set.finals.values():
         for theirs in video_set.finals.values():
             assert not (mine == theirs or theirs in mine.parents or mine in theirs.parents), (mine, theirs)
+
+
+# ---------------------------------------------------------------------------------------------
+# --workers N: chunks classified by worker processes, the outputs those of one process (issue 21 item 8)
+
+
+def _workers_folder(tmp_path: Path) -> tuple[Path, list[str]]:
+    """photo_folder with face.png (a real photo), an unreadable broken.jpg, and face.txt (another photo, PNG bytes'
+    twin: its copy would share face.png's name) named beside the folder; the --image_path arguments."""
+    folder = photo_folder(tmp_path)
+    shutil.copy(photo(PHOTOS[0]), folder / "face.png")
+    (folder / "broken.jpg").write_text("not an image\n")
+    shutil.copy(photo(PHOTOS[1]), tmp_path / "face.txt")
+    return folder, [str(folder), str(tmp_path / "face.txt")]
+
+
+def _lines(text: str, prefix: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.startswith(prefix)]
+
+
+def test_workers_give_byte_identical_outputs_to_one_process(env, tmp_path):
+    """--workers 2 (spawned processes, each loading the model): predictions.json, summary.csv, labeled_images/ and
+    explanations/ byte for byte those of --workers 1 (the same names where two images share one), the same blocks
+    printed in input order, the same failure line, exit 1."""
+    folder, inputs = _workers_folder(tmp_path)
+    runs = {}
+    for n in (1, 2):
+        results = tmp_path / f"results{n}"
+        code, out, err = run_main(["--image_path", *inputs, "--json", "--save-images", "--summary", "--explain",
+                                   "--batch-size", "3", "--workers", str(n), "--set", f"results_dir={results}"], env)
+        runs[n] = (code, out, err, _tree(results / "photos"))
+    (code1, out1, err1, tree1), (code2, out2, err2, tree2) = runs[1], runs[2]
+    assert code1 == code2 == 1
+    assert _lines(err1, "error") == _lines(err2, "error") == [f"error: cannot read image: {folder / 'broken.jpg'}"]
+    assert "2 workers" in out2.splitlines()[0] and "workers" not in out1.splitlines()[0]
+    printed = [ln for ln in out1.splitlines()[2:] if not ln.startswith("{")]   # blocks, counts, "wrote" lines
+    assert printed == [ln.replace("results2", "results1") for ln in out2.splitlines()[2:] if not ln.startswith("{")]
+    s1, s2 = summary(out1), summary(out2)
+    assert (s1["images"], s1["faces"], s1["failed"]) == (s2["images"], s2["faces"], s2["failed"]) == (8, 6, 1)
+    stems = [Path(n).stem for n in PHOTOS] + ["affectnet", "face", "face_2"]   # face.txt's figure: face_2_face1
+    assert sorted(tree1) == sorted(tree2) == sorted(
+        ["predictions.json", "summary.csv", "labeled_images/.written-by-emotion-recognition",
+         "explanations/.written-by-emotion-recognition"]
+        + [f"labeled_images/{n}" for n in [*PHOTOS, "affectnet.jpg", "blank.png", "face.png", "face_1.png"]]
+        + [f"explanations/{stem}_face1.png" for stem in stems])
+    assert tree1 == tree2   # byte for byte: the same probabilities, names, annotated pixels and figures
+    data = json.loads(tree2["predictions.json"])
+    assert [Path(e["image"]).name for e in data] == [*sorted(PHOTOS), "affectnet.jpg", "blank.png", "broken.jpg",
+                                                     "face.png", "face.txt"]
+    assert [len(e["faces"]) for e in data] == [1, 1, 1, 1, 0, 0, 1, 1] and data[5]["error"] == "cannot read image"
+    assert data[6]["faces"][0]["probabilities"] == data[0]["faces"][0]["probabilities"]   # face.png: Allison's copy
+
+
+class CrashingJob(photos.PhotoJob):
+    """A worker's job whose process ends (os._exit(3), as a crash would) on the chunk holding crash.jpg. Put in
+    photos.PhotoJob's place by the test; the spawned worker unpickles it from this module."""
+
+    def run(self, state, chunk, send):
+        if any(Path(p).name == "crash.jpg" for p in chunk.paths):
+            os._exit(3)
+        return super().run(state, chunk, send)
+
+
+def test_a_worker_that_dies_costs_only_its_chunk(env, tmp_path, monkeypatch):
+    """A worker process that dies on a chunk: its images are failed (one line each, with the exit code), a worker
+    is started in its place, every other image is classified as one process classifies it; exit code 1."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    names = ["a.jpg", "b.jpg", "c.jpg", "crash.jpg", "e.jpg", "f.jpg", "g.jpg"]
+    for i, name in enumerate(names):
+        shutil.copy(photo(PHOTOS[i % len(PHOTOS)]), folder / name)
+    at = ["--image_path", str(folder), "--json", "--save-images", "--batch-size", "2"]
+    code, _, err = run_main([*at, "--set", f"results_dir={tmp_path / 'one'}"], env)
+    assert code == 0, err
+    expected = json.loads((tmp_path / "one" / "photos" / "predictions.json").read_text())
+
+    monkeypatch.setattr(photos, "PhotoJob", CrashingJob)
+    results = tmp_path / "workers" / "photos"
+    code, out, err = run_main([*at, "--workers", "2", "--set", f"results_dir={results.parent}"], env)
+    assert code == 1
+    lost = [str(folder / "c.jpg"), str(folder / "crash.jpg")]   # the second chunk of two
+    assert _lines(err, "error") == [f"error: worker died analysing {p} (exit code 3)" for p in lost]
+    s = summary(out)
+    assert (s["images"], s["faces"], s["failed"]) == (7, 5, 2)
+    data = json.loads((results / "predictions.json").read_text())
+    assert [e["image"] for e in data] == [e["image"] for e in expected]
+    for got, want in zip(data, expected):
+        if got["image"] in lost:
+            assert (got["faces"], got["error"]) == ([], "worker died (exit code 3)")
+        else:
+            assert got == want   # the same boxes and probabilities as in one process
+    assert sorted(p.name for p in (results / "labeled_images").iterdir()) == [
+        ".written-by-emotion-recognition", "a.jpg", "b.jpg", "e.jpg", "f.jpg", "g.jpg"]   # no scratch file left

@@ -3,6 +3,8 @@ confident mistakes of evaluate.py.
 
     explainer = Explainer(rec, out_dir)                    # loads the Keras model at rec.model_path
     written = explainer.explain("photos/a.jpg", image_rgb, results)   # out_dir/a_face1.png, a_face2.png, ...
+    names = FigureNames().names("photos/a.jpg", 2)         # the same names alone: ["a_face1.png", "a_face2.png"]
+    explainer.render("photos/a.jpg", image_rgb, results, paths)       # the figures drawn to paths of one's own
     plot_mistake_maps(model, paths, y, probs, class_names, Path("performance/confident_mistakes_gradcam.png"))
     shown = confident_mistakes(y, probs)                   # the MAX_MISTAKES most confident wrong predictions
     mistakes_grid(y, probs, class_names, path, pictures, title)   # the grid both mistakes figures are drawn in
@@ -55,18 +57,43 @@ def face_figure(crop: np.ndarray, heat: np.ndarray, probs: np.ndarray, class_nam
     plots.save(fig, path)
 
 
-class Explainer:
-    """Grad-CAM figures of every face predict.py finds: <out_dir>/<image stem>_face<k>.png, k from 1 in the
-    order of the results (a second image with the same stem gets <stem>_2_face<k>.png)."""
+class FigureNames:
+    """The file names of each image's face figures, <image stem>_face<k>.png, k from 1 in the order of the results;
+    a second image with the same stem gets <stem>_2_face<k>.png, a third <stem>_3_..., in the order asked."""
 
-    def __init__(self, rec, out_dir: Path):
-        from emotion.model import network as model_lib
-        self.rec, self.out_dir = rec, Path(out_dir)
-        self.model = model_lib.load_model(rec.model_path)
+    def __init__(self):
         self.stems: set[str] = set()
 
+    def names(self, name: str, faces: int) -> list[str]:
+        """The names of `faces` figures of the image `name` (its stem reserved; none for no face)."""
+        if not faces:
+            return []
+        stem, n = Path(name).stem, 1
+        while stem in self.stems:
+            n += 1
+            stem = f"{Path(name).stem}_{n}"
+        self.stems.add(stem)
+        return [f"{stem}_face{k}.png" for k in range(1, faces + 1)]
+
+
+class Explainer:
+    """Grad-CAM figures of every face predict.py finds: <out_dir>/<image stem>_face<k>.png (FigureNames). The naming
+    and the drawing are apart: render() draws one image's figures to the paths given (what predict.py's worker
+    processes do, the parent naming them in input order)."""
+
+    def __init__(self, rec, out_dir: Path | None = None):
+        from emotion.model import network as model_lib
+        self.rec, self.out_dir = rec, Path(out_dir) if out_dir is not None else None
+        self.model = model_lib.load_model(rec.model_path)
+        self.names = FigureNames()
+
     def explain(self, name: str, image_rgb: np.ndarray, results) -> list[Path]:
-        """The figures of one image's results (FaceResult list); returns the paths written."""
+        """The figures of one image's results (FaceResult list) in out_dir; returns the paths written."""
+        paths = [self.out_dir / n for n in self.names.names(name, len(results))]
+        return self.render(name, image_rgb, results, paths)
+
+    def render(self, name: str, image_rgb: np.ndarray, results, paths: Sequence[Path]) -> list[Path]:
+        """Draw the figure of each of one image's results to `paths` (one per result); returns them."""
         if not results:
             return []
         if results[0].whole_image:
@@ -74,17 +101,9 @@ class Explainer:
         else:
             crops = self.rec.crops(image_rgb, [r.box for r in results])
         maps, probs = gradcam.heatmaps(self.model, crops)
-        stem, n = Path(name).stem, 1
-        while stem in self.stems:
-            n += 1
-            stem = f"{Path(name).stem}_{n}"
-        self.stems.add(stem)
-        written = []
-        for k, (crop, heat, p) in enumerate(zip(crops, maps, probs), 1):
-            path = self.out_dir / f"{stem}_face{k}.png"
-            face_figure(crop, heat, p, self.rec.class_names, path, f"{Path(name).name}, face {k}")
-            written.append(path)
-        return written
+        for k, (crop, heat, p, path) in enumerate(zip(crops, maps, probs, paths), 1):
+            face_figure(crop, heat, p, self.rec.class_names, Path(path), f"{Path(name).name}, face {k}")
+        return [Path(p) for p in paths]
 
 
 def confident_mistakes(y: np.ndarray, probs: np.ndarray, k: int = MAX_MISTAKES) -> np.ndarray:

@@ -38,7 +38,8 @@ from typing import Sequence
 from emotion.common import atomic, console, outputs, paths
 from emotion.common.errors import UserError
 from emotion.runtime import archive, manifest
-from emotion.runtime.batch_workers import Task, WorkerPool
+from emotion.runtime.batch_workers import Task, VideoJob
+from emotion.runtime.workers import WorkerPool, conversion_cached
 from emotion.runtime.progress import ArchiveProgress
 
 VIDEOS_DIR = "videos"       # results_dir/videos/: the batch's outputs
@@ -127,7 +128,6 @@ class BatchRun:
         self.analysed = self.frames = 0
         self.interrupted = False
         self.workers_used = self.restarts = 0
-        self.pending_starts = 0
         self.started = time.perf_counter()
         self.progress = ArchiveProgress([int(rows[i]["size"]) for i in todo])
 
@@ -143,7 +143,7 @@ class BatchRun:
         self.workers_used = count
         from emotion.runtime.classifier import available_cores
         threads = max(1, available_cores() // count) if count > 1 else None
-        pool = WorkerPool(self.cfg, classifier_threads=threads,
+        pool = WorkerPool(VideoJob(self.cfg, classifier_threads=threads), name="emotion-batch-worker",
                           quiet="TF_CPP_MIN_LOG_LEVEL" in os.environ and "TF_CPP_MIN_LOG_LEVEL" not in
                           console.child_env())
         previous = _stop_on_sigterm()
@@ -164,12 +164,7 @@ class BatchRun:
     def _start(self, pool: WorkerPool, count: int) -> None:
         """Start the workers: all at once when the model's TFLite conversion is cached, else one first (it
         converts and caches the model) and the others once it is ready."""
-        pool.start()
-        self.pending_starts = count - 1
-        if self.pending_starts and _conversion_cached(self.cfg):
-            for _ in range(self.pending_starts):
-                pool.start()
-            self.pending_starts = 0
+        pool.start(count, one_first=not conversion_cached(self.cfg))
 
     def _loop(self, pool: WorkerPool, count: int) -> None:
         while self.queue or any(w.task is not None for w in pool.workers):
@@ -184,7 +179,7 @@ class BatchRun:
 
     def _replace_dead(self, pool: WorkerPool, count: int) -> None:
         """A worker for each one that died, as long as videos wait for one (at most one per video overall)."""
-        if self.pending_starts:
+        if pool.pending:
             return
         busy = sum(w.task is not None for w in pool.workers)
         while len(pool.workers) < min(count, busy + len(self.queue)) and self.restarts < len(self.todo):
@@ -193,12 +188,7 @@ class BatchRun:
 
     def _handle(self, pool: WorkerPool, worker, message: tuple) -> None:
         kind = message[0]
-        if kind == "ready":
-            worker.ready = True
-            for _ in range(self.pending_starts):
-                pool.start()
-            self.pending_starts = 0
-        elif kind == "progress":
+        if kind == "progress":  # ("ready": the pool marks the worker and starts the pending ones)
             self.progress.frames(message[1], message[2], message[3])
         elif kind == "result":
             self._finished(message[1], message[2])
@@ -258,13 +248,6 @@ class BatchRun:
                 "shard": f"{shard[0]}/{shard[1]}" if shard else None, "interrupted": self.interrupted,
                 "manifest": str(self.manifest_path), "tracks_all": str(self.folder / tracks_name),
                 "track_rows": track_rows, "folder": str(self.folder)}
-
-
-def _conversion_cached(cfg) -> bool:
-    if cfg.classifier_backend != "tflite":
-        return True
-    from emotion.model import conversion
-    return conversion.cache_path(cfg.model_save_path).is_file()
 
 
 def _remove_temp(final: Path, pid: int) -> None:
