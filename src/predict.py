@@ -25,7 +25,8 @@ classified, one entry per line, so memory does not grow with the number of image
 replaced whole, and only when this project wrote it (it holds a .written-by-emotion-recognition file); an
 interrupted run leaves the previous run's outputs. An unwritable results_dir is refused before any work.
 --summary writes photos/summary.csv: one row per image (image, faces, labels, error, count_<class> per
-class); the faces per label over all images are printed. --explain writes photos/explanations/<image
+class; the labels are spooled to a temporary file as the images come, so memory does not grow with them either);
+the faces per label over all images are printed. --explain writes photos/explanations/<image
 stem>_face<k>.png for every face: the crop the model saw, the Grad-CAM map of its predicted class over it (the
 Keras model at model_save_path; emotion/model/gradcam.py) and its top-3 probabilities. Both are published with the
 other outputs (explanations/ is replaced whole, like labeled_images/).

@@ -106,3 +106,34 @@ def test_explain_writes_one_grad_cam_figure_per_face(env):
     assert sorted(p.name for p in folder.iterdir()) == sorted(
         [f"{Path(entry['image']).stem}_face{k}.png" for k in range(1, len(entry["faces"]) + 1)]
         + [".written-by-emotion-recognition"])
+
+
+def test_the_summary_keeps_no_image_in_memory_and_adds_count_uncertain_when_the_last_face_is(tmp_path):
+    """predict.py --summary on a large folder: each image's labels go to a spool file as they come (the object's
+    memory does not grow with the images), and a face "uncertain" only in the last image still gives every row
+    its count_uncertain column."""
+    import sys
+
+    from emotion.runtime.photo_summary import PhotoSummary
+    summary = PhotoSummary(CLASS_NAMES, spool_dir=tmp_path)
+    size = sys.getsizeof(summary.__dict__)
+    n = 20_000
+    for i in range(n):
+        faces = [{"label": CLASS_NAMES[i % 8]}] * (i % 3)
+        summary.add({"image": f"img{i}.jpg", "faces": faces, "error": None})
+    summary.add({"image": "last.jpg", "faces": [{"label": "uncertain"}, {"label": "sad"}], "error": None})
+    summary.add({"image": "bad.jpg", "faces": [], "error": "cannot read image"})
+    assert sys.getsizeof(summary.__dict__) == size and summary.spool.tell() > 20 * n   # on disk, not in memory
+    counts = summary.write(tmp_path / "summary.csv")
+    summary.close()
+    assert list(tmp_path.iterdir()) == [tmp_path / "summary.csv"]   # the spool was anonymous: nothing left
+    with open(tmp_path / "summary.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == n + 2 and list(rows[0])[-1] == "count_uncertain"
+    assert rows[7] == {"image": "img7.jpg", "faces": "1", "labels": "surprise", "error": "",
+                       **{f"count_{c}": str(int(c == "surprise")) for c in CLASS_NAMES}, "count_uncertain": "0"}
+    assert rows[-2]["labels"] == "uncertain;sad" and rows[-2]["count_uncertain"] == "1"
+    assert rows[-1]["error"] == "cannot read image" and rows[-1]["faces"] == "0"
+    expected = {c: sum(i % 3 for i in range(n) if i % 8 == k) for k, c in enumerate(CLASS_NAMES)}
+    expected["sad"] += 1
+    assert counts == {**expected, "uncertain": 1}

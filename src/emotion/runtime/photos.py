@@ -237,8 +237,9 @@ def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32, workers: int = 1,
     tally = {"failed": 0, "faces": 0, "read": 0, "used_names": set()}
     if "json" in staged.finals:   # each image's entry written as it is classified: a JSON array, one per line
         tally["stream"] = PredictionStream(staged.tmp["json"], array=True)
-    if "summary" in staged.finals:
-        tally["summary_entries"] = []   # what summary.csv needs only: image, labels, error
+    if "summary" in staged.finals:   # each image's labels spooled to disk as it comes (photo_summary.py)
+        tally["summary"] = photo_summary.PhotoSummary(cfg.class_names if rec is None else rec.class_names,
+                                                      spool_dir=staged.tmp["summary"].parent)
     if "explanations" in staged.finals:
         from emotion.evaluation import explanations
         tally["figure_names"] = explanations.FigureNames()
@@ -248,8 +249,8 @@ def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32, workers: int = 1,
             tally["journal"] = photo_journal.ResumeJournal(plan.journal)
         if workers > 1:
             return _classify_all(plan, _in_workers(cfg, workers, staged, plan.image_paths, batch_size),
-                                 list(cfg.class_names), top_k, batch_size, tally)
-        return _classify_all(plan, _in_process(rec, staged), rec.class_names, top_k, batch_size, tally)
+                                 top_k, batch_size, tally)
+        return _classify_all(plan, _in_process(rec, staged), top_k, batch_size, tally)
     except BaseException:
         _close(tally)
         staged.discard()
@@ -257,7 +258,7 @@ def run(plan: Plan, rec, top_k: int = 3, batch_size: int = 32, workers: int = 1,
 
 
 def _close(tally: dict) -> None:
-    for key in ("stream", "journal"):
+    for key in ("stream", "journal", "summary"):
         if key in tally:
             tally[key].close()
 
@@ -266,12 +267,11 @@ def _record(tally: dict, entry: dict) -> None:
     """One image's entry: to predictions.json's stream, and what summary.csv needs of it."""
     if "stream" in tally:
         tally["stream"].write(entry)
-    if "summary_entries" in tally:
-        tally["summary_entries"].append({"image": entry["image"], "error": entry["error"],
-                                         "faces": [{"label": f["label"]} for f in entry["faces"]]})
+    if "summary" in tally:
+        tally["summary"].add(entry)
 
 
-def _classify_all(plan: Plan, classify, class_names, top_k: int, batch_size: int, tally: dict) -> int:
+def _classify_all(plan: Plan, classify, top_k: int, batch_size: int, tally: dict) -> int:
     """classify: _in_process or _in_workers, a context manager whose value, given the chunks, yields each chunk
     and its outcome, ("result", [Outcome per image]) or ("died", exit code), in input order."""
     staged = plan.staged
@@ -291,11 +291,10 @@ def _classify_all(plan: Plan, classify, class_names, top_k: int, batch_size: int
             else:   # ("died", exit code)
                 _lost_chunk(chunk, value, tally)
     seconds = time.perf_counter() - start
-    _close(tally)
     if "summary" in staged.finals:
-        rows = photo_summary.photo_rows(tally["summary_entries"], class_names)
-        photo_summary.write_photo_summary(rows, staged.tmp["summary"])
-        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in photo_summary.label_counts(rows).items()))
+        counts = tally["summary"].write(staged.tmp["summary"])
+        print("faces per label: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _close(tally)
     if staged.finals:
         staged.publish()
     if "journal" in tally:
