@@ -283,17 +283,29 @@ def to_tflite(model, quantization: str = "float32", representative_images: np.nd
     if quantization == "int8":
         representative_images = _check_images(representative_images, tuple(model.input_shape[1:]),
                                               "representative_images")
+    with tempfile.TemporaryDirectory(prefix="emotion_tflite_") as tmp:
+        export_saved_model(model, tmp, batch_size, channel_flip=channel_flip_for(quantization))
+        return tflite_from_saved_model(tmp, quantization, representative_images)
+
+
+def channel_flip_for(quantization: str) -> str:
+    """The channel flip export_saved_model needs for a TFLite conversion to `quantization`. int8: a GATHER.
+    Quantized, REVERSE_V2 left the channels unflipped (the model saw RGB as BGR: tf.lite's QuantizationDebugger
+    gave it a mean squared error of 5,794 against float; on a weakly trained model 6% top-1 agreement with Keras
+    and -7.5 accuracy points, 54.5% and -1.7 with GATHER)."""
+    return "gather" if quantization == "int8" else "reverse"
+
+
+def tflite_from_saved_model(saved_model_dir: str | os.PathLike, quantization: str = "float32",
+                            representative_images: np.ndarray | None = None) -> bytes:
+    """to_tflite's conversion, from a SavedModel export_saved_model wrote (with channel_flip_for(quantization)):
+    export.py writes one SavedModel and converts it to every float format, instead of one export each."""
     import tensorflow as tf
 
-    with tempfile.TemporaryDirectory(prefix="emotion_tflite_") as tmp:
-        # int8: the channel flip as a GATHER. Quantized, REVERSE_V2 left the channels unflipped (the model saw
-        # RGB as BGR: tf.lite's QuantizationDebugger gave it a mean squared error of 5,794 against float; on a
-        # weakly trained model 6% top-1 agreement with Keras and -7.5 accuracy points, 54.5% and -1.7 with GATHER).
-        export_saved_model(model, tmp, batch_size, channel_flip="gather" if quantization == "int8" else "reverse")
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=["serve"])
-        _quantize(converter, quantization, representative_images)
-        with console.quiet_unless_verbose():  # the converter's C++ logs past TF_CPP_MIN_LOG_LEVEL
-            return bytes(converter.convert())
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serve"])
+    _quantize(converter, quantization, representative_images)
+    with console.quiet_unless_verbose():  # the converter's C++ logs past TF_CPP_MIN_LOG_LEVEL
+        return bytes(converter.convert())
 
 
 def _quantize(converter, quantization: str, images: np.ndarray | None) -> None:

@@ -159,10 +159,12 @@ class EmotionClassifier:
     @classmethod
     def from_model_file(cls, model_path: str | os.PathLike, num_threads: int | None = None,
                         cache_dir: str | os.PathLike | None = None, quantization: str = "float32",
-                        **kwargs) -> "EmotionClassifier":
+                        convert=None, **kwargs) -> "EmotionClassifier":
         """The saved Keras model at model_path as TFLite, converted once: the .tflite is cached in cache_dir
         (default: the model's folder) as <model stem>.<sha256 of the model file[:16]>.<quantization>.tflite.
-        A cache that cannot be written (read-only folder) only costs the conversion again next time."""
+        A cache that cannot be written (read-only folder) only costs the conversion again next time.
+        convert: what makes the bytes when they are not cached (default conversion.convert_model_file; export.py
+        converts the SavedModel it wrote anyway)."""
         if quantization not in conversion.CACHEABLE:
             raise ValueError(f"from_model_file converts to {' | '.join(conversion.CACHEABLE)} (int8 needs "
                              f"calibration images: use conversion.to_tflite), got {quantization!r}")
@@ -173,7 +175,7 @@ class EmotionClassifier:
                 return cls(cache, num_threads, **kwargs)
             except (ValueError, RuntimeError) as exc:  # a cache this TFLite cannot read: convert again
                 console.warn(f"ignoring the unreadable cached {cache}: {first_line(exc)}")
-        data = conversion.convert_model_file(model_path, quantization)
+        data = convert() if convert is not None else conversion.convert_model_file(model_path, quantization)
         clf = cls(conversion.store_cached(cache, data) or data, num_threads, **kwargs)
         clf.converted = True
         return clf
