@@ -511,7 +511,7 @@ def test_ctrl_c_leaves_a_playable_video_and_valid_json(model_overrides, tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, f"stdout: {out[-1500:]}\nstderr: {err[-1500:]}"   # (when did the signal land?)
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["interrupted"] is True and summary["stopped"] == "interrupted"
     assert 21 <= summary["frames"] < 3 * 270

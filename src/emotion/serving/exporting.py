@@ -161,8 +161,7 @@ def export(job: ExportJob, cfg, model) -> dict:
     scratch = job.out_dir / f".export-tmp-{os.getpid()}"
     try:
         rows = _export_saved_model(job, staged, model, val) if "saved_model" in job.formats else []
-        shared = SharedSavedModel(model, staged.tmp["saved_model"] if rows else scratch / "saved_model")
-        rows += _export_tflite(job, staged, model, val, calibration, shared)
+        rows += _export_tflite(job, staged, model, val, calibration, SharedFrozen(model))
         rows += _export_tfjs(job, staged, cfg, model, val, scratch)
         summary = _report(job, staged, rows, val)
         staged.publish()
@@ -207,24 +206,22 @@ def _export_saved_model(job: ExportJob, staged: outputs.Staged, model, val: ValD
                      final=staged.finals["saved_model"])]
 
 
-class SharedSavedModel:
-    """The model's SavedModel (conversion.export_saved_model: RGB in, the channel flip a REVERSE), written once on
-    first use, or the saved_model format's own: the float TFLite formats are all converted from it (each
-    to_tflite would write its own: 12 s each for ResNet50 on 2 cores)."""
+class SharedFrozen:
+    """The model's inference function with its weights as constants (conversion.frozen_function, the channel
+    flip a REVERSE), made once on first use: the float TFLite formats are all converted from it."""
 
-    def __init__(self, model, path: Path):
-        self.model, self.path, self.written = model, Path(path), path.exists()
+    def __init__(self, model):
+        self.model, self.frozen = model, None
 
-    def __call__(self) -> Path:
-        if not self.written:
+    def __call__(self):
+        if self.frozen is None:
             from emotion.model import conversion
-            conversion.export_saved_model(self.model, self.path)
-            self.written = True
-        return self.path
+            self.frozen = conversion.frozen_function(self.model)
+        return self.frozen
 
 
 def _export_tflite(job: ExportJob, staged: outputs.Staged, model, val: ValData, calibration,
-                   shared: SharedSavedModel) -> list[dict]:
+                   shared: SharedFrozen) -> list[dict]:
     from emotion.model import conversion
     from emotion.runtime import classifier
     rows = []
@@ -238,11 +235,11 @@ def _export_tflite(job: ExportJob, staged: outputs.Staged, model, val: ValData, 
             # the same file) when they made one, else converted here and cached for them (a damaged cache is
             # converted again).
             cached = classifier.EmotionClassifier.from_model_file(
-                job.model_path, num_threads=1, convert=lambda: conversion.tflite_from_saved_model(shared()))
+                job.model_path, num_threads=1, convert=lambda: conversion.tflite_from_function(shared()))
             data = cached.tflite_bytes()
             source = "" if cached.converted else f" (the cached conversion {cached.path.name})"
         elif conversion.channel_flip_for(quantization) == "reverse":
-            data = conversion.tflite_from_saved_model(shared(), quantization)
+            data = conversion.tflite_from_function(shared(), quantization)
         else:
             data = conversion.to_tflite(model, quantization, representative_images=calibration)
         path = staged.tmp[fmt]
