@@ -66,6 +66,13 @@ def make_archive(folder: Path, clips: int, frames: int) -> int:
     return total
 
 
+def machine(load_start: float) -> dict:
+    """A result's machine fields: cores, and the load average when the benchmark started and ended (a loaded
+    machine explains a slow figure; compare ratios measured in one run)."""
+    return {"cpu_count": os.cpu_count(), "load_avg_start": round(load_start, 2),
+            "load_avg_end": round(os.getloadavg()[0], 2)}
+
+
 def make_model(tmp: Path, kind: str) -> list[str]:
     """The model file (its TFLite conversion cached beside it, as after a first run) and its --set overrides."""
     from emotion.common import config
@@ -129,8 +136,7 @@ def main() -> int:
             "benchmark": "archive", "model": args.model, "clips": args.clips, "frames": frames, **runs,
             "speedup_vs_loop": {k: round(base / v["seconds"], 2) for k, v in runs.items() if k != "loop"},
             "no_video_speedup": round(runs["batch_1_worker"]["seconds"] / runs["batch_1_worker_no_video"]["seconds"], 2),
-            "cpu_count": os.cpu_count(), "load_avg_start": round(load_start, 2),
-            "load_avg_end": round(os.getloadavg()[0], 2)}), flush=True)
+            **machine(load_start)}), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_archive import machine, make_model  # the same model file and machine fields as the video batch's
 from tests_helpers import support
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -47,23 +48,6 @@ def make_folder(folder: Path, copies: int) -> int:
             shutil.copy(photo, folder / f"{photo.stem}_{c}.jpg")
             count += 1
     return count
-
-
-def make_model(tmp: Path, kind: str) -> list[str]:
-    """The model file (its TFLite conversion cached beside it) and its --set overrides."""
-    from emotion.common import config
-    from emotion.model import network
-    from emotion.runtime import classifier
-    path = tmp / "model" / "model.h5"
-    shape = [32, 32, 3] if kind == "tiny" else [96, 96, 3]
-    overrides = ["weights=null", f"input_shape={shape}", f"model_save_path={path}", "face_detector=blazeface"]
-    if kind == "tiny":
-        model = support.tiny_model(tuple(shape))
-    else:
-        model = network.build_model(config.load_config(None, overrides))
-    network.save_model_atomic(model, path)
-    classifier.load_classifier(path, prefer="tflite", num_threads=1)
-    return overrides
 
 
 def predict(folder: Path, overrides: list[str], results: Path, workers: int, batch_size: int) -> dict:
@@ -99,8 +83,7 @@ def main() -> int:
             "ratio_2_vs_1": round(runs["workers_2"]["images_per_s"] / runs["workers_1"]["images_per_s"], 2),
             "classify_ratio_2_vs_1": round(runs["workers_2"]["classify_images_per_s"]
                                            / runs["workers_1"]["classify_images_per_s"], 2),
-            "same_predictions_json": same, "cpu_count": os.cpu_count(), "load_avg_start": round(load_start, 2),
-            "load_avg_end": round(os.getloadavg()[0], 2)}), flush=True)
+            "same_predictions_json": same, **machine(load_start)}), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_archive import make_model  # the same model file and overrides as the throughput benchmark
+from bench_archive import machine, make_model  # the same model file and overrides as the throughput benchmark
 from tests_helpers import support
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -127,8 +127,7 @@ def main() -> int:
         result["naive"] = compare(naive, clips, overrides, tmp, "naive") if isinstance(naive, Path) else naive
         result["naive_commit"] = NAIVE_COMMIT
         result.update({"target_ratio": TARGET_RATIO, "met": result["ours"]["rss_ratio"] <= TARGET_RATIO,
-                       "cpu_count": os.cpu_count(), "load_avg_start": round(load_start, 2),
-                       "load_avg_end": round(os.getloadavg()[0], 2)})
+                       **machine(load_start)})
         print(json.dumps(result), flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
