@@ -298,7 +298,9 @@ def frozen_function(model, batch_size: int | None = None, channel_flip: str = "r
 
     _trackable, fn = _inference_function(model, channel_flip)
     spec = tf.TensorSpec([batch_size, *model.input_shape[1:]], tf.float32, name="image")
-    return convert_variables_to_constants_v2(tf.function(fn).get_concrete_function(spec))
+    concrete = tf.function(fn).get_concrete_function(spec)
+    with console.quiet_unless_verbose():  # its grappler pass logs "Starting new session" past TF_CPP_MIN_LOG_LEVEL
+        return convert_variables_to_constants_v2(concrete)
 
 
 def tflite_from_function(frozen, quantization: str = "float32",
