@@ -1,4 +1,4 @@
-"""Face detection: recall and speed of the backends of src/emotion/runtime/faces.py (BlazeFace short range, BlazeFace full
+"""Face detection: recall and speed of the backends of src/emotion/data/faces.py (BlazeFace short range, BlazeFace full
 range, Haar), in the same run.
 
     python benchmarks/bench_faces.py                 # real data from ../shared
@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from emotion.data import scenes
-from emotion.runtime import faces
+from emotion.data import faces
 
 FACES_GRAY, VIDEOS = support.FACES_GRAY, support.VIDEOS
 group_photo = tests_helpers.group_photo.group_photo

@@ -10,7 +10,7 @@ Needs web/node_modules (`npm ci --prefix web`: TF.js with its WASM files, BlazeF
 the TF.js converter: `pip install -r requirements-tfjs.txt`, Linux, macOS or WSL). The page needs no
 network at run time: web/dist/ holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and
 config.json (class names, crop geometry, smoothing, detector threshold and min_confidence from the config and
-emotion/runtime/faces.py, and the model card's one line, shown on the page).
+emotion/data/faces.py, and the model card's one line, shown on the page).
 The build and the server are emotion/serving/webpage.py.
 
 --dist is replaced whole by each build, so it must be a build (every build holds a

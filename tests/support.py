@@ -132,7 +132,7 @@ def megamind_face_crops(count: int = 12, size=(96, 96)):
     import numpy as np
     import pytest
 
-    from emotion.runtime import faces
+    from emotion.data import faces
     require(VIDEOS / "Megamind.avi")
     if faces.blazeface_model_path() is None:
         pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
@@ -329,7 +329,7 @@ def count_to_rgb(monkeypatch) -> list[tuple[int, ...]]:
     the list to which each call appends the shape of the image it was given (a test's monkeypatch undoes it)."""
     import sys
 
-    from emotion.runtime import faces
+    from emotion.data import faces
     original = faces.to_rgb
     calls: list[tuple[int, ...]] = []
 

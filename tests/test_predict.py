@@ -26,7 +26,8 @@ from support import (FACES_GRAY, VIDEOS, YOLO_SAMPLE, as_set_args, count_to_rgb,
 import predict
 from emotion.common import cli, config
 from emotion.common.errors import UserError
-from emotion.runtime import drawing, faces, photos, recognizer, tracking, video, video_threads
+from emotion.data import faces
+from emotion.runtime import drawing, photos, recognizer, tracking, video, video_threads
 
 # Real images, checked once against the BlazeFace detector (see the preconditions asserted where used).
 PHOTOS = ["Allison_Janney_0001.jpg", "Andre_Agassi_0034.jpg", "Arnaud_Clement_0001.jpg"]

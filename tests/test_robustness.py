@@ -336,7 +336,7 @@ def test_end_to_end_detection_rate_on_the_shared_photos_is_bench_faces_count(kno
     bench_faces' placement (350 px, centred, black 640x480) finds exactly the faces bench_faces counts, which
     this test counts itself: faces.FaceDetector.detect called directly and bench_faces' own centre check."""
     from emotion.common import config
-    from emotion.runtime import faces
+    from emotion.data import faces
     from emotion.runtime.classifier import KerasClassifier
     from emotion.runtime.end_to_end import EndToEnd, installed_detectors
     photos = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted((require(FACES_GRAY) / "images").iterdir())]

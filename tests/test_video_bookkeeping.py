@@ -14,7 +14,7 @@ import pytest
 from support import CLASS_NAMES, VIDEOS, require
 
 from emotion.common import colours
-from emotion.runtime.faces import Face
+from emotion.data.faces import Face
 from emotion.runtime.video_frames import (ClassifySchedule, FrameAnnotator, HeldProbabilities, RunRecorder, StageTimes,
                                           TrackMemory, log_line, median_ms)
 

@@ -38,7 +38,7 @@ def site(tmp_path_factory):
     import export
     from emotion.common.config import load_config
     from emotion.model import network as model_lib
-    from emotion.runtime import faces
+    from emotion.data import faces
 
     tmp = tmp_path_factory.mktemp("web")
     overrides = [f"data_path={tmp / 'data'}", f"model_save_path={tmp / 'models' / 'model.h5'}",
@@ -168,7 +168,7 @@ def test_browser_blazeface_finds_the_faces_python_finds(site, classified):
         iw = max(0, min(x + w, px + pw) - max(x, px))
         ih = max(0, min(y + h, py + ph) - max(y, py))
         ious.append(iw * ih / (w * h + pw * ph - iw * ih))
-    assert np.median(ious) > 0.8, ious  # the same BlazeFace model as emotion/runtime/faces.py
+    assert np.median(ious) > 0.8, ious  # the same BlazeFace model as emotion/data/faces.py
     for faces_ in boxes:
         for face in faces_:
             if face["wholeImage"]:  # a small photo (Avinash_28.jpg is 59x65) with no face found: as predict.py

