@@ -320,9 +320,10 @@ def test_a_video_frame_is_converted_to_rgb_once_on_its_way_through_the_producer(
         expected = np.stack([faces.crop_face(frame, b, size=SIZE) for b in boxes])
         assert item.crops.dtype == np.uint8 and np.array_equal(item.crops, expected)
 
+    face = rec.detect(frames_rgb[1])[1]
     conversions.clear()
     bgr_to_rgb.clear()
-    row = video.VideoRun._classify_one(SimpleNamespace(rec=rec), frames_bgr[1], expected_boxes[1][1])
+    row = video.VideoRun._classify_one(SimpleNamespace(rec=rec), frames_bgr[1], face)
     assert conversions == [] and bgr_to_rgb == [frames_bgr[1].shape]
     np.testing.assert_allclose(row, rec.classifier.predict(faces.crop_face(frames_rgb[1], expected_boxes[1][1],
                                                                            size=SIZE)[None])[0], atol=1e-6)

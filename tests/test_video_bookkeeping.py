@@ -141,7 +141,7 @@ def test_frame_annotator_with_classify_every_reuses_rows_and_marks_what_was_clas
     rows = rng.dirichlet(np.ones(C), size=3).astype(np.float32)
     missing = rows[2]
     annotator = FrameAnnotator(CLASS_NAMES, smoothing=0.0, classify_every=3, forget_after=5,
-                               classify_missing=lambda frame_bgr, box: missing)
+                               classify_missing=lambda frame_bgr, face: missing)
     boxes = _faces([(300, 100, 120, 130), (40, 260, 90, 100)])
     first = annotator.annotate(frame.copy(), boxes, [1, 2], [0, 1], rows[:2])
     assert [f["classified"] for f in first] == [True, True] and "raw_probabilities" not in first[0]

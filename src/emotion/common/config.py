@@ -198,6 +198,7 @@ SCHEMA: dict[str, Field] = {
     "strategy": Field(_choice("default", "mirrored", "multi_worker")),
     "face_detector": Field(_choice("auto", "blazeface", "blazeface_full", "haar")),
     "face_min_score": Field(_float(0.0, 1.0)),
+    "face_alignment": Field(_choice("none", "eyes")),
     "classifier_backend": Field(_choice("tflite", "keras")),
     "video_path": Field(_str, is_path=True),
     "smoothing": Field(_float(0.0, 0.99)),
@@ -337,6 +338,15 @@ def trained_config_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".config.yaml")
 
 
+def trained_setting(model_path: str | os.PathLike, key: str) -> Any:
+    """The value of `key` in the config a model was trained with (trained_config_path); None when that file is
+    missing or unreadable, or does not set the key (a model from elsewhere, or older)."""
+    try:
+        return yaml.safe_load(trained_config_path(model_path).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return None
+
+
 def check_model_classes(n_out: int, class_names, model_path, remedy: str = "use the config it was trained with") -> None:
     """UserError unless a model predicting n_out classes matches config key class_names, in count and, when the
     model's training config lies beside it (trained_config_path), in order: the same names in another order
@@ -347,10 +357,7 @@ def check_model_classes(n_out: int, class_names, model_path, remedy: str = "use 
         raise UserError(f"the model {model_path} predicts {n_out} classes but config key class_names lists "
                         f"{len(class_names)}: {remedy}")
     trained = trained_config_path(model_path)
-    try:
-        names = yaml.safe_load(trained.read_text(encoding="utf-8")).get("class_names")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return  # a model from elsewhere: no record of its order
+    names = trained_setting(model_path, "class_names")  # None: a model from elsewhere, no record of its order
     if isinstance(names, list) and [str(n) for n in names] != [str(n) for n in class_names]:
         raise UserError(f"the model {model_path} was trained with class_names {names} ({trained.name}) but config "
                         f"key class_names lists {list(class_names)}: {remedy}")

@@ -10,6 +10,8 @@ How it reads:
     truncated (scanning.check_images), then those that do not decode (decoding.check_decoding, a JPEG corrupt in
     the middle); each dropped file is named in one warning line and counted in info.num_skipped. A training loop
     reads its splits once and hands the SplitFiles to make_dataset every epoch.
+  * face_alignment eyes: read_split finds each image's eye angle once (alignment.eye_angles) and decoding turns
+    the image by it, so the eyes are level before caching, shuffling and augmentation.
   * decoding runs in parallel; decoded uint8 images are cached in memory when the split fits under
     cache_max_mb MiB. The cache is kept per process (all caches together stay under cache_max_mb, least
     recently used dropped first) and shared by every dataset made from the same files, so a training loop
@@ -33,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from emotion.common.errors import UserError
-from emotion.data import scanning
+from emotion.data import alignment, scanning
 from emotion.data.augmentation import augment_batch, augmentation_enabled
 from emotion.data.decoding import check_decoding, decode_uint8, file_stats
 
@@ -47,6 +49,7 @@ class SplitFiles:
     paths: list[str]
     labels: np.ndarray  # int32 label ids, index in class_names
     skipped: list[str]  # files dropped as unreadable, each named in a warning
+    angles: np.ndarray | None = None  # face_alignment eyes: float32 degrees per image, each turned by it; None: off
 
     def class_counts(self) -> dict[str, int]:
         return {name: int(np.sum(self.labels == i)) for i, name in enumerate(self.class_names)}
@@ -93,32 +96,46 @@ def read_split(split_dir: str | os.PathLike, cfg: Mapping[str, Any], limit_per_c
     paths, labels, skipped = [paths[i] for i in decodes], labels[decodes], skipped + undecodable
     if not paths:
         raise UserError(f"no readable images in {split_dir} ({len(skipped)} unreadable files skipped)")
-    return SplitFiles(str(split_dir), class_names, paths, labels, skipped)
+    angles = alignment.eye_angles(paths, cfg) if alignment.aligning(cfg) else None
+    return SplitFiles(str(split_dir), class_names, paths, labels, skipped, angles)
 
 
-def _decoded(paths: list[str], labels: np.ndarray, input_shape: Sequence[int]) -> tf.data.Dataset:
-    """(uint8 image, int32 label) in paths order, decoded in parallel; undecodable files dropped."""
-    ds = tf.data.Dataset.from_tensor_slices((tf.constant(paths, tf.string), tf.constant(labels, tf.int32)))
-    ds = ds.map(lambda p, y: (decode_uint8(tf.io.read_file(p), input_shape), y),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.ignore_errors()  # safety net for files that passed check_images but do not decode
+def _decoded(paths: list[str], labels: np.ndarray, input_shape: Sequence[int],
+             angles: np.ndarray | None) -> tf.data.Dataset:
+    """(uint8 image, int32 label) in paths order, decoded in parallel (and turned by its angle when angles are
+    given: face_alignment eyes); undecodable files dropped."""
+    return _decode(tf.data.Dataset.from_tensor_slices(_slices(paths, labels, angles)), input_shape)
 
+
+def _slices(paths: list[str], labels: np.ndarray, angles: np.ndarray | None) -> tuple:
+    """(path, label[, angle]) tensors, one row per image."""
+    columns = (tf.constant(paths, tf.string), tf.constant(labels, tf.int32))
+    return columns if angles is None else (*columns, tf.constant(angles, tf.float32))
+
+
+def _decode(ds: tf.data.Dataset, input_shape: Sequence[int]) -> tf.data.Dataset:
+    """(path, label[, angle]) rows -> (uint8 image, label), in parallel, in order; files that do not decode
+    (past check_images) dropped."""
+    def decode(path, label, angle=None):
+        image = decode_uint8(tf.io.read_file(path), input_shape)
+        return (image if angle is None else alignment.level_eyes(image, angle)), label
+    return ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
 
 
 def _base_dataset(paths: list[str], labels: np.ndarray, input_shape: Sequence[int],
-                  cache_bytes: int) -> tuple[tf.data.Dataset, bool]:
+                  cache_bytes: int, angles: np.ndarray | None = None) -> tuple[tf.data.Dataset, bool]:
     """The decoded dataset, cached in memory (and remembered for later calls) when it fits cache_bytes."""
     h, w = int(input_shape[0]), int(input_shape[1])
     size = len(paths) * h * w * 3
     if cache_bytes <= 0 or size > cache_bytes:
-        return _decoded(paths, labels, input_shape), False
-    key = (h, w, file_stats(paths), labels.tobytes())
+        return _decoded(paths, labels, input_shape, angles), False
+    key = (h, w, file_stats(paths), labels.tobytes(), None if angles is None else angles.tobytes())
     if key in _CACHES:
         _CACHES.move_to_end(key)
         return _CACHES[key][0], True
     while _CACHES and sum(s for _, s in _CACHES.values()) + size > cache_bytes:
         _CACHES.popitem(last=False)  # least recently used
-    ds = _decoded(paths, labels, input_shape).cache()
+    ds = _decoded(paths, labels, input_shape, angles).cache()
     _CACHES[key] = (ds, size)
     return ds, True
 
@@ -138,7 +155,7 @@ def make_dataset(split: str | os.PathLike | SplitFiles, cfg: Mapping[str, Any], 
     files = split if isinstance(split, SplitFiles) else read_split(split, cfg, limit_per_class)
     batch_size = int(batch_size or (cfg["train_batch_size"] if training else cfg["val_batch_size"]))
     cache_bytes = 0 if cache is False else int(cfg["cache_max_mb"]) * 2 ** 20
-    ds, cached = _base_dataset(files.paths, files.labels, cfg["input_shape"], cache_bytes)
+    ds, cached = _base_dataset(files.paths, files.labels, cfg["input_shape"], cache_bytes, files.angles)
     if training:
         ds = _shuffled(ds, files, cfg, cached)
     ds = ds.batch(batch_size, drop_remainder=False)
@@ -162,10 +179,8 @@ def _shuffled(ds: tf.data.Dataset, files: SplitFiles, cfg: Mapping[str, Any], ca
         # a full shuffle over the cache holds only references to the cached images, no copies
         return ds.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     # shuffle the file list each epoch, decode in parallel, then mix a window of decoded images
-    order = tf.data.Dataset.from_tensor_slices((tf.constant(files.paths), tf.constant(files.labels, tf.int32)))
-    order = order.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    ds = order.map(lambda p, y: (decode_uint8(tf.io.read_file(p), cfg["input_shape"]), y),
-                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+    order = tf.data.Dataset.from_tensor_slices(_slices(files.paths, files.labels, files.angles))
+    ds = _decode(order.shuffle(n, seed=seed, reshuffle_each_iteration=True), cfg["input_shape"])
     return ds.shuffle(min(int(cfg["shuffle_buffer"]), n), seed=seed + 1, reshuffle_each_iteration=True)
 
 

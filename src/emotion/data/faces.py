@@ -58,6 +58,7 @@ Importing this module is fast: TensorFlow is imported only when a blazeface dete
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -112,6 +113,9 @@ HAAR_TO_BLAZEFACE = (0.89, 0.107)
 # Which images callers may classify whole when no face is found (see is_tight_face_crop).
 TIGHT_CROP_MAX_SIDE = 160
 TIGHT_CROP_MAX_ASPECT = 1.25
+
+# face_alignment: "none" crops the upright square; "eyes" turns it so the eye line is level (BlazeFace keypoints).
+ALIGNMENTS = ("none", "eyes")
 
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")
 
@@ -401,16 +405,19 @@ def crop_box(box: Sequence[float], margin: float = CROP_MARGIN, dy: float = CROP
 
 def crop_face(image_rgb: np.ndarray, box: Sequence[float], margin: float = CROP_MARGIN,
               size: tuple[int, int] | None = None, *, dy: float = CROP_DY,
-              border: str = "replicate") -> np.ndarray:
+              border: str = "replicate", angle: float = 0.0) -> np.ndarray:
     """A square crop around a detector box, framed like AffectNet's crops (whole face, a little forehead and
     chin): see crop_box for the geometry, CROP_MARGIN / CROP_DY for the measured defaults.
 
     Where the crop reaches past the image edge it is padded, not shifted, so the face stays centred:
     border "replicate" repeats the edge pixels (default: closer to what a classifier saw in training than a
     black band), "constant" pads with black. Returns uint8 RGB (grayscale input becomes 3 channels),
-    side x side, or `size` (width, height) when given (INTER_AREA when shrinking, INTER_LINEAR otherwise)."""
+    side x side, or `size` (width, height) when given (INTER_AREA when shrinking, INTER_LINEAR otherwise).
+
+    angle (degrees, eye_angle of the face's keypoints): the square is turned by it about its centre, so the eyes
+    come out level (face_alignment: eyes); 0 takes the upright square exactly as before."""
     _check_border(border)
-    return crop_face_rgb(to_rgb(image_rgb), box, margin, size, dy=dy, border=border)
+    return crop_face_rgb(to_rgb(image_rgb), box, margin, size, dy=dy, border=border, angle=angle)
 
 
 def _check_border(border: str) -> None:
@@ -420,29 +427,126 @@ def _check_border(border: str) -> None:
 
 def crop_face_rgb(rgb: np.ndarray, box: Sequence[float], margin: float = CROP_MARGIN,
                   size: tuple[int, int] | None = None, *, dy: float = CROP_DY,
-                  border: str = "replicate") -> np.ndarray:
+                  border: str = "replicate", angle: float = 0.0) -> np.ndarray:
     """crop_face of an image already converted by to_rgb (uint8 HxWx3 RGB), used as it is: for callers that
     convert an image once and crop it many times (the recognizer). No conversion and no check of the image."""
     _check_border(border)
+    if angle:
+        return _rotated_crop(rgb, box, margin, size, dy, border, float(angle))
     h, w = rgb.shape[:2]
     x0, y0, side = crop_box(box, margin, dy)
-    x1, y1 = x0 + side, y0 + side
-    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if ix1 <= ix0 or iy1 <= iy0:
+    if min(w, x0 + side) <= max(0, x0) or min(h, y0 + side) <= max(0, y0):
         raise ValueError(f"box {tuple(box)} does not overlap the {w}x{h} image")
-    crop = rgb[iy0:iy1, ix0:ix1]
-    pads = (iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1)
-    if any(pads):
-        mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
-        crop = cv2.copyMakeBorder(crop, *pads, mode, value=(0, 0, 0))
-    else:
-        crop = crop.copy()
+    crop = _square(rgb, x0, y0, side, border)
     if size is not None:
         tw, th = int(size[0]), int(size[1])
         if (tw, th) != (side, side):
             interp = cv2.INTER_AREA if tw < side and th < side else cv2.INTER_LINEAR
             crop = cv2.resize(crop, (tw, th), interpolation=interp)
     return crop
+
+
+def eye_angle(keypoints: Sequence[Sequence[float]] | None) -> float:
+    """Degrees from the image's x axis to the line from the subject's right eye to the left eye (BlazeFace's
+    keypoints 0 and 1; image y points down, so a positive angle is a face tilted clockwise on screen); 0.0 when
+    there are no keypoints (the Haar backend). crop_face(..., angle=eye_angle(face.keypoints)) levels the eyes."""
+    if keypoints is None or len(keypoints) < 2:
+        return 0.0
+    (rx, ry), (lx, ly) = keypoints[0], keypoints[1]
+    if lx == rx and ly == ry:
+        return 0.0
+    return math.degrees(math.atan2(ly - ry, lx - rx))
+
+
+def face_angle(face: Face, alignment: str) -> float:
+    """The angle to crop `face` at under a face_alignment setting: eye_angle for "eyes", 0.0 for "none"."""
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"face_alignment must be one of {', '.join(ALIGNMENTS)}, got {alignment!r}")
+    return eye_angle(face.keypoints) if alignment == "eyes" else 0.0
+
+
+def _rotated_crop(rgb: np.ndarray, box: Sequence[float], margin: float, size: tuple[int, int] | None, dy: float,
+                  border: str, angle: float) -> np.ndarray:
+    """crop_face's square turned by `angle` degrees about its centre, so that the eye line becomes level.
+
+    Two steps, as the web page does them: the axis-aligned square holding the turned one is cut out (padded
+    like crop_face where it leaves the image) and shrunk with INTER_AREA to the output's scale, then one
+    bilinear warp turns it. The centre is the box centre moved by dy * h along the face's own vertical."""
+    x, y, w, h = (float(v) for v in box)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"box {tuple(box)} is empty")
+    a = math.radians(angle)
+    cos, sin = math.cos(a), math.sin(a)
+    cx, cy = x + w / 2 - sin * dy * h, y + h / 2 + cos * dy * h
+    side = max(1, int(round(max(w, h) * (1 + 2 * margin))))
+    # whole-pixel corners as crop_box has them, so a small angle gives nearly crop_box's own square
+    cx, cy = round(cx - side / 2) + side / 2, round(cy - side / 2) + side / 2
+    tw, th = (side, side) if size is None else (int(size[0]), int(size[1]))
+    outer = int(math.ceil(side * (abs(cos) + abs(sin)))) + 4  # the turned square fits inside, with a border
+    ox, oy = int(math.floor(cx - outer / 2)), int(math.floor(cy - outer / 2))
+    region = _square(rgb, ox, oy, outer, border)
+    q = min(1.0, max(tw, th) / side)  # pixels of the shrunk region per image pixel
+    if q < 1.0:
+        n = max(1, int(round(outer * q)))
+        region = cv2.resize(region, (n, n), interpolation=cv2.INTER_AREA)
+        q = n / outer
+    rot = np.array([[cos, -sin], [sin, cos]])
+    linear = q * rot @ np.diag([side / tw, side / th])     # output pixel -> region pixel
+    offset = linear @ [0.5, 0.5] - q * rot @ [side / 2, side / 2] + q * np.array([cx - ox, cy - oy]) - 0.5
+    matrix = np.hstack([linear, offset[:, None]]).astype(np.float64)
+    mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+    return cv2.warpAffine(region, matrix, (tw, th), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=mode, borderValue=(0, 0, 0))
+
+
+# A tight face crop is searched for eyes on a black canvas this many times its side: BlazeFace finds a face that
+# fills its whole input badly (it was trained on faces with surroundings); at 3x it found 6,317 of the 6,320
+# AffectNet crops of ../shared (see CROP_MARGIN).
+TIGHT_CROP_CANVAS = 3
+
+
+def tight_crop_angle(detector: FaceDetector, rgb: np.ndarray) -> float:
+    """eye_angle of the face in a tight face crop (an AffectNet image, or predict.py's whole-image case): the
+    crop is pasted in the middle of a black canvas TIGHT_CROP_CANVAS times its size and searched there; 0.0
+    when no face (or no keypoints) is found. With turn(rgb, angle) it levels a dataset image's eyes."""
+    rgb = to_rgb(rgb)
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0:
+        return 0.0
+    side = TIGHT_CROP_CANVAS * max(h, w)
+    canvas = np.zeros((side, side, 3), np.uint8)
+    y0, x0 = (side - h) // 2, (side - w) // 2
+    canvas[y0:y0 + h, x0:x0 + w] = rgb
+    found = detector.detect_rgb(canvas)
+    return eye_angle(found[0].keypoints) if found else 0.0
+
+
+def turn(rgb: np.ndarray, angle: float) -> np.ndarray:
+    """The image turned by `angle` degrees about its centre (bilinear, edges repeated), so that an eye line at
+    `angle` (eye_angle) comes out level: output pixel p samples the input at c + R(angle) (p - c). The same
+    turn as alignment.level_eyes does inside tf.data for training and evaluation."""
+    h, w = rgb.shape[:2]
+    a = math.radians(angle)
+    cos, sin = math.cos(a), math.sin(a)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    matrix = np.array([[cos, -sin, cx - cos * cx + sin * cy], [sin, cos, cy - sin * cx - cos * cy]], np.float64)
+    return cv2.warpAffine(rgb, matrix, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def _square(rgb: np.ndarray, x0: int, y0: int, side: int, border: str) -> np.ndarray:
+    """The image's square [x0, x0 + side) x [y0, y0 + side), padded (replicate or black) where it leaves the image."""
+    h, w = rgb.shape[:2]
+    x1, y1 = x0 + side, y0 + side
+    ix0, iy0, ix1, iy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if ix1 <= ix0 or iy1 <= iy0:
+        raise ValueError(f"the crop at ({x0}, {y0}), side {side}, does not overlap the {w}x{h} image")
+    crop = rgb[iy0:iy1, ix0:ix1]
+    pads = (iy0 - y0, y1 - iy1, ix0 - x0, x1 - ix1)
+    if not any(pads):
+        return crop.copy()
+    mode = cv2.BORDER_REPLICATE if border == "replicate" else cv2.BORDER_CONSTANT
+    return cv2.copyMakeBorder(crop, *pads, mode, value=(0, 0, 0))
 
 
 def is_tight_face_crop(image: np.ndarray, max_side: int = TIGHT_CROP_MAX_SIDE,

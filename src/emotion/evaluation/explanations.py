@@ -99,7 +99,7 @@ class Explainer:
         if results[0].whole_image:
             crops = self.rec.whole(image_rgb)[None]
         else:
-            crops = self.rec.crops(image_rgb, [r.box for r in results])
+            crops = self.rec.crops(image_rgb, [r.box for r in results], angles=[r.angle for r in results])
         maps, probs = gradcam.heatmaps(self.model, crops)
         for k, (crop, heat, p, path) in enumerate(zip(crops, maps, probs, paths), 1):
             face_figure(crop, heat, p, self.rec.class_names, Path(path), f"{Path(name).name}, face {k}")

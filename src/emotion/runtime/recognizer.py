@@ -5,7 +5,8 @@ Shared by predict.py (photos) and inference.py (video, webcam); drawing the resu
     rec = EmotionRecognizer(cfg)                      # cfg.model_save_path, cfg.face_detector, cfg.classifier_backend
     per_image = rec.analyze_batch([rgb1, rgb2, ...])  # [[FaceResult], ...]: one list per image, best detection
                                                       # first, [] when no face; crops of all images classified together
-    faces = rec.detect(rgb); probs = rec.classifier.predict(rec.crops(rgb, [f.box for f in faces]))  # steps apart
+    faces = rec.detect(rgb)                           # the steps apart: detect, crop (eyes levelled when
+    probs = rec.classifier.predict(rec.crops(rgb, [f.box for f in faces], angles=rec.angles(faces)))  # aligning)
 
 A tight face crop in which no face is found (small and near square, faces.is_tight_face_crop: e.g. the 96x96
 AffectNet images) is classified whole, resized to the classifier's input: FaceResult.whole_image is True and
@@ -25,9 +26,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from emotion.common.config import check_model_classes
+from emotion.common import console
+from emotion.common.config import check_model_classes, trained_setting
 from emotion.runtime import confidence as confidence_rule
-from emotion.data.faces import Face, FaceDetector, crop_face_rgb, is_tight_face_crop, to_rgb
+from emotion.data.faces import (Face, FaceDetector, crop_face_rgb, face_angle, is_tight_face_crop, tight_crop_angle,
+                                to_rgb, turn)
 
 MAX_BATCH = 256  # analyze_batch: most crops per classifier call (bounds memory on folders of group photos)
 
@@ -47,6 +50,7 @@ class FaceResult:
     detector_score: float | None
     whole_image: bool = False
     top_label: str | None = None  # None: the label (results made without a threshold)
+    angle: float = 0.0  # degrees the crop was turned by to level the eyes (face_alignment: eyes); not in to_dict
 
     def __post_init__(self):
         if self.top_label is None:
@@ -63,10 +67,10 @@ class FaceResult:
 
 def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_names: Sequence[str],
                        detector_scores: Sequence[float | None] | None, whole_image: bool = False,
-                       min_confidence: float = 0.0) -> list[FaceResult]:
+                       min_confidence: float = 0.0, angles: Sequence[float] | None = None) -> list[FaceResult]:
     """FaceResults from classifier rows: probs [N, C] (renormalised to sum 1), one box and detector score per
     row (detector_scores None: all None). A row whose top probability is below min_confidence is labelled
-    "uncertain" (confidence.decide); its top_label is still the argmax."""
+    "uncertain" (confidence.decide); its top_label is still the argmax. angles: each crop's turn (default 0)."""
     if len(boxes) == 0:
         return []
     probs = np.asarray(probs, dtype=np.float64).reshape(len(boxes), -1)
@@ -76,13 +80,15 @@ def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_
     probs = np.divide(probs, sums, out=probs, where=sums > 0)
     best = probs.argmax(axis=1) if len(probs) else np.zeros(0, int)
     scores = [None] * len(boxes) if detector_scores is None else list(detector_scores)
+    angles = [0.0] * len(boxes) if angles is None else list(angles)
     results = []
-    for box, row, k, score in zip(boxes, probs.tolist(), best.tolist(), scores):
+    for box, row, k, score, angle in zip(boxes, probs.tolist(), best.tolist(), scores, angles):
         label = confidence_rule.decide(class_names[k], row[k], min_confidence)
         results.append(FaceResult(box=tuple(int(v) for v in box), label=label, top_label=class_names[k],
                                   confidence=row[k],
                                   probabilities=dict(zip(class_names, row)),
-                                  detector_score=None if score is None else float(score), whole_image=whole_image))
+                                  detector_score=None if score is None else float(score), whole_image=whole_image,
+                                  angle=float(angle)))
     return results
 
 
@@ -92,7 +98,8 @@ class EmotionRecognizer:
     [N, C] and input_shape (H, W, 3), default classifier.load_classifier(model_path, cfg.classifier_backend).
 
     class_names: cfg.class_names (must match the classifier's output count); input_size: the classifier's
-    input as (width, height), the order crop_face and cv2.resize take. One recognizer per thread (the
+    input as (width, height), the order crop_face and cv2.resize take; alignment: cfg.face_alignment, "eyes"
+    turns each crop so the eyes are level (faces.face_angle; a Haar face has no keypoints and stays upright). One recognizer per thread (the
     detector holds one TFLite interpreter)."""
 
     def __init__(self, cfg, model_path=None, detector: FaceDetector | None = None, classifier=None):
@@ -104,6 +111,12 @@ class EmotionRecognizer:
         self.detector = detector if detector is not None else FaceDetector(cfg.face_detector, cfg.face_min_score)
         self.class_names = list(cfg.class_names)
         self.min_confidence = float(cfg.get("min_confidence", 0.0))  # below it a face is "uncertain"
+        self.alignment = str(cfg.get("face_alignment", "none"))
+        trained = trained_setting(self.model_path, "face_alignment")
+        if trained is not None and trained != self.alignment:
+            console.warn(f"the model {self.model_path} was trained with face_alignment {trained} but config key "
+                         f"face_alignment is {self.alignment}: its answers may be worse; use --set "
+                         f"face_alignment={trained}")
         n_out = getattr(classifier, "num_classes", None)
         if n_out is not None:
             check_model_classes(n_out, self.class_names, self.model_path)
@@ -123,29 +136,41 @@ class EmotionRecognizer:
         """detect() of an image already converted by faces.to_rgb (contiguous uint8 HxWx3 RGB): not converted again."""
         return self.detector.detect_rgb(rgb)
 
-    def crops(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
-        """uint8 [N, H, W, 3]: crop_face of every box at the classifier's input size (into `out` when given)."""
-        return self.crops_rgb(to_rgb(image_rgb), boxes, out)
+    def angles(self, found: Sequence[Face]) -> list[float]:
+        """The turn of each face's crop under this recognizer's alignment (all 0.0 for "none")."""
+        return [face_angle(f, self.alignment) for f in found]
 
-    def crops_rgb(self, rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None) -> np.ndarray:
+    def crops(self, image_rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None,
+              angles: Sequence[float] | None = None) -> np.ndarray:
+        """uint8 [N, H, W, 3]: crop_face of every box at the classifier's input size (into `out` when given),
+        each turned by its angle when given (angles(found), for face_alignment: eyes)."""
+        return self.crops_rgb(to_rgb(image_rgb), boxes, out, angles)
+
+    def crops_rgb(self, rgb: np.ndarray, boxes: Sequence[Sequence[int]], out: np.ndarray | None = None,
+                  angles: Sequence[float] | None = None) -> np.ndarray:
         """crops() of an image already converted by faces.to_rgb (uint8 HxWx3 RGB): not converted again."""
         w, h = self.input_size
         if out is None:
             out = np.empty((len(boxes), h, w, 3), np.uint8)
         for i, box in enumerate(boxes):
-            out[i] = crop_face_rgb(rgb, box, size=self.input_size)
+            out[i] = crop_face_rgb(rgb, box, size=self.input_size, angle=angles[i] if angles is not None else 0.0)
         return out
 
     def whole(self, image_rgb: np.ndarray) -> np.ndarray:
-        """uint8 [H, W, 3]: the whole image resized to the classifier's input (as it is when it already fits)."""
+        """uint8 [H, W, 3]: the whole image resized to the classifier's input (as it is when it already fits);
+        with face_alignment eyes, then turned to level its eyes as a dataset image is (alignment.py)."""
         return self._whole_rgb(to_rgb(image_rgb))
 
     def _whole_rgb(self, rgb: np.ndarray) -> np.ndarray:
         w, h = self.input_size
-        if rgb.shape[:2] == (h, w):
-            return rgb
-        shrink = rgb.shape[0] > h and rgb.shape[1] > w
-        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if rgb.shape[:2] != (h, w):
+            shrink = rgb.shape[0] > h and rgb.shape[1] > w
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if self.alignment == "eyes":
+            angle = tight_crop_angle(self.detector, rgb)
+            if angle:
+                rgb = turn(rgb, angle)
+        return rgb
 
     def _predict(self, faces: np.ndarray, max_batch: int | None = None) -> np.ndarray:
         if len(faces) == 0:
@@ -156,17 +181,17 @@ class EmotionRecognizer:
                                for i in range(0, len(faces), max_batch)])
 
     def _prepare(self, image_rgb: np.ndarray, allow_whole_image: bool):
-        """(boxes, detector scores or None, crops uint8 [N, H, W, 3], whole_image) for one image, converted to
-        RGB once here and not again by the detector or the crops."""
+        """(boxes, detector scores or None, crops uint8 [N, H, W, 3], whole_image, angles) for one image,
+        converted to RGB once here and not again by the detector or the crops."""
         rgb = to_rgb(image_rgb)
         found = self.detector.detect_rgb(rgb)
         if found:
-            boxes = [f.box for f in found]
-            return boxes, [f.score for f in found], self.crops_rgb(rgb, boxes), False
+            boxes, angles = [f.box for f in found], self.angles(found)
+            return boxes, [f.score for f in found], self.crops_rgb(rgb, boxes, angles=angles), False, angles
         if allow_whole_image and is_tight_face_crop(rgb):
             h, w = rgb.shape[:2]
-            return [(0, 0, w, h)], None, self._whole_rgb(rgb)[None], True
-        return [], None, None, False
+            return [(0, 0, w, h)], None, self._whole_rgb(rgb)[None], True, None
+        return [], None, None, False, None
 
     def analyze_batch(self, images_rgb: Sequence[np.ndarray], allow_whole_image: bool = True,
                       max_batch: int | None = MAX_BATCH) -> list[list[FaceResult]]:
@@ -180,9 +205,9 @@ class EmotionRecognizer:
             return [[] for _ in prepared]
         probs = self._predict(stacks[0] if len(stacks) == 1 else np.concatenate(stacks), max_batch)
         out, start = [], 0
-        for boxes, scores, _, whole in prepared:
+        for boxes, scores, _, whole, angles in prepared:
             out.append(results_from_probs(boxes, probs[start:start + len(boxes)], self.class_names, scores,
-                                          whole_image=whole, min_confidence=self.min_confidence))
+                                          whole_image=whole, min_confidence=self.min_confidence, angles=angles))
             start += len(boxes)
         return out
 

@@ -227,10 +227,10 @@ class VideoRun:
         self.writer_started = False
         self.started = self.last_done = time.perf_counter()
 
-    def _classify_one(self, frame_bgr, box):
+    def _classify_one(self, frame_bgr, face):
         import cv2
         rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
-        return self.rec.classifier.predict(self.rec.crops_rgb(rgb, [box]))[0]
+        return self.rec.classifier.predict(self.rec.crops_rgb(rgb, [face.box], angles=self.rec.angles([face])))[0]
 
     def loop(self) -> None:
         """Frames from the producer to the classifiers, and back in order through finish_frame; a Ctrl-C or an

@@ -112,7 +112,7 @@ class HeldProbabilities:
 
 class FrameAnnotator:
     """One classified frame, in frame order: raw probabilities (held ones reused), smoothed per track, drawn
-    on the frame, and the faces as predictions.json lists them. classify_missing(frame_bgr, box) -> [C] row:
+    on the frame, and the faces as predictions.json lists them. classify_missing(frame_bgr, face) -> [C] row:
     for a face that is due but has no held row (see HeldProbabilities.fill). min_confidence: below it (smoothed
     top probability) a face's label is "uncertain", its top_label the argmax."""
 
@@ -138,7 +138,7 @@ class FrameAnnotator:
         classified = None
         if self.held is not None:
             def classify(i):
-                return self.classify_missing(frame_bgr, boxes[i])
+                return self.classify_missing(frame_bgr, found[i])
             classified = self.held.fill(raw, ids, due, classify, live_ids=self.smoother.state)
         smoothed = self.smoother.update(ids, raw)
         results = (results_from_probs(boxes, smoothed, self.class_names, [f.score for f in found],

@@ -75,7 +75,8 @@ class Producer(threading.Thread):
                 boxes = [f.box for f in found]
                 ids = self.tracker.assign(boxes)
                 due = self.schedule.due(index, ids, live_ids=[t.id for t in self.tracker.tracks])
-                crops = self.rec.crops_rgb(rgb, [boxes[i] for i in due]) if due else None
+                crops = (self.rec.crops_rgb(rgb, [boxes[i] for i in due], angles=self.rec.angles([found[i] for i in due]))
+                         if due else None)
                 done = time.perf_counter()
                 item = Frame(index, source_index, frame, found, ids, due, crops, (decoded - start) * 1000,
                               (done - decoded) * 1000)
