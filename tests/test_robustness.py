@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 import pytest
 from sklearn import metrics as skm
-from support import (CLASS_NAMES, FACES_GRAY, REPO, as_set_args, keras_probs, link_organized, read_csv, require,
-                     run_script, tiny_config)
+from support import (CLASS_NAMES, FACES_GRAY, REPO, YOLO_SAMPLE, as_set_args, keras_probs, link_organized, read_csv,
+                     require, run_script, tiny_config)
 
 from emotion.evaluation import corruptions
 
@@ -197,17 +197,17 @@ def known(tmp_path_factory):
     return out
 
 
-def _measure_to_csv(case: dict, plan) -> tuple[object, dict]:
+def _measure_to_csv(case: dict, plan, test: str = "corruption", alignment: bool = False) -> tuple[object, dict]:
     """robustness.measure on the case's split, written with robustness.write; (report, {(corruption, severity):
-    CSV row})."""
+    CSV row} of the rows of `test`). alignment: also the rows with the eyes levelled (BlazeFace: real faces only)."""
     from emotion.data import datasets
     from emotion.evaluation import robustness
     files = datasets.read_split(case["tmp"] / "data" / "test", case["cfg"])
-    report = robustness.measure(case["model"], files, case["cfg"], plan=plan)
+    report = robustness.measure(case["model"], files, case["cfg"], plan=plan, alignment=alignment)
     report.info = {"split": "test"}
     dest = {name: case["tmp"] / name for name in robustness.OUTPUTS}
     robustness.write(dest, report)
-    rows = {(r["corruption"], int(r["severity"])): r for r in read_csv(dest["robustness.csv"])}
+    rows = {(r["corruption"], int(r["severity"])): r for r in read_csv(dest["robustness.csv"]) if r["test"] == test}
     return report, rows
 
 
@@ -230,6 +230,61 @@ def test_an_eye_model_loses_its_accuracy_with_the_eyes_covered_not_the_mouth(kno
     assert float(rows[("eyes", 1)]["accuracy"]) <= 0.3
     assert float(rows[("mouth", 1)]["accuracy"]) >= clean - 0.07 and float(rows[("mouth", 1)]["agreement"]) >= 0.9
     assert not report.at_chance
+
+
+def _striped_faces(paths, labels) -> np.ndarray:
+    """Real AffectNet crops with the class painted as a band across the forehead (rows 12-23 of 96: above the
+    eyes, so BlazeFace still finds them), one of the 8 corners of the RGB cube."""
+    corners = np.array([[(k >> 2) & 1, (k >> 1) & 1, k & 1] for k in range(8)]) * 175.0 + 40
+    images = np.stack([cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in paths])
+    images[:, 12:24] = np.rint(corners[labels][:, None, None, :]).astype(np.uint8)
+    return images
+
+
+def test_a_forehead_band_model_loses_a_turned_face_and_levelling_the_eyes_wins_it_back(tmp_path):
+    """Known answer for face_alignment: a tiny model reading the forehead band of real faces is right on upright
+    faces, wrong once they are turned 30 degrees (the band slants out of its rows), and right again when the
+    turned faces' eyes are found by BlazeFace and levelled, all on the same model (the "alignment" rows)."""
+    import keras
+
+    from emotion.common import config
+    from emotion.data import datasets, faces
+    from emotion.evaluation import card, robustness
+    if faces.blazeface_model_path() is None:
+        pytest.skip(f"BlazeFace model not installed ({faces.BLAZEFACE_INSTALL})")
+    images = {split: sorted((require(YOLO_SAMPLE) / split / "images").iterdir()) for split in ("train", "test")}
+    train_y, test_y = np.tile(np.arange(8), 100), np.repeat(np.arange(8), 5)
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((96, 96, 3))
+    bands = keras.layers.AveragePooling2D((12, 96))(keras.layers.Rescaling(1 / 255)(inputs))  # one per 12 rows
+    model = keras.Model(inputs, keras.layers.Dense(8, activation="softmax")(keras.layers.Flatten()(bands)))
+    model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
+    model.fit(_striped_faces(images["train"][:800], train_y).astype(np.float32), train_y, epochs=10, batch_size=50,
+              verbose=0)
+    _write_split(tmp_path / "data" / "test", _striped_faces(images["test"][:40], test_y), test_y)
+    case = {"model": model, "tmp": tmp_path,
+            "cfg": config.load_config(None, tiny_config(tmp_path, "input_shape=[96, 96, 3]"))}
+    plan = [("rotation", s) for s in (0, 1, 2, 3)]
+    report, rows = _measure_to_csv(case, plan, alignment=True)
+    _, levelled = _measure_to_csv(case, plan, test="alignment", alignment=True)
+    clean = float(rows[("rotation", 0)]["accuracy"])
+    assert clean >= 0.95, "the band model did not learn the band"
+    assert float(rows[("rotation", 3)]["accuracy"]) <= 0.5  # turned 30 degrees: the band leaves its rows
+    assert float(levelled[("rotation", 3)]["accuracy"]) >= clean - 0.1  # levelled: back
+    assert float(levelled[("rotation", 0)]["accuracy"]) >= clean - 0.1  # levelling upright faces costs little
+    assert {r["detector"] for r in levelled.values()} == {"blazeface"} and report.aligner == "blazeface"
+    assert "levelling the eyes takes faces turned 30 deg from" in robustness.summary(report)
+    section = robustness.card_section(report)
+    assert [lv["level"] for lv in section["alignment"]["levels"]] == ["clean", "10 deg", "20 deg", "30 deg"]
+    assert section["alignment"]["levels"][-1]["accuracy_with"] == pytest.approx(
+        float(levelled[("rotation", 3)]["accuracy"]), abs=1e-6)
+    markdown = card.render_markdown({"model_sha256": None, "robustness": {**section, "model_sha256": None}})
+    assert "with the eyes levelled (face_alignment eyes, blazeface)" in markdown
+    # not asked: no alignment rows, nothing said about them
+    files = datasets.read_split(tmp_path / "data" / "test", case["cfg"])
+    report = robustness.measure(model, files, case["cfg"], plan=plan[:2], alignment=False)
+    assert report.aligner is None and not [r for r in report.rows if r["test"] == "alignment"]
+    assert "levelling" not in robustness.summary(report)
 
 
 def _ece(probs, y, bins: int = 15) -> float:
@@ -382,6 +437,11 @@ def test_evaluate_robustness_writes_the_csv_the_figure_and_the_card_section(eval
     corruption_rows = [r for r in rows if r["test"] == "corruption"]
     assert len(corruption_rows) == sum(1 + len(corruptions.levels(c)) for c in corruptions.CORRUPTIONS)
     assert all(int(r["images"]) == n for r in corruption_rows)
+    levelled = [r for r in rows if r["test"] == "alignment"]  # the rotation again, eyes levelled (BlazeFace)
+    assert [(r["corruption"], int(r["severity"]), r["detector"]) for r in levelled] == [
+        ("rotation", s, "blazeface") for s in range(1 + len(corruptions.levels("rotation")))
+        if "blazeface" in installed_detectors()]
+    assert all(int(r["images"]) == n for r in levelled)
     scene_rows = [r for r in rows if r["test"] == "end_to_end"]
     detectors = installed_detectors()
     assert {(r["detector"], r["background"], r["level"]) for r in scene_rows} == {
@@ -401,6 +461,8 @@ def test_evaluate_robustness_writes_the_csv_the_figure_and_the_card_section(eval
     sha = hashlib.sha256(Path(cfg.model_save_path).read_bytes()).hexdigest()
     assert section["model_sha256"] == card_json["model_sha256"] == sha and section["num_images"] == n
     assert section["at_chance"] is True and set(section["end_to_end"]["detectors"]) == set(detectors)
+    if "blazeface" in detectors:
+        assert section["alignment"]["detector"] == "blazeface" and len(section["alignment"]["levels"]) == 4
     assert "test" in card_json["metrics"]  # the test figures, written in the same update
     markdown = (tmp / "models" / "model.card.md").read_text()
     assert "## Robustness" in markdown

@@ -177,6 +177,11 @@ def _robustness_md(section: dict, model_sha256: str | None) -> list[str]:
              f"{_fmt(clean.get('macro_f1'))}, ECE {_fmt(clean.get('ece'))}, uncertain {_fmt(clean.get('uncertain'))}"]
     for name, levels in section.get("corruptions", {}).items():
         lines.append(f"- {name}: accuracy " + ", ".join(f"{lv['level']} {_fmt(lv['accuracy'])}" for lv in levels))
+    aligned = section.get("alignment") or {}
+    if aligned.get("levels"):
+        lines.append(f"- the same with the eyes levelled (face_alignment eyes, {aligned['detector']}): accuracy "
+                     + ", ".join(f"{lv['level']} {_fmt(lv['accuracy_without'])} -> {_fmt(lv['accuracy_with'])}"
+                                 for lv in aligned["levels"]))
     e2e = section.get("end_to_end") or {}
     for detector, t in e2e.get("detectors", {}).items():
         default = " (face_detector's)" if detector == e2e.get("detector") else ""
