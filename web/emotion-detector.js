@@ -5,11 +5,14 @@
 //   const faces = await detector.classify(videoOrImageOrCanvas);             // one still picture
 //   const faces = await detector.classify(video, {track: true});             // live: ids + smoothing
 //   // faces: [{box: [x, y, w, h], label, topLabel, confidence, probabilities: {anger: 0.01, ...}, detectorScore,
-//   //          wholeImage, id}]; label is 'uncertain' when confidence < config.minConfidence, topLabel the argmax
+//   //          angle, wholeImage, id}]; label is 'uncertain' when confidence < config.minConfidence, topLabel the
+//   //          argmax, angle the degrees the crop was turned by (config.faceAlignment 'eyes'; 0 with 'none')
 //
 // The geometry follows src/emotion/data/faces.py and src/emotion/runtime/recognizer.py: a square crop around the detector's box
 // (cropMargin of the box side on each side, centre moved by cropDy box heights), resized to the model's
-// input; a small near-square picture with no face found is classified whole (an AffectNet-style crop).
+// input; a small near-square picture with no face found is classified whole (an AffectNet-style crop). With
+// config.faceAlignment 'eyes' every crop (and a whole picture) is turned about its centre so that BlazeFace's eye
+// line is level, as Python's face_alignment: eyes does.
 // Live tracking and smoothing follow src/emotion/runtime/tracking.py (exponential average of each face's probabilities).
 // On the WASM backend the emotion model runs in Web Workers (classifier-worker.js), one per core; BlazeFace,
 // cropping and tracking stay on the page's thread.
@@ -50,10 +53,21 @@ function weightedNms(candidates, threshold) {
     const group = remaining.filter((c) => iou(best.box, c.box) > threshold);
     const total = group.reduce((s, c) => s + c.score, 0);
     const box = [0, 1, 2, 3].map((i) => group.reduce((s, c) => s + c.box[i] * c.score, 0) / total);
-    out.push({box, score: best.score});
+    const keypoints = best.keypoints && best.keypoints.map((_, k) => [0, 1].map(
+      (j) => group.reduce((s, c) => s + c.keypoints[k][j] * c.score, 0) / total));
+    out.push({box, score: best.score, keypoints});
     for (const c of group) remaining.splice(remaining.indexOf(c), 1);
   }
   return out;
+}
+
+/** Degrees from the picture's x axis to the line from the subject's right eye to the left one (BlazeFace keypoints
+ * 0 and 1, picture pixels, y down), as src/emotion/data/faces.py eye_angle: the turn that levels the eyes. */
+export function eyeAngle(keypoints) {
+  if (!keypoints || keypoints.length < 2) return 0;
+  const [[rx, ry], [lx, ly]] = keypoints;
+  if (lx === rx && ly === ry) return 0;
+  return Math.atan2(ly - ry, lx - rx) * 180 / Math.PI;
 }
 
 /** [width, height] of a video, image, ImageData, canvas or ImageBitmap. */
@@ -169,7 +183,8 @@ class WorkerPool {
 
 export class EmotionDetector {
   /**
-   * config: what src/web.py writes to config.json: {model, detector, classNames, cropMargin, cropDy, minScore,
+   * config: what src/emotion/serving/webpage.py writes to config.json: {model, detector, classNames, cropMargin,
+   * cropDy, faceAlignment ('none' | 'eyes'), tightCropCanvas, minScore,
    * nmsIou, smoothing, tightCropMaxSide, tightCropMaxAspect, minConfidence, modelCard}. options: backend 'webgpu' | 'webgl' | 'wasm' | 'cpu'
    * to force one (default: the fastest that works here, see pickBackend); workers: how many Web Workers run the
    * emotion model on WASM (default: one per core, up to 4; 0 or 1 = on this thread).
@@ -227,7 +242,10 @@ export class EmotionDetector {
     }
     if (!faces.length) return [];
     const [h, w] = this.inputSize;
-    const pixels = wholeImage ? this.wholePixels(source, width, height) : this.cropPixels(source, faces, width, height);
+    const eyes = this.config.faceAlignment === 'eyes';  // each crop turned so that its eyes are level
+    for (const face of faces) face.angle = eyes && !wholeImage ? eyeAngle(face.keypoints) : 0;
+    const pixels = wholeImage ? await this.wholePixels(source, width, height, faces[0])
+      : this.cropPixels(source, faces, width, height);
     const flat = await this.runner.run(pixels, faces.length, h, w);
     const timing = {detectMs: t1 - t0, classifyMs: performance.now() - t1};
     const n = this.classNames.length;
@@ -250,6 +268,7 @@ export class EmotionDetector {
         confidence: rows[i][best],
         probabilities: Object.fromEntries(this.classNames.map((name, c) => [name, rows[i][c]])),
         detectorScore: face.score,
+        angle: face.angle,  // degrees the crop was turned by (faceAlignment 'eyes'; 0 with 'none')
         wholeImage,
         id: ids[i],
       };
@@ -309,15 +328,19 @@ export class EmotionDetector {
       candidates.push({
         box: [cx - r[3] / 2, cy - r[4] / 2, cx + r[3] / 2, cy + r[4] / 2],
         score: 1 / (1 + Math.exp(-Math.max(-SCORE_CLIP, Math.min(SCORE_CLIP, r[0])))),
+        // 6 keypoints (right eye, left eye, nose tip, mouth centre, right and left ear tragion) around the anchor
+        keypoints: [0, 1, 2, 3, 4, 5].map((k) => [r[5 + 2 * k] + ax, r[6 + 2 * k] + ay]),
       });
     }
     // Boxes rounded to whole pixels and clipped to the picture, as src/emotion/data/faces.py's detect_rgb: the
-    // crop is framed around the clipped box, so a face at the edge gets the crop Python gives it.
-    return weightedNms(candidates, this.config.nmsIou).map(({box, score}) => {
+    // crop is framed around the clipped box, so a face at the edge gets the crop Python gives it. Keypoints are
+    // mapped to picture pixels the same way, neither rounded nor clipped.
+    return weightedNms(candidates, this.config.nmsIou).map(({box, score, keypoints}) => {
       const [x0, y0, x1, y1] = box.map((v, k) => (v - (k % 2 ? padY : padX)) / scale);
       const [xa, ya] = [Math.max(0, Math.round(x0)), Math.max(0, Math.round(y0))];
       const [xb, yb] = [Math.min(width, Math.round(x1)), Math.min(height, Math.round(y1))];
-      return {box: [xa, ya, xb - xa, yb - ya], score};
+      return {box: [xa, ya, xb - xa, yb - ya], score,
+        keypoints: keypoints.map(([px, py]) => [(px - padX) / scale, (py - padY) / scale])};
     }).filter(({box}) => box[2] > 0 && box[3] > 0);
   }
 
@@ -330,7 +353,11 @@ export class EmotionDetector {
     const canvas = this.canvas('crops', w, h * faces.length);
     canvas.ctx.fillStyle = '#000';
     canvas.ctx.fillRect(0, 0, canvas.width, canvas.height);
-    faces.forEach(({box: [x, y, bw, bh]}, i) => {
+    faces.forEach(({box: [x, y, bw, bh], angle}, i) => {
+      if (angle) {
+        this.drawTurnedCrop(canvas.ctx, source, [x, y, bw, bh], angle, width, height, i * h);
+        return;
+      }
       const side = Math.max(1, Math.round(Math.max(bw, bh) * (1 + 2 * cropMargin)));
       const x0 = Math.round(x + bw / 2 - side / 2);
       const y0 = Math.round(y + bh / 2 + cropDy * bh - side / 2);
@@ -344,14 +371,99 @@ export class EmotionDetector {
     return canvas.ctx.getImageData(0, 0, canvas.width, canvas.height).data;
   }
 
-  /** The whole picture as one face, RGBA bytes at the model's input size: its own pixels when it already has
-   * that size (an AffectNet crop), else scaled by the canvas. */
-  wholePixels(source, width, height) {
+  /** crop_box's square turned by `angle` degrees about its centre (src/emotion/data/faces.py _rotated_crop, the
+   * same two steps): the upright square holding the turned one is drawn at the output's scale into a canvas (edges
+   * repeated, as drawReplicated does), then drawn turned into the output's cell at row `top`, so that output
+   * pixel p samples c + R(angle) (p - side / 2). The centre moves by cropDy box heights along the face's own
+   * vertical. */
+  drawTurnedCrop(ctx, source, [x, y, bw, bh], angle, width, height, top) {
+    const {cropMargin, cropDy} = this.config;
     const [h, w] = this.inputSize;
+    const a = angle * Math.PI / 180;
+    const [cos, sin] = [Math.cos(a), Math.sin(a)];
+    const side = Math.max(1, Math.round(Math.max(bw, bh) * (1 + 2 * cropMargin)));
+    // whole-pixel corners as the upright crop has them
+    const cx = Math.round(x + bw / 2 - sin * cropDy * bh - side / 2) + side / 2;
+    const cy = Math.round(y + bh / 2 + cos * cropDy * bh - side / 2) + side / 2;
+    const outer = Math.ceil(side * (Math.abs(cos) + Math.abs(sin))) + 4;  // the turned square fits inside
+    const [ox, oy] = [Math.floor(cx - outer / 2), Math.floor(cy - outer / 2)];
+    const [sx0, sy0] = [Math.max(0, ox), Math.max(0, oy)];
+    const [sx1, sy1] = [Math.min(width, ox + outer), Math.min(height, oy + outer)];
+    if (sx1 <= sx0 || sy1 <= sy0) return;
+    const n = Math.max(1, Math.round(outer * Math.min(1, Math.max(w, h) / side)));
+    const q = n / outer;  // pixels of the intermediate canvas per picture pixel
+    // Shrunk like INTER_AREA: drawn at n * 2^k pixels (at most the picture's own scale), then halved k times (an
+    // exact 2x2 mean each time), where one scaled drawImage would skip most pixels.
+    let k = 0;
+    while (q * 2 ** (k + 1) <= 1) k += 1;
+    let size = n * 2 ** k;
+    let region = this.canvas(`turn${k}`, size, size);
+    region.ctx.clearRect(0, 0, size, size);
+    drawReplicated(region.ctx, source, [sx0, sy0, sx1, sy1], [ox, oy, ox + outer, oy + outer], size / outer, 0);
+    while (k > 0) {
+      k -= 1;
+      size /= 2;
+      const half = this.canvas(`turn${k}`, size, size);
+      half.ctx.clearRect(0, 0, size, size);
+      half.ctx.drawImage(region, 0, 0, size, size);
+      region = half;
+    }
+    ctx.save();
+    ctx.beginPath();
+    ctx.rect(0, top, w, h);
+    ctx.clip();
+    ctx.translate(w / 2, top + h / 2);
+    ctx.scale(w / side, h / side);
+    ctx.rotate(-a);
+    ctx.scale(1 / q, 1 / q);
+    ctx.translate(-q * (cx - ox), -q * (cy - oy));
+    ctx.drawImage(region, 0, 0);
+    ctx.restore();
+  }
+
+  /** The whole picture as one face, RGBA bytes at the model's input size: its own pixels when it already has
+   * that size (an AffectNet crop), else scaled by the canvas. With faceAlignment 'eyes' it is then turned about
+   * its centre to level the eyes BlazeFace finds in it pasted in the middle of a black square tightCropCanvas
+   * times its size (src/emotion/data/faces.py tight_crop_angle and turn; no face: not turned); face.angle
+   * says by how much. */
+  async wholePixels(source, width, height, face = {}) {
+    const [h, w] = this.inputSize;
+    face.angle = 0;
+    let picture = source;
+    let [pw, ph] = [width, height];
+    if (this.config.faceAlignment === 'eyes') {
+      // its own canvas: an overlapping call (live video with workers) cannot draw over it while BlazeFace runs
+      const small = document.createElement('canvas');
+      Object.assign(small, {width: w, height: h});
+      const sctx = small.getContext('2d');
+      if (width === w && height === h) sctx.drawImage(source, 0, 0);
+      else sctx.drawImage(source, 0, 0, width, height, 0, 0, w, h);
+      const side = (this.config.tightCropCanvas ?? 3) * Math.max(w, h);
+      const pasted = this.canvas('tightCrop', side, side);
+      pasted.ctx.fillStyle = '#000';
+      pasted.ctx.fillRect(0, 0, side, side);
+      pasted.ctx.drawImage(small, Math.floor((side - w) / 2), Math.floor((side - h) / 2));
+      const [best] = await this.detectFaces(pasted, side, side);
+      face.angle = best ? eyeAngle(best.keypoints) : 0;
+      [picture, pw, ph] = [small, w, h];
+    }
     const canvas = this.canvas('whole', w, h);
     canvas.ctx.clearRect(0, 0, w, h);
-    if (width === w && height === h) canvas.ctx.drawImage(source, 0, 0);
-    else canvas.ctx.drawImage(source, 0, 0, width, height, 0, 0, w, h);
+    if (face.angle) {
+      // output pixel p samples c + R(angle) (p - c) about the picture's centre, edges repeated
+      const m = Math.ceil(Math.max(w, h) / 2) + 2;
+      const region = this.canvas('turnWhole', w + 2 * m, h + 2 * m);
+      region.ctx.clearRect(0, 0, region.width, region.height);
+      drawReplicated(region.ctx, picture, [0, 0, w, h], [-m, -m, w + m, h + m], 1, 0);
+      const {ctx} = canvas;
+      ctx.save();
+      ctx.translate(w / 2, h / 2);
+      ctx.rotate(-face.angle * Math.PI / 180);
+      ctx.translate(-w / 2 - m, -h / 2 - m);
+      ctx.drawImage(region, 0, 0);
+      ctx.restore();
+    } else if (pw === w && ph === h) canvas.ctx.drawImage(picture, 0, 0);
+    else canvas.ctx.drawImage(picture, 0, 0, pw, ph, 0, 0, w, h);
     return canvas.ctx.getImageData(0, 0, w, h).data;
   }
 }

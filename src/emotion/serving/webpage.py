@@ -116,6 +116,8 @@ def page_config(cfg) -> dict:
         "classNames": list(cfg.class_names),
         "cropMargin": faces.CROP_MARGIN,
         "cropDy": faces.CROP_DY,
+        "faceAlignment": str(cfg.face_alignment),  # "eyes": crops turned so the eyes are level, as Python's
+        "tightCropCanvas": faces.TIGHT_CROP_CANVAS,
         "minScore": float(cfg.face_min_score),
         "nmsIou": faces.NMS_IOU,
         "smoothing": float(cfg.smoothing),
