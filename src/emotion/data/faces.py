@@ -1,4 +1,5 @@
-"""Face detection for predict, inference and evaluation on photos: boxes and scores, and AffectNet-like crops.
+"""Face detection and AffectNet-like crops for predict, inference, evaluation and (face_alignment eyes) training:
+boxes, scores and eye keypoints; crops upright or turned so the eyes are level.
 
 Usage:
     det = FaceDetector()                       # "auto": BlazeFace short range when installed, else Haar
@@ -7,6 +8,8 @@ Usage:
     crop = crop_face(image_rgb, faces[0].box, size=(96, 96))   # framed like an AffectNet-YOLO image
     if not faces and is_tight_face_crop(image_rgb):
         crop = image_rgb                       # already a face crop (e.g. an AffectNet 96x96 image)
+    level = crop_face(image_rgb, faces[0].box, size=(96, 96), angle=eye_angle(faces[0].keypoints))  # eyes level
+    level = turn(crop, tight_crop_angle(det, crop))   # a tight crop's eyes levelled (face_alignment: eyes)
 
 detect and crop_face take gray, RGBA or RGB and convert it (to_rgb) on every call; a caller that detects and
 crops the same image converts it once and passes the RGB array to the variants that do not convert again:
