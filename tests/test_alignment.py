@@ -4,6 +4,7 @@ predict.py's and inference.py's paths. Known answers come from hand geometry (a 
 marked pixel lands where the rotation matrix says) and from real faces turned by a known angle."""
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from types import SimpleNamespace
@@ -232,6 +233,9 @@ def test_train_and_predict_with_level_eyes_end_to_end(detector, tmp_path, capsys
     assert out.count("face_alignment eyes: eye angles of 16 images") == 2, out  # train and val, once each
     model = tmp_path / "models" / "model.h5"
     assert config.trained_setting(model, "face_alignment") == "eyes"
+    card = json.loads(model.with_suffix(".card.json").read_text())
+    assert card["recipe"]["face_alignment"] == "eyes" and "- face_alignment: eyes" in model.with_suffix(
+        ".card.md").read_text()
     photo = str(require(FACES_GRAY) / "images" / PHOTOS[0])
     assert predict.main([*as_set_args([*overrides, "face_alignment=none"]), "--image_path", photo]) == 0
     err = capsys.readouterr().err

@@ -127,7 +127,7 @@ def data_section(data_path: str | os.PathLike, images_per_class: dict[str, dict[
 def recipe_section(cfg, versions: dict | None = None) -> dict:
     """How the model was trained: weights, phases (epochs, learning rate), augmentation, seed and the rest."""
     keys = ("weights", "input_shape", "dense_units", "dropout", "optimizer", "lr_schedule", "label_smoothing",
-            "class_weighting", "train_batch_size", "seed", "monitor", "mixed_precision")
+            "class_weighting", "train_batch_size", "seed", "monitor", "mixed_precision", "face_alignment")
     return {**{k: cfg[k] for k in keys},
             "phases": [{"phase": "head", "epochs": cfg.num_epochs, "learning_rate": cfg.learning_rate},
                        {"phase": "fine_tune", "epochs": cfg.fine_tune_epochs,
