@@ -503,8 +503,9 @@ def _rotated_crop(rgb: np.ndarray, box: Sequence[float], margin: float, size: tu
 
 
 # A tight face crop is searched for eyes on a black canvas this many times its side: BlazeFace finds a face that
-# fills its whole input badly (it was trained on faces with surroundings); at 3x it found 6,317 of the 6,320
-# AffectNet crops of ../shared (see CROP_MARGIN).
+# fills its whole input badly (it was trained on faces with surroundings); at 3x it found 6,306 of the 6,320
+# AffectNet crops of ../shared (2.5 ms a crop; the median eye line it reads is 3.9 degrees off level, 11 at the
+# 90th percentile).
 TIGHT_CROP_CANVAS = 3
 
 
