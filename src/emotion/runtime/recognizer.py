@@ -19,6 +19,7 @@ Importing this module does not import TensorFlow (the classifier does, when it i
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -92,6 +93,13 @@ def results_from_probs(boxes: Sequence[Sequence[int]], probs: np.ndarray, class_
     return results
 
 
+@functools.lru_cache(maxsize=None)
+def _warn_alignment(model_path: str, trained: str, configured: str) -> None:
+    """One warning per process and model (evaluate.py's scenes build a recognizer per face detector)."""
+    console.warn(f"the model {model_path} was trained with face_alignment {trained} but config key face_alignment "
+                 f"is {configured}: its answers may be worse; use --set face_alignment={trained}")
+
+
 class EmotionRecognizer:
     """Face detector + emotion classifier. model_path: default cfg.model_save_path; detector: default
     FaceDetector(cfg.face_detector, cfg.face_min_score); classifier: anything with predict(faces) ->
@@ -114,9 +122,7 @@ class EmotionRecognizer:
         self.alignment = str(cfg.get("face_alignment", "none"))
         trained = trained_setting(self.model_path, "face_alignment")
         if trained is not None and trained != self.alignment:
-            console.warn(f"the model {self.model_path} was trained with face_alignment {trained} but config key "
-                         f"face_alignment is {self.alignment}: its answers may be worse; use --set "
-                         f"face_alignment={trained}")
+            _warn_alignment(str(self.model_path), str(trained), self.alignment)
         n_out = getattr(classifier, "num_classes", None)
         if n_out is not None:
             check_model_classes(n_out, self.class_names, self.model_path)
