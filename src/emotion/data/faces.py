@@ -481,7 +481,7 @@ def _rotated_crop(rgb: np.ndarray, box: Sequence[float], margin: float, size: tu
     a = math.radians(angle)
     cos, sin = math.cos(a), math.sin(a)
     cx, cy = x + w / 2 - sin * dy * h, y + h / 2 + cos * dy * h
-    side = max(1, int(round(max(w, h) * (1 + 2 * margin))))
+    _, _, side = crop_box(box, margin, dy)
     # whole-pixel corners as crop_box has them, so a small angle gives nearly crop_box's own square
     cx, cy = round(cx - side / 2) + side / 2, round(cy - side / 2) + side / 2
     tw, th = (side, side) if size is None else (int(size[0]), int(size[1]))

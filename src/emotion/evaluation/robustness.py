@@ -126,11 +126,14 @@ def leveller(cfg) -> tuple[str, Callable[[np.ndarray], np.ndarray]] | None:
     return backend, level
 
 
-def _levelled(images: np.ndarray, aligner, forward) -> dict:
-    """{("levelled", severity): probabilities} of one batch: the clean images and each rotation severity, levelled."""
+def _levelled(images: np.ndarray, aligner, forward, turned_by: dict) -> dict:
+    """{("levelled", severity): probabilities} of one batch: the clean images and each rotation severity, levelled.
+    turned_by: {severity: the batch rotated} the plan made already (the others are made here)."""
     out = {}
     for s in (0, *corruptions.severities(ALIGNED)):
-        turned = images if s == 0 else corruptions.corrupt(images, ALIGNED, s)
+        turned = images if s == 0 else turned_by.get(s)
+        if turned is None:
+            turned = corruptions.corrupt(images, ALIGNED, s)
         out[("levelled", s)] = forward(aligner[1](turned).astype(np.float32)).numpy()
     return out
 
@@ -155,12 +158,15 @@ def _run(model, files, cfg, plan, end_to_end, batch_size, aligner=None):
         images = x.numpy().astype(np.uint8)  # the decoded pixels exactly: float32 holds 0..255 integers
         clean = forward(x).numpy()
         probs[("clean", 0)].append(clean)
+        turned_by = {}  # the rotated batches, levelled again below
         for name, severity in plan:
             changed = corruptions.corrupt(images, name, severity)
+            if name == ALIGNED:
+                turned_by[severity] = changed
             same = changed is images or np.array_equal(changed, images)
             probs[(name, severity)].append(clean if same else forward(changed.astype(np.float32)).numpy())
         if aligner is not None:
-            for key, value in _levelled(images, aligner, forward).items():
+            for key, value in _levelled(images, aligner, forward, turned_by).items():
                 probs[key].append(value)
         if end_to_end is not None:
             t = time.perf_counter()
