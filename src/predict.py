@@ -39,8 +39,8 @@ detector and classifier ('spawn'; this process then never imports TensorFlow); t
 input order), predictions.json, summary.csv, the copies' and figures' names and the --resume journal are the same
 as one process's. A worker that dies costs only its chunk: each of its images gets one "error: worker died
 analysing PATH (exit code X)" line and a worker is started in its place; one that cannot load the model ends the
-run with that one line. It pays only where cores are left over (on 2 cores, 279 photos, ResNet50: 18.8 images/s
-with one process, 15.2 with --workers 2, start-up included: one process already keeps both cores busy, and each
+run with that one line. It pays only where cores are left over (on 2 idle cores, 279 photos, ResNet50: 20.8 images/s
+with one process, 20.3 with --workers 2, start-up included: one process already keeps both cores busy, and each
 worker loads TensorFlow; benchmarks/bench_predict.py).
 An unreadable file gives one "error: cannot read image: PATH" line and the others carry on; the exit code is
 then 1. Only regular files are read (a pipe or a device named as an image is an error, never waited on). A path
